@@ -1,0 +1,164 @@
+"""Settings: defaults < newsletter.toml < environment < CLI flags. Nothing else reads os.environ."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from newsletter.errors import ConfigError
+
+CONFIG_FILE = "newsletter.toml"
+ENV_PREFIX = "NEWSLETTER_"
+# Names that do not follow NEWSLETTER_<SETTING>: the provider's conventional variable, and
+# the secret-key list, whose variable is singular because most installs have one key.
+ENV_ALIASES = {"SENDGRID_API_KEY": "sendgrid_api_key", "NEWSLETTER_SECRET_KEY": "secret_keys"}
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or an f-string."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path = Path()
+    content_dir: Path = Path("content")
+    issues_dir: Path = Path("issues")
+    templates_dir: Path = Path("templates")
+    build_dir: Path = Path("build")
+    outbox_dir: Path = Path("outbox")
+    database_url: str = ""  # empty: sqlite file `newsletter.db` under root
+    base_url: str = "https://news.example.org"
+    from_name: str = "Central Asia Weekly"
+    from_email: str = "digest@news.example.org"
+    postal_address: str = "Central Asia Weekly, 12 Erkindik Boulevard, Bishkek 720040, Kyrgyzstan"
+    stale_after_days: int = 2
+    mailer: str = "outbox"
+    sendgrid_api_key: Secret | None = None
+    sendgrid_api_url: str = "https://api.sendgrid.com"
+    sendgrid_timeout: float = 10.0
+    sendgrid_sandbox: bool = False
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_security: str = "none"  # none | starttls | tls
+    smtp_username: str = ""
+    smtp_password: Secret | None = None
+    secret_keys: tuple[Secret, ...] = ()
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8025
+
+    def path(self, name: str) -> Path:
+        """A directory setting resolved against the project root."""
+        value = getattr(self, name)
+        assert isinstance(value, Path)
+        return value if value.is_absolute() else self.root / value
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.root / 'newsletter.db'}"
+
+
+def load_settings(
+    root: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge the layers; `env` defaults to the process environment."""
+    root = (root or Path.cwd()).resolve()
+    env = os.environ if env is None else env
+    raw: dict[str, tuple[Any, str]] = {}
+    config_file = root / CONFIG_FILE
+    if config_file.is_file():
+        for key, value in _read_toml(config_file).items():
+            raw[key] = (value, f"{config_file} key '{key}'")
+    for name, value in env.items():
+        key = ENV_ALIASES.get(name) or (
+            name[len(ENV_PREFIX) :].lower() if name.startswith(ENV_PREFIX) else None
+        )
+        if key and key in _FIELDS:
+            raw[key] = (value, f"environment variable {name}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            raw[key] = (value, f"option --{key.replace('_', '-')}")
+    values = {key: _coerce(key, value, origin) for key, (value, origin) in raw.items()}
+    values["root"] = root
+    return Settings(**values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}. Fix the TOML.") from exc
+    unknown = sorted(set(data) - set(_FIELDS) - {"root"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known settings are: {', '.join(sorted(_FIELDS))}."
+        )
+    return data
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "root"}
+_TYPES = get_type_hints(Settings)
+
+
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    kind = _TYPES[key]
+    try:
+        if kind is Path or kind == Path:
+            return Path(value)
+        if kind is bool:
+            return _to_bool(value)
+        if kind is int:
+            return int(value)
+        if kind is float:
+            return float(value)
+        if kind == Secret | None:
+            return Secret(str(value)) if str(value) else None
+        if kind == tuple[Secret, ...]:
+            items = value if isinstance(value, list) else str(value).split(",")
+            return tuple(Secret(s.strip()) for s in items if str(s).strip())
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: expected {_describe(kind)}, got {value!r}.") from exc
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(text)
+
+
+def _describe(kind: Any) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number"}.get(
+        kind, "a value of another form"
+    )

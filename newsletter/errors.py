@@ -1,0 +1,102 @@
+"""The one exception tree of the project.
+
+Every error a user can cause is a ``NewsletterError``; the CLI prints its message and
+exits non-zero without a traceback. Foreign exceptions are translated once, at the
+boundary where they happen, with ``raise ... from``::
+
+    NewsletterError
+    ├── ConfigError            a setting is missing or malformed (names the setting)
+    ├── ContentError           an article or rate file is malformed (names file and line)
+    │   └── RatesError         ticker text or a rate snapshot cannot be read
+    ├── IssueError             an issue definition failed validation (carries every Problem)
+    ├── RenderError            a template failed to render or compile
+    ├── StorageError           the database is unreachable, locked or inconsistent
+    │   └── ImportFileError    a subscriber CSV cannot be imported (names file and line)
+    ├── TokenError             an unsubscribe/confirm token is invalid (always the same text)
+    ├── PreflightError         preflight found errors that block a send
+    └── MailerError            a mailer could not deliver
+        └── AuthError          the provider refused our credentials; stop everything
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about an input file: where it is, what is wrong, what to do."""
+
+    message: str
+    file: Path | None = None
+    field: str | None = None
+    line: int | None = None
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        where = str(self.file) if self.file else ""
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.field:
+            where += f" [{self.field}]" if where else f"[{self.field}]"
+        prefix = f"{where}: " if where else ""
+        return f"{prefix}{self.severity}: {self.message}"
+
+
+class NewsletterError(Exception):
+    """Base of every error the project raises on purpose."""
+
+
+class ConfigError(NewsletterError):
+    """A setting is missing or malformed."""
+
+
+class ContentError(NewsletterError):
+    """An article or rate snapshot cannot be read."""
+
+
+class RatesError(ContentError):
+    """Ticker text or a rate snapshot cannot be parsed."""
+
+
+class IssueError(NewsletterError):
+    """An issue definition failed validation; ``problems`` holds every finding."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        errors = [p for p in self.problems if p.severity == "error"]
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{len(errors)} problem(s) in the issue definition:\n{lines}")
+
+
+class RenderError(NewsletterError):
+    """A template failed to render, or the MJML failed to compile."""
+
+
+class StorageError(NewsletterError):
+    """The database is unreachable, locked, or not in the expected state."""
+
+
+class ImportFileError(StorageError):
+    """A subscriber file cannot be imported; nothing was written."""
+
+
+class TokenError(NewsletterError):
+    """A token is tampered, signed with an unknown key, or names nobody."""
+
+
+class PreflightError(NewsletterError):
+    """Preflight checks found errors that block a send."""
+
+
+class MailerError(NewsletterError):
+    """A mailer could not deliver a message."""
+
+
+class AuthError(MailerError):
+    """The mail provider rejected our credentials; the whole send stops."""

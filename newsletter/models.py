@@ -1,0 +1,161 @@
+"""Frozen data passed between the stages: content in, a rendered email out."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from newsletter.errors import Problem
+
+Order = Literal["newest", "oldest", "title"]
+
+
+@dataclass(frozen=True)
+class Image:
+    url: str
+    alt: str
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class Article:
+    slug: str
+    title: str
+    date: dt.date
+    url: str
+    summary: str
+    body: str  # Markdown, untrusted: rendered and sanitized before it reaches a template
+    tags: tuple[str, ...] = ()
+    image: Image | None = None
+    author: str | None = None
+    credit: str | None = None
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One currency against the snapshot's base: ``1 currency = value base``.
+
+    ``value`` keeps the exact digits it was given (Decimal("0.28490") stays five places).
+    """
+
+    currency: str
+    value: Decimal
+    change_pct: Decimal
+
+
+@dataclass(frozen=True)
+class RateSnapshot:
+    date: dt.date
+    base: str
+    as_of: dt.datetime
+    source: str
+    rates: tuple[Rate, ...]
+    path: Path | None = None
+
+    def get(self, currency: str) -> Rate | None:
+        return next((r for r in self.rates if r.currency == currency), None)
+
+
+@dataclass(frozen=True)
+class Query:
+    """Select articles by tags and a date window relative to the issue date."""
+
+    tags_any: tuple[str, ...] = ()
+    tags_all: tuple[str, ...] = ()
+    days: int = 7  # articles dated within the `days` days up to and including the issue date
+    limit: int | None = None
+    order: Order = "newest"
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    heading: str
+    articles: tuple[str, ...] | None = None
+    query: Query | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class AudienceSpec:
+    """Who receives the issue: a list, optionally narrowed by subscriber attributes."""
+
+    list: str = "weekly"
+    where: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class IssueSpec:
+    """An issue definition as written by the editor (validated, not yet resolved)."""
+
+    name: str
+    path: Path
+    title: str
+    date: dt.date
+    subject: str
+    preheader: str
+    intro: str
+    rates: dt.date | Literal["latest"]
+    sections: tuple[SectionSpec, ...]
+    template: str = "digest"
+    utm: tuple[tuple[str, str], ...] = ()
+    audience: AudienceSpec = field(default_factory=AudienceSpec)
+
+
+@dataclass(frozen=True)
+class Section:
+    heading: str
+    articles: tuple[Article, ...]
+
+
+@dataclass(frozen=True)
+class Issue:
+    """An issue definition resolved against the content: everything a template needs."""
+
+    spec: IssueSpec
+    sections: tuple[Section, ...]
+    rates: RateSnapshot | None
+    rate_history: tuple[RateSnapshot, ...] = ()  # oldest first, ending with `rates`
+    warnings: tuple[Problem, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def articles(self) -> tuple[Article, ...]:
+        return tuple(a for s in self.sections for a in s.articles)
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """One render per issue; per-recipient fields are placeholders (see `placeholders`)."""
+
+    issue_name: str
+    subject: str
+    preheader: str
+    from_name: str
+    from_email: str
+    html: str
+    text: str
+    mjml: str
+    content_hash: str
+    warnings: tuple[Problem, ...] = ()
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One addressee, with the values that fill the per-recipient placeholders."""
+
+    email: str
+    first_name: str = ""
+    unsubscribe_url: str = ""
+    subscriber_id: str | None = None

@@ -1,0 +1,44 @@
+"""Settings layering and secret hygiene."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import Secret, load_settings
+from newsletter.errors import ConfigError
+
+
+def test_layers_defaults_file_env_flags(tmp_path: Path) -> None:
+    (tmp_path / "newsletter.toml").write_text('from_name = "File"\nsmtp_port = 2525\n')
+    settings = load_settings(
+        tmp_path,
+        env={"NEWSLETTER_SMTP_PORT": "2626", "NEWSLETTER_BASE_URL": "https://env.example"},
+        overrides={"base_url": "https://flag.example", "build_dir": None},
+    )
+    assert settings.from_name == "File"
+    assert settings.smtp_port == 2626
+    assert settings.base_url == "https://flag.example"
+    assert settings.path("build_dir") == tmp_path.resolve() / "build"
+
+
+def test_secret_keys_are_a_list_newest_first_and_never_printed(tmp_path: Path) -> None:
+    settings = load_settings(
+        tmp_path, env={"NEWSLETTER_SECRET_KEY": "new-key, old-key", "SENDGRID_API_KEY": "SG.zz"}
+    )
+    assert [k.reveal() for k in settings.secret_keys] == ["new-key", "old-key"]
+    assert isinstance(settings.sendgrid_api_key, Secret)
+    shown = repr(settings) + str(settings)
+    assert "new-key" not in shown and "SG.zz" not in shown
+
+
+def test_unknown_key_in_config_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "newsletter.toml").write_text("form_name = 'typo'\n")
+    with pytest.raises(ConfigError, match=r"newsletter\.toml.*form_name"):
+        load_settings(tmp_path, env={})
+
+
+def test_malformed_number_names_its_origin(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="NEWSLETTER_SMTP_PORT"):
+        load_settings(tmp_path, env={"NEWSLETTER_SMTP_PORT": "twenty-five"})
