@@ -56,11 +56,12 @@ class Settings:
     from_email: str = "digest@news.example.org"
     postal_address: str = "Central Asia Weekly, 12 Erkindik Boulevard, Bishkek 720040, Kyrgyzstan"
     stale_after_days: int = 2
-    mailer: str = "outbox"
+    mailer: str = "auto"  # auto: sendgrid when SENDGRID_API_KEY is set, else outbox | smtp
     sendgrid_api_key: Secret | None = None
     sendgrid_api_url: str = "https://api.sendgrid.com"
     sendgrid_timeout: float = 10.0
     sendgrid_sandbox: bool = False
+    send_batch_size: int = 1000  # recipients per provider request; SendGrid's ceiling is 1000
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_security: str = "none"  # none | starttls | tls
@@ -95,11 +96,11 @@ def load_settings(
         for key, value in _read_toml(config_file).items():
             raw[key] = (value, f"{config_file} key '{key}'")
     for name, value in env.items():
-        key = ENV_ALIASES.get(name) or (
+        setting = ENV_ALIASES.get(name) or (
             name[len(ENV_PREFIX) :].lower() if name.startswith(ENV_PREFIX) else None
         )
-        if key and key in _FIELDS:
-            raw[key] = (value, f"environment variable {name}")
+        if setting and setting in _FIELDS:
+            raw[setting] = (value, f"environment variable {name}")
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = (value, f"option --{key.replace('_', '-')}")

@@ -14,8 +14,11 @@ boundary where they happen, with ``raise ... from``::
     │   └── ImportFileError    a subscriber CSV cannot be imported (names file and line)
     ├── TokenError             an unsubscribe/confirm token is invalid (always the same text)
     ├── PreflightError         preflight found errors that block a send
+    ├── DispatchError          a send was refused before anything went out (changed content,
+    │                          a schedule too far ahead, nothing to cancel)
     └── MailerError            a mailer could not deliver
-        └── AuthError          the provider refused our credentials; stop everything
+        ├── AuthError          the provider refused our credentials; stop everything
+        └── UnreachableError   the provider could not be reached; nothing was accepted
 """
 
 from __future__ import annotations
@@ -100,3 +103,11 @@ class MailerError(NewsletterError):
 
 class AuthError(MailerError):
     """The mail provider rejected our credentials; the whole send stops."""
+
+
+class DispatchError(NewsletterError):
+    """A send was refused before anything went out."""
+
+
+class UnreachableError(MailerError):
+    """The provider could not be reached (or kept rate-limiting); it accepted nothing."""

@@ -159,3 +159,72 @@ class Recipient:
     first_name: str = ""
     unsubscribe_url: str = ""
     subscriber_id: str | None = None
+
+
+SendState = Literal["sent", "failed", "unknown", "validated"]
+
+
+@dataclass(frozen=True)
+class SendBatch:
+    """Recipients that travel in one provider request, each with its ledger key."""
+
+    issue_name: str
+    list_name: str
+    recipients: tuple[Recipient, ...]
+    keys: tuple[str, ...]  # ledger keys, aligned with `recipients`; carried in custom_args
+    subject_prefix: str = ""
+    send_at: dt.datetime | None = None
+    batch_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.keys) != len(self.recipients):
+            raise ValueError("a SendBatch needs one ledger key per recipient")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What became of the recipients under some ledger keys."""
+
+    keys: tuple[str, ...]
+    state: SendState
+    message_id: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """A mailer's answer for one batch; `too_large` asks the caller to split it and retry."""
+
+    results: tuple[SendResult, ...] = ()
+    too_large: bool = False
+
+
+@dataclass(frozen=True)
+class DispatchPlan:
+    """What a send would do, shown before the editor confirms."""
+
+    issue_name: str
+    list_name: str
+    mailer: str
+    recipients: int
+    already_sent: int
+    suppressed: int
+    to_send: int
+    batches: int
+    unknown: int = 0
+    send_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class DispatchReport:
+    """Counts at the end of a send (or from the ledger for `newsletter status`)."""
+
+    issue_name: str
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
+    skipped: int = 0
+    pending: int = 0
+    claimed: int = 0
+    validated: int = 0
+    batches: int = 0
