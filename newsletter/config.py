@@ -95,11 +95,11 @@ def load_settings(
         for key, value in _read_toml(config_file).items():
             raw[key] = (value, f"{config_file} key '{key}'")
     for name, value in env.items():
-        key = ENV_ALIASES.get(name) or (
+        setting = ENV_ALIASES.get(name) or (
             name[len(ENV_PREFIX) :].lower() if name.startswith(ENV_PREFIX) else None
         )
-        if key and key in _FIELDS:
-            raw[key] = (value, f"environment variable {name}")
+        if setting and setting in _FIELDS:
+            raw[setting] = (value, f"environment variable {name}")
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = (value, f"option --{key.replace('_', '-')}")
