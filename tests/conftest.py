@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from newsletter.config import Settings, load_settings
 from newsletter.models import RenderedEmail
 from tests.fakes.sendgrid_server import FakeSendGrid, running
 
@@ -31,6 +29,62 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+# --- Databases: every storage test runs on a SQLite file and, when given one, PostgreSQL. ---
+
+import os  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import Engine, make_url  # noqa: E402
+
+from newsletter import db  # noqa: E402
+from newsletter.config import Settings, load_settings  # noqa: E402
+
+POSTGRES_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES_URL", "")
+DATABASES = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
+TEST_KEYS = "newest-test-key-0123456789,older-test-key-9876543210"
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty database: a fresh SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'newsletter.db'}"
+        return
+    # Other test runs may share the server: each test gets its own schema, dropped after.
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Settings on the test database, with two secret keys and the outbox in tmp_path."""
+    env = {
+        "NEWSLETTER_DATABASE_URL": database_url,
+        "NEWSLETTER_SECRET_KEY": TEST_KEYS,
+        "NEWSLETTER_BASE_URL": "https://news.test",
+    }
+    return load_settings(root=tmp_path, env=env)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    """An engine on the migrated test database."""
+    engine = db.connect(settings)
+    yield engine
+    engine.dispose()
 
 
 # --- dispatch: a fake SendGrid, a rendered email, settings pointing at the fake ------------

@@ -1,0 +1,154 @@
+"""The database: engines from settings, migrations, and driver errors translated once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from newsletter.config import Settings
+from newsletter.errors import StorageError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BUSY_TIMEOUT_MS = 10_000  # how long a SQLite writer waits for another writer before failing
+_WRITE = "newsletter_write"  # execution option: this transaction will write
+
+
+def masked(url: str) -> str:
+    """The URL with any password replaced by ***, fit for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def engine_for(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys."""
+    try:
+        parsed = make_url(url)
+        is_sqlite = parsed.get_backend_name() == "sqlite"
+        if is_sqlite and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, pool_pre_ping=not is_sqlite)
+    except (ArgumentError, NoSuchModuleError, OSError) as exc:
+        raise StorageError(
+            f"Cannot use the database {masked(url)}: {exc}. "
+            "Check the setting database_url (NEWSLETTER_DATABASE_URL)."
+        ) from exc
+    if is_sqlite:
+        _tune_sqlite(engine, busy_timeout_ms)
+    return engine
+
+
+def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module so BEGIN is ours (see below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY
+        # when another writer got in between; writers therefore take the lock up front.
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def connect(settings: Settings, migrate: bool = True) -> Engine:
+    """The engine for the configured database, upgraded to the latest schema first."""
+    engine = engine_for(settings.database)
+    if migrate:
+        upgrade(engine)
+    return engine
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest revision; an existing database is upgraded in place."""
+    with errors(engine), engine.begin() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        script = ScriptDirectory.from_config(_alembic_config(conn))
+        if current is not None and not _known(script, current):
+            raise StorageError(
+                f"The database {masked(str(engine.url))} is at schema revision {current}, "
+                "which this version of newsletter does not know. Upgrade newsletter."
+            )
+        command.upgrade(_alembic_config(conn), "head")
+
+
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision the database is at, or None for an empty database."""
+    with errors(engine), engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+@contextmanager
+def errors(engine: Engine) -> Iterator[None]:
+    """Translate driver errors into a StorageError naming the (masked) database URL."""
+    try:
+        yield
+    except DBAPIError as exc:
+        raise StorageError(_describe(exc, masked(str(engine.url)))) from exc
+    except SQLAlchemyError as exc:
+        raise StorageError(f"Database {masked(str(engine.url))}: {exc}.") from exc
+
+
+def _describe(exc: DBAPIError, where: str) -> str:
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+    if "locked" in detail or "busy" in detail:
+        hint = "Another process holds the lock; wait for it to finish and retry."
+    elif exc.connection_invalidated or "connect" in detail.lower():
+        hint = "Check that the server is running and the setting database_url is right."
+    else:
+        hint = "Check the setting database_url (NEWSLETTER_DATABASE_URL) and the database."
+    return f"Database {where}: {detail}. {hint}"
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read transaction, with errors translated."""
+    with errors(engine), engine.connect() as conn, conn.begin():
+        yield conn
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A write transaction (SQLite: BEGIN IMMEDIATE), committed on success, rolled back on error."""
+    with errors(engine), engine.connect() as conn:
+        conn.execution_options(**{_WRITE: True})
+        with conn.begin():
+            yield conn
