@@ -12,6 +12,8 @@ boundary where they happen, with ``raise ... from``::
     ├── RenderError            a template failed to render or compile
     ├── StorageError           the database is unreachable, locked or inconsistent
     │   └── ImportFileError    a subscriber CSV cannot be imported (names file and line)
+    ├── AudienceError          a list, subscriber or address given by the user is unknown or invalid
+    │   └── AddressError       an email address is not valid (says why)
     ├── TokenError             an unsubscribe/confirm token is invalid (always the same text)
     ├── PreflightError         preflight found errors that block a send
     ├── DispatchError          a send was refused before anything went out (changed content,
@@ -87,6 +89,14 @@ class StorageError(NewsletterError):
 
 class ImportFileError(StorageError):
     """A subscriber file cannot be imported; nothing was written."""
+
+
+class AudienceError(NewsletterError):
+    """A list, subscriber or address named by the user is unknown or invalid."""
+
+
+class AddressError(AudienceError):
+    """An email address is not valid; the message says why."""
 
 
 class TokenError(NewsletterError):
