@@ -67,6 +67,7 @@ class Settings:
     smtp_security: str = "none"  # none | starttls | tls
     smtp_username: str = ""
     smtp_password: Secret | None = None
+    smtp_timeout: float = 10.0
     secret_keys: tuple[Secret, ...] = ()
     serve_host: str = "127.0.0.1"
     serve_port: int = 8025

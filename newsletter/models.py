@@ -165,7 +165,8 @@ class Recipient:
     subscriber_id: str | None = None
 
 
-SendState = Literal["sent", "failed", "unknown", "validated"]
+# "released": the mailer never got to these recipients; they go back to `pending`.
+SendState = Literal["sent", "failed", "unknown", "validated", "released"]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import sendgrid
 from newsletter import placeholders
 from newsletter.config import Settings
 from newsletter.errors import AuthError, ConfigError, MailerError, UnreachableError
+from newsletter.mailer import list_id
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
 
 MAX_PERSONALIZATIONS = 1000
@@ -32,12 +33,6 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 # python_http_client logs every request's headers at DEBUG, Authorization included: keep that
 # logger above DEBUG whatever the application's logging says, so the key never reaches a log.
 logging.getLogger("python_http_client.client").setLevel(logging.INFO)
-
-
-def list_id(settings: Settings, list_name: str) -> str:
-    """RFC 2919 List-Id: a stable identifier under the sender's domain."""
-    domain = settings.from_email.rpartition("@")[2] or "localhost"
-    return f"{settings.from_name} <{list_name}.{domain}>"
 
 
 def categories(batch: SendBatch) -> list[str]:
@@ -136,6 +131,7 @@ class SendGridMailer:
 
     name = "sendgrid"
     max_batch = MAX_PERSONALIZATIONS
+    sandbox: bool
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import newsletter.ledger  # noqa: F401 - registers the ledger tables on schema.metadata
 from newsletter.models import RenderedEmail
 from tests.fakes.sendgrid_server import FakeSendGrid, running
 
@@ -40,7 +41,7 @@ from collections.abc import Iterator  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import Engine, make_url  # noqa: E402
 
-from newsletter import db  # noqa: E402
+from newsletter import audience, db  # noqa: E402
 from newsletter.config import Settings, load_settings  # noqa: E402
 
 POSTGRES_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES_URL", "")
@@ -123,3 +124,21 @@ def rendered() -> RenderedEmail:
         mjml="<mjml></mjml>",
         content_hash="c0ffee",
     )
+
+
+AUDIENCE_SIZE = 25
+
+
+def populate(engine: Engine, count: int, list_name: str = "weekly") -> list[str]:
+    """A list with `count` confirmed subscribers; returns their addresses in id order."""
+    addresses = [f"reader{i:05d}@example.org" for i in range(count)]
+    with db.writing(engine) as conn:
+        audience.create_list(conn, list_name)
+        for i, address in enumerate(addresses):
+            audience.add_subscriber(conn, address, list_name, name=f"Reader {i}", confirmed=True)
+    return addresses
+
+
+@pytest.fixture
+def weekly_readers(engine: Engine) -> list[str]:
+    return populate(engine, AUDIENCE_SIZE)

@@ -1,0 +1,322 @@
+"""Sending an issue: plan, claim, send and record, batch by batch, at most once per recipient."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Engine
+
+from newsletter import audience, db, ledger
+from newsletter.errors import DispatchError, MailerError
+from newsletter.mailer import Mailer, Scheduler
+from newsletter.models import (
+    AudienceSpec,
+    DispatchPlan,
+    DispatchReport,
+    Recipient,
+    RenderedEmail,
+    SendBatch,
+    SendResult,
+)
+from newsletter.schema import suppressions
+
+TEST_PREFIX = "[TEST] "
+TOO_LARGE = "the provider refused the message as too large (HTTP 413) even for one recipient"
+# A run on another machine that has not written for this long is taken for dead.
+LEASE = dt.timedelta(minutes=10)
+# SendGrid asks for cancellations at least 10 minutes before the scheduled time.
+CANCEL_MARGIN = dt.timedelta(minutes=10)
+
+Links = Callable[[str], str]  # subscriber public id -> unsubscribe URL
+Progress = Callable[[DispatchReport], None]
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    batch_size: int = 1000
+    resend_unknown: bool = False
+    allow_changed: bool = False
+    send_at: dt.datetime | None = None
+
+
+def plan_send(
+    engine: Engine, email: RenderedEmail, spec: AudienceSpec, mailer: Mailer, options: SendOptions
+) -> DispatchPlan:
+    """What `send_issue` would do, computed in a transaction that is rolled back."""
+    with _rolled_back(engine) as conn:
+        ledger.open_send(
+            conn,
+            email.issue_name,
+            spec.list,
+            email.content_hash,
+            allow_changed=options.allow_changed,
+        )
+        ledger.recover(conn, email.issue_name, LEASE)
+        if options.resend_unknown:
+            ledger.resend_unknown(conn, email.issue_name)
+        ledger.enqueue(conn, email.issue_name, audience.select_recipients(conn, spec))
+        counts = ledger.counts(conn, email.issue_name)
+        blocked = _suppressed_pending(conn, email.issue_name, spec.list)
+    to_send = counts["pending"] + counts["validated"] - blocked
+    return DispatchPlan(
+        issue_name=email.issue_name,
+        list_name=spec.list,
+        mailer=mailer.name,
+        recipients=sum(counts.values()),
+        already_sent=counts["sent"],
+        suppressed=counts["skipped"] + blocked,
+        to_send=to_send,
+        batches=math.ceil(to_send / _batch_size(mailer, options)),
+        unknown=counts["unknown"],
+        send_at=options.send_at,
+    )
+
+
+def send_issue(
+    engine: Engine,
+    email: RenderedEmail,
+    spec: AudienceSpec,
+    mailer: Mailer,
+    links: Links,
+    options: SendOptions,
+    progress: Progress | None = None,
+) -> DispatchReport:
+    """Send the issue to every recipient the ledger has not yet claimed."""
+    schedule = _prepare(engine, email, spec, mailer, options)
+    run = _Run(engine, _start_run(engine, email.issue_name), email, spec.list, mailer, links)
+    try:
+        _enqueue(engine, email.issue_name, spec)
+        return _deliver(run, schedule, _batch_size(mailer, options), progress)
+    finally:
+        with db.writing(engine) as conn:
+            ledger.finish_run(conn, run.run_id)
+
+
+def send_tests(
+    email: RenderedEmail, addresses: Sequence[str], mailer: Mailer, list_name: str, links: Links
+) -> list[SendResult]:
+    """One `[TEST]` copy per address, outside the ledger and the statistics."""
+    results: list[SendResult] = []
+    for number, address in enumerate(addresses, start=1):
+        recipient = Recipient(address, "", links("test-only-not-a-subscriber"))
+        batch = SendBatch(
+            email.issue_name, list_name, (recipient,), (f"test-{number}",), TEST_PREFIX
+        )
+        results.extend(mailer.send_batch(email, batch).results)
+    return results
+
+
+def cancel_send(engine: Engine, issue: str, scheduler: Scheduler) -> int:
+    """Cancel a scheduled send; its recipients go back to `pending`. Returns how many."""
+    with db.reading(engine) as conn:
+        record = ledger.send_record(conn, issue)
+    if record is None or record.batch_id is None or record.send_at is None:
+        raise DispatchError(f"Issue {issue} has no scheduled send to cancel.")
+    if record.send_at - ledger.now() < CANCEL_MARGIN:
+        raise DispatchError(
+            f"Issue {issue} is scheduled for {record.send_at.isoformat()}: too close (or past) "
+            "to cancel reliably; SendGrid needs 10 minutes' notice."
+        )
+    scheduler.cancel_scheduled(record.batch_id)
+    with db.writing(engine) as conn:
+        return ledger.unschedule(conn, issue)
+
+
+def status(engine: Engine, issue: str) -> tuple[DispatchReport, ledger.SendRecord | None]:
+    with db.reading(engine) as conn:
+        counts = ledger.counts(conn, issue)
+        record = ledger.send_record(conn, issue)
+    return _report(issue, counts), record
+
+
+def problems(engine: Engine, issue: str) -> list[ledger.Problem]:
+    with db.reading(engine) as conn:
+        return ledger.problems(conn, issue)
+
+
+# --- Stages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every stage of one run needs."""
+
+    engine: Engine
+    run_id: int
+    email: RenderedEmail
+    list_name: str
+    mailer: Mailer
+    links: Links
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    send_at: dt.datetime | None = None
+    batch_id: str | None = None
+    states: tuple[str, ...] = ("pending", "validated")  # which rows a run may claim
+
+
+def _prepare(
+    engine: Engine, email: RenderedEmail, spec: AudienceSpec, mailer: Mailer, options: SendOptions
+) -> _Schedule:
+    """Check the content against the ledger, settle dead runs, and fix the schedule."""
+    with db.writing(engine) as conn:
+        record = ledger.open_send(
+            conn,
+            email.issue_name,
+            spec.list,
+            email.content_hash,
+            allow_changed=options.allow_changed,
+        )
+        ledger.recover(conn, email.issue_name, LEASE)
+        if options.resend_unknown:
+            ledger.resend_unknown(conn, email.issue_name)
+    # A sandbox run validates; a real run also sends what a sandbox run only validated.
+    schedule = _Schedule(states=("pending",) if mailer.sandbox else ("pending", "validated"))
+    if options.send_at is None:
+        return schedule
+    if not isinstance(mailer, Scheduler):
+        raise DispatchError(f"--at needs the sendgrid mailer; the {mailer.name} mailer sends now.")
+    batch_id = record.batch_id or mailer.create_batch_id()
+    with db.writing(engine) as conn:
+        ledger.set_schedule(conn, email.issue_name, batch_id, options.send_at)
+    return replace(schedule, send_at=options.send_at, batch_id=batch_id)
+
+
+def _start_run(engine: Engine, issue: str) -> int:
+    with db.writing(engine) as conn:
+        return ledger.start_run(conn, issue)
+
+
+def _enqueue(engine: Engine, issue: str, spec: AudienceSpec) -> None:
+    with db.writing(engine) as conn:
+        ledger.enqueue(conn, issue, audience.select_recipients(conn, spec))
+
+
+def _deliver(
+    run: _Run, schedule: _Schedule, size: int, progress: Progress | None
+) -> DispatchReport:
+    """Claim (committed), send, record; until nothing claimable is left."""
+    report = DispatchReport(run.email.issue_name)
+    while True:
+        with db.writing(run.engine) as conn:
+            claimed, skipped = ledger.claim(
+                conn, run.email.issue_name, run.run_id, size, run.list_name, schedule.states
+            )
+        if not claimed and not skipped:
+            return report
+        results = _send(run, _batch(run, claimed, schedule)) if claimed else []
+        report = _tally(report, results, skipped)
+        if progress is not None:
+            progress(report)
+
+
+def _batch(run: _Run, claimed: Sequence[ledger.Claimed], schedule: _Schedule) -> SendBatch:
+    recipients = tuple(
+        Recipient(c.email, c.first_name, run.links(c.subscriber_public_id), c.subscriber_public_id)
+        for c in claimed
+    )
+    keys = tuple(c.key for c in claimed)
+    return SendBatch(
+        run.email.issue_name,
+        run.list_name,
+        recipients,
+        keys,
+        send_at=schedule.send_at,
+        batch_id=schedule.batch_id,
+    )
+
+
+def _send(run: _Run, batch: SendBatch) -> list[SendResult]:
+    """Send one claimed batch (halving it on 413), recording every outcome as it comes."""
+    results: list[SendResult] = []
+    waiting = [batch]
+    while waiting:
+        part = waiting.pop()
+        try:
+            outcome = run.mailer.send_batch(run.email, part)
+        except MailerError:
+            # Neither this part nor those still waiting reached the provider: give them back.
+            unsent = [key for p in [part, *waiting] for key in p.keys]
+            with db.writing(run.engine) as conn:
+                ledger.release(conn, run.run_id, unsent)
+            raise
+        if outcome.too_large and len(part.keys) > 1:
+            waiting.extend(_halves(part))
+            continue
+        done = outcome.results or (SendResult(part.keys, "failed", error=TOO_LARGE),)
+        with db.writing(run.engine) as conn:
+            ledger.record(conn, run.run_id, done)
+        results.extend(done)
+    return results
+
+
+def _halves(batch: SendBatch) -> list[SendBatch]:
+    middle = len(batch.recipients) // 2
+    return [
+        replace(batch, recipients=batch.recipients[middle:], keys=batch.keys[middle:]),
+        replace(batch, recipients=batch.recipients[:middle], keys=batch.keys[:middle]),
+    ]
+
+
+def _tally(report: DispatchReport, results: Sequence[SendResult], skipped: int) -> DispatchReport:
+    add = {"sent": 0, "failed": 0, "unknown": 0, "validated": 0, "released": 0}
+    for result in results:
+        add[result.state] += len(result.keys)
+    return replace(
+        report,
+        sent=report.sent + add["sent"],
+        failed=report.failed + add["failed"],
+        unknown=report.unknown + add["unknown"],
+        validated=report.validated + add["validated"],
+        skipped=report.skipped + skipped,
+        batches=report.batches + (1 if results else 0),
+    )
+
+
+def _report(issue: str, counts: dict[str, int]) -> DispatchReport:
+    return DispatchReport(
+        issue_name=issue,
+        sent=counts["sent"],
+        failed=counts["failed"],
+        unknown=counts["unknown"],
+        skipped=counts["skipped"],
+        pending=counts["pending"],
+        claimed=counts["claimed"],
+        validated=counts["validated"],
+    )
+
+
+def _batch_size(mailer: Mailer, options: SendOptions) -> int:
+    return max(1, min(options.batch_size, mailer.max_batch))
+
+
+def _suppressed_pending(conn: Connection, issue: str, list_name: str) -> int:
+    rows = ledger.send_ledger
+    query = (
+        select(func.count())
+        .select_from(rows)
+        .where(
+            rows.c.issue == issue,
+            rows.c.state.in_(("pending", "validated")),
+            rows.c.email.in_(
+                select(suppressions.c.email).where(suppressions.c.scope.in_(["", list_name]))
+            ),
+        )
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+@contextmanager
+def _rolled_back(engine: Engine) -> Iterator[Connection]:
+    with db.errors(engine), engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            yield conn
+        finally:
+            transaction.rollback()

@@ -1,0 +1,413 @@
+"""The send ledger: one row per (issue, recipient), claimed before the request that carries it.
+
+States: ``pending -> claimed -> sent | failed | unknown`` (plus ``skipped`` for a recipient
+suppressed at claim time, and ``validated`` for a sandbox run, which a real run sends again).
+A claim is committed before the request goes out, so after a crash a row is never
+``pending`` if its request may have left; rows a dead run left ``claimed`` become ``unknown``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Protocol
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+from newsletter.audience import insert_ignoring_duplicates
+from newsletter.errors import DispatchError
+from newsletter.models import SendResult
+from newsletter.schema import ALL_LISTS, metadata, suppressions
+
+STATES = ("pending", "claimed", "sent", "failed", "unknown", "skipped", "validated")
+WHEN = DateTime(timezone=True)
+ENQUEUE_CHUNK = 5000
+
+send_issues = Table(
+    "send_issues",
+    metadata,
+    Column("issue", String(200), primary_key=True),
+    Column("list_name", String(100), nullable=False),
+    Column("content_hash", String(128), nullable=False),
+    Column("batch_id", String(100), nullable=True),
+    Column("send_at", WHEN, nullable=True),
+    Column("created_at", WHEN, nullable=False),
+    Column("updated_at", WHEN, nullable=False),
+)
+
+send_runs = Table(
+    "send_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("issue", String(200), nullable=False, index=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", WHEN, nullable=False),
+    Column("heartbeat_at", WHEN, nullable=False),
+    Column("finished_at", WHEN, nullable=True),
+)
+
+send_ledger = Table(
+    "send_ledger",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("issue", String(200), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("subscriber_public_id", String(32), nullable=False, server_default=""),
+    Column("first_name", String(200), nullable=False, server_default=""),
+    Column("state", String(10), nullable=False),
+    Column("run_id", Integer, nullable=True),
+    Column("message_id", String(100), nullable=False, server_default=""),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("updated_at", WHEN, nullable=False),
+    UniqueConstraint("issue", "email"),
+    CheckConstraint(f"state IN ({', '.join(repr(s) for s in STATES)})", name="state"),
+    Index("ix_send_ledger_issue_state_id", "issue", "state", "id"),
+)
+
+
+class Addressee(Protocol):
+    """What the ledger keeps of a recipient (`audience.Member` fits)."""
+
+    @property
+    def subscriber_id(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def first_name(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """One claimed row: the ledger key and what the request needs to address it."""
+
+    key: str
+    email: str
+    first_name: str
+    subscriber_public_id: str
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    """The issue's send as the ledger remembers it."""
+
+    issue: str
+    list_name: str
+    content_hash: str
+    batch_id: str | None
+    send_at: dt.datetime | None
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# --- The issue's send record --------------------------------------------------------------
+
+
+def open_send(
+    conn: Connection, issue: str, list_name: str, content_hash: str, *, allow_changed: bool
+) -> SendRecord:
+    """Create or check the send record; a rerun with changed content is refused."""
+    # Two senders may start at once: the first insert wins, the other finds its record.
+    conn.execute(
+        insert_ignoring_duplicates(conn, send_issues).values(
+            issue=issue,
+            list_name=list_name,
+            content_hash=content_hash,
+            created_at=now(),
+            updated_at=now(),
+        )
+    )
+    record = send_record(conn, issue)
+    assert record is not None
+    if record.content_hash != content_hash and not allow_changed:
+        raise DispatchError(
+            f"Issue {issue} was already sent (in part) with different content "
+            f"({record.content_hash[:12]}, now {content_hash[:12]}). Recipients of the earlier "
+            "version would not get this one. Rerun with --allow-changed to send the new "
+            "version to the remaining recipients."
+        )
+    if record.content_hash != content_hash:
+        _update_record(conn, issue, content_hash=content_hash)
+    return SendRecord(issue, record.list_name, content_hash, record.batch_id, record.send_at)
+
+
+def send_record(conn: Connection, issue: str) -> SendRecord | None:
+    row = conn.execute(select(send_issues).where(send_issues.c.issue == issue)).first()
+    if row is None:
+        return None
+    send_at = (
+        row.send_at.replace(tzinfo=dt.UTC)
+        if row.send_at and not row.send_at.tzinfo
+        else row.send_at
+    )
+    return SendRecord(row.issue, row.list_name, row.content_hash, row.batch_id, send_at)
+
+
+def set_schedule(conn: Connection, issue: str, batch_id: str, send_at: dt.datetime) -> None:
+    _update_record(conn, issue, batch_id=batch_id, send_at=send_at)
+
+
+def _update_record(conn: Connection, issue: str, **values: object) -> None:
+    conn.execute(
+        update(send_issues).where(send_issues.c.issue == issue).values(updated_at=now(), **values)
+    )
+
+
+# --- Runs: who holds the claims --------------------------------------------------------------
+
+
+def start_run(conn: Connection, issue: str) -> int:
+    moment = now()
+    result = conn.execute(
+        insert(send_runs).values(
+            issue=issue,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=moment,
+            heartbeat_at=moment,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def finish_run(conn: Connection, run_id: int) -> None:
+    conn.execute(update(send_runs).where(send_runs.c.id == run_id).values(finished_at=now()))
+
+
+def recover(conn: Connection, issue: str, lease: dt.timedelta) -> int:
+    """Rows claimed by runs that died become `unknown`: their request may have gone out."""
+    runs = conn.execute(
+        select(send_runs.c.id, send_runs.c.host, send_runs.c.pid, send_runs.c.heartbeat_at).where(
+            send_runs.c.issue == issue, send_runs.c.finished_at.is_(None)
+        )
+    ).all()
+    dead = [r.id for r in runs if _is_dead(r.host, r.pid, r.heartbeat_at, lease)]
+    if not dead:
+        return 0
+    changed = conn.execute(
+        update(send_ledger)
+        .where(send_ledger.c.run_id.in_(dead), send_ledger.c.state == "claimed")
+        .values(
+            state="unknown",
+            error="the sending process stopped while this request may have been in flight",
+            updated_at=now(),
+        )
+    ).rowcount
+    conn.execute(update(send_runs).where(send_runs.c.id.in_(dead)).values(finished_at=now()))
+    return int(changed)
+
+
+def _is_dead(host: str, pid: int, heartbeat: dt.datetime, lease: dt.timedelta) -> bool:
+    if host == socket.gethostname():
+        return not _process_alive(pid)
+    # Another machine's run: only silence longer than the lease tells us it is gone.
+    beat = heartbeat if heartbeat.tzinfo else heartbeat.replace(tzinfo=dt.UTC)
+    return now() - beat > lease
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process with that id: alive, not ours to judge
+    return True
+
+
+# --- Rows -------------------------------------------------------------------------------------
+
+
+def enqueue(conn: Connection, issue: str, people: Iterable[Addressee]) -> None:
+    """One `pending` row per recipient not yet in the ledger (existing rows keep their state)."""
+    statement = insert_ignoring_duplicates(conn, send_ledger)
+    moment = now()
+    for chunk in _chunks(people, ENQUEUE_CHUNK):
+        conn.execute(
+            statement,
+            [
+                {
+                    "issue": issue,
+                    "email": p.email,
+                    "subscriber_public_id": p.subscriber_id,
+                    "first_name": p.first_name,
+                    "state": "pending",
+                    "updated_at": moment,
+                }
+                for p in chunk
+            ],
+        )
+
+
+def _chunks(items: Iterable[Addressee], size: int) -> Iterator[list[Addressee]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def claim(
+    conn: Connection, issue: str, run_id: int, limit: int, list_name: str, states: Sequence[str]
+) -> tuple[list[Claimed], int]:
+    """Claim up to `limit` rows in `states`; suppressed ones become `skipped` instead.
+
+    Returns the claimed rows and how many were skipped. Call inside a write transaction
+    and commit before sending. PostgreSQL: SKIP LOCKED, so two senders take disjoint rows;
+    SQLite: the write transaction (BEGIN IMMEDIATE) serializes claimers.
+    """
+    query = (
+        select(
+            send_ledger.c.id,
+            send_ledger.c.email,
+            send_ledger.c.first_name,
+            send_ledger.c.subscriber_public_id,
+        )
+        .where(send_ledger.c.issue == issue, send_ledger.c.state.in_(states))
+        .order_by(send_ledger.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = conn.execute(query).all()
+    if not rows:
+        return [], 0
+    blocked = suppressed(conn, [r.email for r in rows], list_name)
+    skipped = [r.id for r in rows if r.email in blocked]
+    if skipped:
+        _set(conn, skipped, state="skipped", error="suppressed when claimed", run_id=run_id)
+    taken = [r for r in rows if r.email not in blocked]
+    _set(conn, [r.id for r in taken], state="claimed", run_id=run_id)
+    conn.execute(update(send_runs).where(send_runs.c.id == run_id).values(heartbeat_at=now()))
+    return [Claimed(str(r.id), r.email, r.first_name, r.subscriber_public_id) for r in taken], len(
+        skipped
+    )
+
+
+def suppressed(conn: Connection, emails: Sequence[str], list_name: str) -> set[str]:
+    """The addresses among `emails` suppressed for the list or for every list."""
+    query = select(suppressions.c.email).where(
+        suppressions.c.email.in_(emails), suppressions.c.scope.in_([ALL_LISTS, list_name])
+    )
+    return set(conn.execute(query).scalars())
+
+
+def record(conn: Connection, run_id: int, results: Iterable[SendResult]) -> None:
+    """Write outcomes for rows this run claimed (even if a recovery marked them unknown)."""
+    for result in results:
+        if result.state == "released":
+            release(conn, run_id, result.keys)
+            continue
+        ids = [int(k) for k in result.keys]
+        conn.execute(
+            update(send_ledger)
+            .where(
+                send_ledger.c.id.in_(ids),
+                send_ledger.c.run_id == run_id,
+                send_ledger.c.state.in_(("claimed", "unknown")),
+            )
+            .values(
+                state=result.state,
+                message_id=result.message_id[:100],
+                error=result.error,
+                updated_at=now(),
+            )
+        )
+
+
+def release(conn: Connection, run_id: int, keys: Sequence[str]) -> None:
+    """Back to `pending`: for claims whose request certainly never reached the provider."""
+    conn.execute(
+        update(send_ledger)
+        .where(
+            send_ledger.c.id.in_([int(k) for k in keys]),
+            send_ledger.c.run_id == run_id,
+            send_ledger.c.state == "claimed",
+        )
+        .values(state="pending", run_id=None, updated_at=now())
+    )
+
+
+def resend_unknown(conn: Connection, issue: str) -> int:
+    """The explicit way out of at-most-once: `unknown` rows become `pending` again."""
+    result = conn.execute(
+        update(send_ledger)
+        .where(send_ledger.c.issue == issue, send_ledger.c.state == "unknown")
+        .values(state="pending", run_id=None, error="", updated_at=now())
+    )
+    return int(result.rowcount)
+
+
+def _set(conn: Connection, ids: list[int], **values: object) -> None:
+    conn.execute(
+        update(send_ledger).where(send_ledger.c.id.in_(ids)).values(updated_at=now(), **values)
+    )
+
+
+# --- Reading ----------------------------------------------------------------------------------
+
+
+def counts(conn: Connection, issue: str) -> dict[str, int]:
+    """Rows per state for one issue (every state present, zero when none)."""
+    query = (
+        select(send_ledger.c.state, func.count())
+        .where(send_ledger.c.issue == issue)
+        .group_by(send_ledger.c.state)
+    )
+    found = {state: int(n) for state, n in conn.execute(query)}
+    return {state: found.get(state, 0) for state in STATES}
+
+
+@dataclass(frozen=True)
+class Problem:
+    email: str
+    state: str
+    error: str
+    updated_at: dt.datetime
+
+
+def problems(conn: Connection, issue: str, limit: int = 1000) -> list[Problem]:
+    """Failed and unknown recipients, for `newsletter status --details`."""
+    query = (
+        select(
+            send_ledger.c.email, send_ledger.c.state, send_ledger.c.error, send_ledger.c.updated_at
+        )
+        .where(and_(send_ledger.c.issue == issue, send_ledger.c.state.in_(("failed", "unknown"))))
+        .order_by(send_ledger.c.state, send_ledger.c.email)
+        .limit(limit)
+    )
+    return [Problem(*row) for row in conn.execute(query)]
+
+
+def unschedule(conn: Connection, issue: str) -> int:
+    """After a cancelled schedule: its rows go back to `pending` and the schedule is cleared."""
+    changed = conn.execute(
+        update(send_ledger)
+        .where(send_ledger.c.issue == issue, send_ledger.c.state == "sent")
+        .values(state="pending", run_id=None, message_id="", updated_at=now())
+    ).rowcount
+    _update_record(conn, issue, batch_id=None, send_at=None)
+    return int(changed)

@@ -1,0 +1,100 @@
+"""The SMTP mailer: one connection per batch, one message per recipient (Mailpit, small lists)."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+
+from newsletter.config import Settings
+from newsletter.errors import AuthError, ConfigError, UnreachableError
+from newsletter.models import BatchOutcome, RenderedEmail, SendBatch, SendResult
+from newsletter.outbox import personal_message
+
+SECURITY = ("none", "starttls", "tls")
+
+
+class SmtpMailer:
+    name = "smtp"
+    max_batch = 100  # per connection; SMTP servers commonly cap messages per session
+    sandbox = False
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.smtp_security not in SECURITY:
+            raise ConfigError(
+                f"Setting smtp_security is {settings.smtp_security!r}; use none, starttls or tls."
+            )
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"SmtpMailer({self.settings.smtp_host}:{self.settings.smtp_port})"
+
+    def send_message(self, message: EmailMessage) -> str:
+        with self._connect() as client:
+            client.send_message(message)
+        return str(message.get("Message-ID", ""))
+
+    def send_batch(self, email: RenderedEmail, batch: SendBatch) -> BatchOutcome:
+        results: list[SendResult] = []
+        with self._connect() as client:
+            for index, (recipient, key) in enumerate(
+                zip(batch.recipients, batch.keys, strict=True)
+            ):
+                message = personal_message(email, self.settings, recipient, batch)
+                result = _deliver(client, message, recipient.email, key)
+                results.append(result)
+                if result.state == "unknown":
+                    # The connection is gone: nobody after this one was attempted.
+                    rest = batch.keys[index + 1 :]
+                    if rest:
+                        results.append(SendResult(rest, "released"))
+                    break
+        return BatchOutcome(tuple(results))
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        try:
+            client = _open(s)
+            if s.smtp_username:
+                password = s.smtp_password.reveal() if s.smtp_password else ""
+                client.login(s.smtp_username, password)
+        except smtplib.SMTPAuthenticationError:
+            raise AuthError(
+                f"The SMTP server {s.smtp_host}:{s.smtp_port} refused the login for "
+                f"{s.smtp_username!r}. Check smtp_username and NEWSLETTER_SMTP_PASSWORD."
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise UnreachableError(
+                f"Cannot reach the SMTP server {s.smtp_host}:{s.smtp_port} "
+                f"({type(exc).__name__}); nothing was sent. Check smtp_host and smtp_port."
+            ) from None
+        return client
+
+
+def _open(s: Settings) -> smtplib.SMTP:
+    if s.smtp_security == "tls":
+        context = ssl.create_default_context()
+        return smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout, context=context)
+    client = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
+    if s.smtp_security == "starttls":
+        client.starttls(context=ssl.create_default_context())
+    return client
+
+
+def _deliver(client: smtplib.SMTP, message: EmailMessage, address: str, key: str) -> SendResult:
+    try:
+        client.send_message(message, to_addrs=[address])
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, reason = exc.recipients.get(address, (0, b""))
+        return SendResult((key,), "failed", error=f"{code} {_text(reason)}")
+    except smtplib.SMTPResponseException as exc:
+        # The server answered: it did not take this message (sender or data refused).
+        client.rset()
+        return SendResult((key,), "failed", error=f"{exc.smtp_code} {_text(exc.smtp_error)}")
+    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        return SendResult((key,), "unknown", error=f"connection lost ({type(exc).__name__})")
+    return SendResult((key,), "sent")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

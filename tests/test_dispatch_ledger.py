@@ -1,0 +1,274 @@
+"""send_issue through the fake SendGrid: what the server received, and what the ledger says."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from newsletter import audience, db, dispatch, ledger
+from newsletter.config import Secret, Settings
+from newsletter.dispatch import SendOptions
+from newsletter.errors import AuthError, DispatchError
+from newsletter.models import AudienceSpec, DispatchReport, RenderedEmail
+from newsletter.sendgrid import RetryPolicy, SendGridMailer
+from tests.conftest import AUDIENCE_SIZE
+from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
+
+ISSUE = "2025-12-10"
+WEEKLY = AudienceSpec("weekly")
+SMALL = SendOptions(batch_size=10)  # 25 readers: batches of 10, 10 and 5
+
+
+def link(public_id: str) -> str:
+    return f"https://news.test/u/{public_id}"
+
+
+@pytest.fixture
+def mailer(settings: Settings, fake_sendgrid: FakeSendGrid) -> SendGridMailer:
+    pointed = dataclasses.replace(
+        settings,
+        sendgrid_api_key=Secret(fake_sendgrid.api_key),
+        sendgrid_api_url=fake_sendgrid.url,
+        sendgrid_timeout=1.0,
+    )
+    return SendGridMailer(pointed, retry=RetryPolicy(attempts=3, base=0.01, cap=0.05))
+
+
+def send(
+    engine: Engine, email: RenderedEmail, mailer: SendGridMailer, options: SendOptions = SMALL
+) -> DispatchReport:
+    return dispatch.send_issue(engine, email, WEEKLY, mailer, link, options)
+
+
+def received(fake: FakeSendGrid) -> collections.Counter[str]:
+    return collections.Counter(address for _issue, address in fake.delivered)
+
+
+def states(engine: Engine) -> dict[str, str]:
+    rows = ledger.send_ledger
+    with db.reading(engine) as conn:
+        return dict(
+            conn.execute(select(rows.c.email, rows.c.state).where(rows.c.issue == ISSUE)).all()
+        )
+
+
+def test_everyone_gets_it_once_and_the_ledger_says_sent(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    report = send(engine, rendered, mailer)
+    assert received(fake_sendgrid) == collections.Counter(weekly_readers)
+    assert [len(r.body["personalizations"]) for r in fake_sendgrid.mail_sends()] == [10, 10, 5]
+    assert (report.sent, report.batches) == (AUDIENCE_SIZE, 3)
+    assert set(states(engine).values()) == {"sent"}
+
+
+def test_a_rerun_sends_nothing_again(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    send(engine, rendered, mailer)
+    report = send(engine, rendered, mailer)
+    assert report.sent == 0
+    assert max(received(fake_sendgrid).values()) == 1
+
+
+def test_a_5xx_batch_is_unknown_never_retried_until_resend_unknown(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    fake_sendgrid.push(Reply(), Reply(500, body=errors_body("boom"), accept=False))
+    report = send(engine, rendered, mailer)
+    assert (report.sent, report.unknown) == (15, 10)
+    unknown = {e for e, s in states(engine).items() if s == "unknown"}
+    assert unknown == set(weekly_readers[10:20])
+    assert send(engine, rendered, mailer).sent == 0  # at most once: not retried by itself
+    again = send(engine, rendered, mailer, dataclasses.replace(SMALL, resend_unknown=True))
+    assert again.sent == 10
+    assert received(fake_sendgrid) == collections.Counter(weekly_readers)
+
+
+def test_a_refused_key_stops_the_send_and_gives_the_batch_back(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    fake_sendgrid.push(Reply(), Reply(401, body=errors_body("bad key"), accept=False))
+    with pytest.raises(AuthError):
+        send(engine, rendered, mailer)
+    assert len(fake_sendgrid.mail_sends()) == 2
+    assert collections.Counter(states(engine).values()) == {"sent": 10, "pending": 15}
+    send(engine, rendered, mailer)
+    assert received(fake_sendgrid) == collections.Counter(weekly_readers)
+
+
+def test_413_splits_the_batch_until_it_fits(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    fake_sendgrid.push(Reply(413, accept=False))
+    send(engine, rendered, mailer)
+    sizes = [len(r.body["personalizations"]) for r in fake_sendgrid.mail_sends()]
+    assert sizes == [10, 5, 5, 10, 5]
+    assert received(fake_sendgrid) == collections.Counter(weekly_readers)
+
+
+def test_400_marks_the_batch_failed_with_sendgrids_reason(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    fake_sendgrid.push(
+        Reply(400, body=errors_body("Invalid from address.", "from.email"), accept=False)
+    )
+    report = send(engine, rendered, mailer)
+    assert (report.failed, report.sent) == (10, 15)
+    found = dispatch.problems(engine, ISSUE)
+    assert {p.error for p in found} == {"from.email: Invalid from address."}
+
+
+def test_an_unsubscribe_that_lands_mid_send_is_honoured_by_later_batches(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    leaving = weekly_readers[-1]
+
+    def unsubscribe_after_first_batch(report: DispatchReport) -> None:
+        if report.batches == 1:
+            with db.writing(engine) as conn:
+                audience.suppress(conn, leaving, "unsubscribed", scope="weekly")
+
+    report = dispatch.send_issue(
+        engine, rendered, WEEKLY, mailer, link, SMALL, progress=unsubscribe_after_first_batch
+    )
+    assert leaving not in received(fake_sendgrid)
+    assert (report.sent, report.skipped) == (AUDIENCE_SIZE - 1, 1)
+    assert states(engine)[leaving] == "skipped"
+
+
+def test_changed_content_is_refused_unless_allowed(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    fake_sendgrid.push(Reply(), Reply(500, accept=False))
+    send(engine, rendered, mailer)
+    changed = dataclasses.replace(rendered, content_hash="d00dad")
+    with pytest.raises(DispatchError, match="--allow-changed"):
+        send(engine, changed, mailer, dataclasses.replace(SMALL, resend_unknown=True))
+    send(
+        engine, changed, mailer, dataclasses.replace(SMALL, resend_unknown=True, allow_changed=True)
+    )
+    assert received(fake_sendgrid) == collections.Counter(weekly_readers)
+
+
+def test_two_senders_at_once_never_both_claim_a_recipient(
+    engine: Engine,
+    settings: Settings,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    fake_sendgrid.push(*[Reply(delay=0.05)] * 20)  # slow answers, so the two runs overlap
+    other = db.connect(settings)
+    errors: list[BaseException] = []
+
+    def run(on: Engine) -> None:
+        try:
+            send(on, rendered, mailer, SendOptions(batch_size=3))
+        except BaseException as exc:  # surfaced below, with the thread's result
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in (engine, other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    other.dispose()
+    assert errors == []
+    assert received(fake_sendgrid) == collections.Counter(weekly_readers)
+    assert set(states(engine).values()) == {"sent"}
+    rows = ledger.send_ledger
+    with db.reading(engine) as conn:
+        runs = set(conn.execute(select(rows.c.run_id).distinct()).scalars())
+    assert len(runs) == 2  # both runs really claimed a share
+
+
+def test_the_plan_counts_without_writing(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    with db.writing(engine) as conn:
+        audience.suppress(conn, weekly_readers[0], "bounced")
+    plan = dispatch.plan_send(engine, rendered, WEEKLY, mailer, SMALL)
+    assert (plan.recipients, plan.to_send, plan.batches) == (
+        AUDIENCE_SIZE - 1,
+        AUDIENCE_SIZE - 1,
+        3,
+    )
+    assert states(engine) == {}
+    assert fake_sendgrid.requests == []
+
+
+def test_test_copies_go_anywhere_and_stay_out_of_the_ledger(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    dispatch.send_tests(
+        rendered, ["editor@newsroom.test", "boss@elsewhere.test"], mailer, "weekly", link
+    )
+    bodies = [r.body for r in fake_sendgrid.mail_sends()]
+    assert [b["subject"].startswith("[TEST] ") for b in bodies] == [True, True]
+    assert [b["personalizations"][0]["to"][0]["email"] for b in bodies] == [
+        "editor@newsroom.test",
+        "boss@elsewhere.test",
+    ]
+    assert states(engine) == {}
+
+
+def test_sandbox_validates_and_a_real_run_then_sends(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    sandbox = SendGridMailer(dataclasses.replace(mailer.settings, sendgrid_sandbox=True))
+    report = send(engine, rendered, sandbox)
+    assert (report.validated, report.sent) == (AUDIENCE_SIZE, 0)
+    assert fake_sendgrid.delivered == []
+    assert send(engine, rendered, mailer).sent == AUDIENCE_SIZE
+    assert received(fake_sendgrid) == collections.Counter(weekly_readers)
