@@ -1,0 +1,92 @@
+"""The outbox mailer: one .eml per recipient, filled exactly as SendGrid would fill it."""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.policy
+from pathlib import Path
+
+from newsletter import placeholders
+from newsletter.config import load_settings
+from newsletter.mailer import get_mailer
+from newsletter.models import Recipient, RenderedEmail, SendBatch
+from newsletter.outbox import OutboxMailer, file_name
+from newsletter.sendgrid import build_payload
+
+
+def test_one_file_per_recipient_under_the_issue_folder(
+    tmp_path: Path, rendered: RenderedEmail
+) -> None:
+    settings = load_settings(tmp_path, env={})
+    recipients = (Recipient("a@example.org", "A"), Recipient("b@example.org", "B"))
+    OutboxMailer(settings.path("outbox_dir"), settings).send_batch(
+        rendered, SendBatch("2025-12-10", "weekly", recipients, ("1", "2"))
+    )
+    folder = tmp_path / "outbox" / "2025-12-10"
+    assert sorted(p.name for p in folder.iterdir()) == ["a@example.org.eml", "b@example.org.eml"]
+
+
+def test_the_filled_parts_equal_sendgrids_substitution(
+    tmp_path: Path, rendered: RenderedEmail
+) -> None:
+    """Apply the SendGrid payload's substitutions the way SendGrid does, compare with the file."""
+    settings = load_settings(tmp_path, env={})
+    tom = Recipient("tom@example.org", '<b>Tom & "Jerry"</b>', "https://news.test/u/t?x=1&y=2")
+    batch = SendBatch("2025-12-10", "weekly", (tom,), ("1",))
+    OutboxMailer(settings.path("outbox_dir"), settings).send_batch(rendered, batch)
+    subs = build_payload(rendered, batch, settings)["personalizations"][0]["substitutions"]
+    html, text = rendered.html, rendered.text
+    for tag, value in subs.items():
+        html, text = html.replace(tag, value), text.replace(tag, value)
+    data = (tmp_path / "outbox" / "2025-12-10" / "tom@example.org.eml").read_bytes()
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
+    assert part(message, "html") == html.rstrip("\n")
+    assert part(message, "plain") == text.rstrip("\n")
+
+
+def part(message: email.message.EmailMessage, kind: str) -> str:
+    """One part's text with the wire's CRLF turned back into newlines."""
+    body = message.get_body((kind,))
+    assert body is not None
+    return str(body.get_content()).replace("\r\n", "\n").rstrip("\n")
+
+
+def test_test_copies_are_kept_apart_with_the_prefix(
+    tmp_path: Path, rendered: RenderedEmail
+) -> None:
+    settings = load_settings(tmp_path, env={})
+    batch = SendBatch("2025-12-10", "weekly", (Recipient("ed@x.test"),), ("t",), "[TEST] ")
+    OutboxMailer(settings.path("outbox_dir"), settings).send_batch(rendered, batch)
+    data = (tmp_path / "outbox" / "2025-12-10-test" / "ed@x.test.eml").read_bytes()
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert str(message["Subject"]).startswith("[TEST] ")
+
+
+def test_awkward_addresses_get_distinct_safe_names() -> None:
+    names = {
+        file_name("a/b@example.org"),
+        file_name("a_b@example.org"),
+        file_name("a\\b@example.org"),
+    }
+    assert len(names) == 3
+    assert all("/" not in n and "\\" not in n for n in names)
+
+
+def test_the_outbox_is_the_default_and_sendgrid_wins_with_a_key(tmp_path: Path) -> None:
+    assert get_mailer(load_settings(tmp_path, env={})).name == "outbox"
+    keyed = load_settings(tmp_path, env={"SENDGRID_API_KEY": "SG.x"})
+    assert get_mailer(keyed).name == "sendgrid"
+    explicit = load_settings(
+        tmp_path, env={"SENDGRID_API_KEY": "SG.x", "NEWSLETTER_MAILER": "outbox"}
+    )
+    assert get_mailer(explicit).name == "outbox"
+
+
+def test_placeholders_fill_agrees_with_the_substitution_map() -> None:
+    tom = Recipient("t@example.org", "<Tom>", "https://u.test/?a=1&b=2")
+    subs = placeholders.substitutions(tom)
+    assert placeholders.fill("-first_name_html- -unsubscribe_url_html-", tom, part="html") == (
+        f"{subs['-first_name_html-']} {subs['-unsubscribe_url_html-']}"
+    )

@@ -1,0 +1,135 @@
+"""The SMTP mailer against aiosmtpd on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import email.policy
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from newsletter.config import Secret, Settings, load_settings
+from newsletter.errors import AuthError, UnreachableError
+from newsletter.models import Recipient, RenderedEmail, SendBatch
+from newsletter.smtp import SmtpMailer
+
+REFUSED = "refused@example.org"
+
+
+class Inbox:
+    """aiosmtpd handler: keeps every message, refuses one address like a real server would."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address == REFUSED:
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((list(envelope.rcpt_tos), bytes(envelope.content)))
+        return "250 Message accepted"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def check_login(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"editor", b"s3cret")
+    return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    handler = Inbox()
+    port = free_port()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=check_login,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_settings(tmp_path: Any, inbox: tuple[Inbox, int]) -> Settings:
+    return load_settings(
+        tmp_path,
+        env={"NEWSLETTER_SMTP_PORT": str(inbox[1]), "NEWSLETTER_SMTP_TIMEOUT": "5"},
+    )
+
+
+def batch(*recipients: Recipient) -> SendBatch:
+    keys = tuple(str(i) for i in range(len(recipients)))
+    return SendBatch("2025-12-10", "weekly", recipients, keys)
+
+
+def test_each_recipient_gets_their_own_filled_message(
+    smtp_settings: Settings, inbox: tuple[Inbox, int], rendered: RenderedEmail
+) -> None:
+    tom = Recipient("tom@example.org", "<b>Tom & Jerry</b>", "https://news.test/u/t1")
+    aida = Recipient("aida@example.org", "Aida", "https://news.test/u/a1")
+    outcome = SmtpMailer(smtp_settings).send_batch(rendered, batch(tom, aida))
+    assert [r.state for r in outcome.results] == ["sent", "sent"]
+    handler, _ = inbox
+    assert [to for to, _ in handler.messages] == [["tom@example.org"], ["aida@example.org"]]
+    message = email.message_from_bytes(handler.messages[0][1], policy=email.policy.default)
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Hello &lt;b&gt;Tom &amp; Jerry&lt;/b&gt;" in html
+    assert "Hello <b>Tom & Jerry</b>" in text
+    assert message["List-Unsubscribe"] == "<https://news.test/u/t1>"
+    assert message["List-Id"] == "Central Asia Weekly <weekly.news.example.org>"
+
+
+def test_a_refused_address_fails_alone(
+    smtp_settings: Settings, inbox: tuple[Inbox, int], rendered: RenderedEmail
+) -> None:
+    outcome = SmtpMailer(smtp_settings).send_batch(
+        rendered, batch(Recipient(REFUSED), Recipient("ok@example.org"))
+    )
+    assert [r.state for r in outcome.results] == ["failed", "sent"]
+    assert outcome.results[0].error.startswith("550")
+
+
+def test_login_with_the_configured_credentials(
+    smtp_settings: Settings, inbox: tuple[Inbox, int], rendered: RenderedEmail
+) -> None:
+    good = dataclasses.replace(
+        smtp_settings, smtp_username="editor", smtp_password=Secret("s3cret")
+    )
+    assert (
+        SmtpMailer(good).send_batch(rendered, batch(Recipient("a@example.org"))).results[0].state
+        == "sent"
+    )
+    bad = dataclasses.replace(good, smtp_password=Secret("wrong-password"))
+    with pytest.raises(AuthError) as caught:
+        SmtpMailer(bad).send_batch(rendered, batch(Recipient("b@example.org")))
+    assert "wrong-password" not in str(caught.value)
+    assert len(inbox[0].messages) == 1
+
+
+def test_no_server_is_unreachable_and_nothing_was_sent(
+    tmp_path: Any, rendered: RenderedEmail
+) -> None:
+    settings = load_settings(tmp_path, env={"NEWSLETTER_SMTP_PORT": str(free_port())})
+    with pytest.raises(UnreachableError, match="nothing was sent"):
+        SmtpMailer(settings).send_batch(rendered, batch(Recipient("a@example.org")))
