@@ -46,6 +46,7 @@ MAX_NAME = 200
 MAX_LOCALE = 35
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def now() -> dt.datetime:
@@ -91,7 +92,7 @@ def check_header_text(field: str, value: str, limit: int) -> str:
     """A value that may reach a mail header: no line breaks or control characters."""
     if "\r" in value or "\n" in value:
         raise AudienceError(f"The {field} contains a line break, which could reach a mail header.")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise AudienceError(f"The {field} contains a control character.")
     if len(value) > limit:
         raise AudienceError(f"The {field} is longer than {limit} characters.")

@@ -1,0 +1,91 @@
+"""Unsubscribe and confirmation tokens: signing, rotation, tampering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from newsletter import tokens
+from newsletter.config import Settings, load_settings
+from newsletter.errors import ConfigError, TokenError
+
+
+def keyed(keys: str, tmp_path: Path | None = None) -> Settings:
+    return load_settings(
+        root=tmp_path, env={"NEWSLETTER_SECRET_KEY": keys, "NEWSLETTER_BASE_URL": "https://n.test/"}
+    )
+
+
+def test_round_trip_carries_id_and_list_not_the_address() -> None:
+    settings = keyed("k-new")
+    token = tokens.sign(settings, "unsubscribe", "pub123", "weekly")
+    claims = tokens.verify(settings, "unsubscribe", token)
+    assert (claims.subscriber_id, claims.list_name) == ("pub123", "weekly")
+    assert "@" not in token
+
+
+def test_unsubscribe_url_uses_the_base_url() -> None:
+    url = tokens.unsubscribe_url(keyed("k-new"), "pub123", "weekly")
+    assert url.startswith("https://n.test/u/")
+    claims = tokens.verify(keyed("k-new"), "unsubscribe", url.rsplit("/", 1)[1])
+    assert claims.subscriber_id == "pub123"
+
+
+def test_old_tokens_still_work_after_rotation() -> None:
+    old = tokens.sign(keyed("k-old"), "unsubscribe", "pub123", "weekly")
+    rotated = keyed("k-new, k-old")
+    assert tokens.verify(rotated, "unsubscribe", old).subscriber_id == "pub123"
+    fresh = tokens.sign(rotated, "unsubscribe", "pub123", "weekly")
+    assert tokens.verify(keyed("k-new"), "unsubscribe", fresh).subscriber_id == "pub123"
+    with pytest.raises(TokenError):
+        tokens.verify(keyed("k-old"), "unsubscribe", fresh)
+
+
+def test_key_dropped_from_the_list_no_longer_verifies() -> None:
+    old = tokens.sign(keyed("k-old"), "unsubscribe", "pub123", "weekly")
+    with pytest.raises(TokenError, match=tokens.INVALID):
+        tokens.verify(keyed("k-new"), "unsubscribe", old)
+
+
+def test_purposes_do_not_mix() -> None:
+    settings = keyed("k-new")
+    confirm = tokens.sign(settings, "confirm", "pub123", "weekly")
+    with pytest.raises(TokenError):
+        tokens.verify(settings, "unsubscribe", confirm)
+
+
+def test_missing_key_names_the_setting() -> None:
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY"):
+        tokens.sign(keyed(""), "unsubscribe", "pub123", "weekly")
+
+
+def _verify_or_message(settings: Settings, token: str) -> str | tuple[str, str]:
+    try:
+        claims = tokens.verify(settings, "unsubscribe", token)
+    except TokenError as exc:
+        return str(exc)
+    return (claims.subscriber_id, claims.list_name)
+
+
+@given(st.text(max_size=80))
+def test_tampering_never_yields_other_claims(junk: str) -> None:
+    """A changed token fails with the one message, or (base64 ignores a last char's spare
+    bits) still says exactly what was signed; it never says anything else."""
+    settings = keyed("k-new")
+    good = tokens.sign(settings, "unsubscribe", "pub123", "weekly")
+    for candidate in (junk, good[:-1] + junk, junk + good, good.replace(".", junk, 1)):
+        outcome = _verify_or_message(settings, candidate)
+        assert outcome in {tokens.INVALID, ("pub123", "weekly")}
+
+
+def test_a_forged_payload_is_refused() -> None:
+    settings = keyed("k-new")
+    good = tokens.sign(settings, "unsubscribe", "pub123", "weekly")
+    forged = tokens.sign(keyed("attacker"), "unsubscribe", "pub999", "weekly")
+    spliced = forged.split(".")[0] + "." + good.split(".")[1]
+    for candidate in (forged, spliced):
+        with pytest.raises(TokenError, match=tokens.INVALID):
+            tokens.verify(settings, "unsubscribe", candidate)
