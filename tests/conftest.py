@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import newsletter.ledger  # noqa: F401 - registers the ledger tables on schema.metadata
+from newsletter.config import Settings, load_settings
 from newsletter.models import RenderedEmail
 from tests.fakes.sendgrid_server import FakeSendGrid, running
 
@@ -32,6 +33,22 @@ def repo() -> Path:
     return REPO
 
 
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A throwaway copy of the sample project (content, templates, issues) to break at will."""
+    import shutil
+
+    root = tmp_path / "project"
+    for name in ("content", "templates", "issues"):
+        shutil.copytree(REPO / name, root / name)
+    return root
+
+
+@pytest.fixture
+def settings(project: Path) -> Settings:
+    return load_settings(project, env={})
+
+
 # --- Databases: every storage test runs on a SQLite file and, when given one, PostgreSQL. ---
 
 import os  # noqa: E402
@@ -42,7 +59,6 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import Engine, make_url  # noqa: E402
 
 from newsletter import audience, db  # noqa: E402
-from newsletter.config import Settings, load_settings  # noqa: E402
 
 POSTGRES_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES_URL", "")
 DATABASES = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
@@ -70,7 +86,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def db_settings(tmp_path: Path, database_url: str) -> Settings:
     """Settings on the test database, with two secret keys and the outbox in tmp_path."""
     env = {
         "NEWSLETTER_DATABASE_URL": database_url,
@@ -81,9 +97,9 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 @pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
+def engine(db_settings: Settings) -> Iterator[Engine]:
     """An engine on the migrated test database."""
-    engine = db.connect(settings)
+    engine = db.connect(db_settings)
     yield engine
     engine.dispose()
 

@@ -29,9 +29,9 @@ def link(public_id: str) -> str:
 
 
 @pytest.fixture
-def mailer(settings: Settings, fake_sendgrid: FakeSendGrid) -> SendGridMailer:
+def mailer(db_settings: Settings, fake_sendgrid: FakeSendGrid) -> SendGridMailer:
     pointed = dataclasses.replace(
-        settings,
+        db_settings,
         sendgrid_api_key=Secret(fake_sendgrid.api_key),
         sendgrid_api_url=fake_sendgrid.url,
         sendgrid_timeout=1.0,
@@ -190,14 +190,14 @@ def test_changed_content_is_refused_unless_allowed(
 
 def test_two_senders_at_once_never_both_claim_a_recipient(
     engine: Engine,
-    settings: Settings,
+    db_settings: Settings,
     weekly_readers: list[str],
     rendered: RenderedEmail,
     mailer: SendGridMailer,
     fake_sendgrid: FakeSendGrid,
 ) -> None:
     fake_sendgrid.push(*[Reply(delay=0.05)] * 20)  # slow answers, so the two runs overlap
-    other = db.connect(settings)
+    other = db.connect(db_settings)
     errors: list[BaseException] = []
 
     def run(on: Engine) -> None:
