@@ -112,3 +112,206 @@ def main() -> None:
         _fail(str(exc))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# --- Sending ---------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from newsletter.config import Settings
+    from newsletter.dispatch import Links, SendOptions
+    from newsletter.mailer import Mailer
+    from newsletter.models import AudienceSpec, DispatchPlan, DispatchReport, RenderedEmail
+
+
+@app.command()
+def send(
+    issue: Annotated[Path, typer.Argument(help="The issue file, e.g. issues/2025-12-10.yaml.")],
+    list_name: Annotated[
+        str | None, typer.Option("--list", help="Send to this list instead of the issue's.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show the plan; send nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(help="Schedule (SendGrid, ≤72 h ahead), e.g. 2025-12-10T07:00+06:00."),
+    ] = None,
+    test: Annotated[
+        list[str] | None,
+        typer.Option("--test", metavar="EMAIL", help="Send one [TEST] copy here (repeatable)."),
+    ] = None,
+    resend_unknown: Annotated[
+        bool, typer.Option(help="Send again to recipients whose earlier request had no answer.")
+    ] = False,
+    allow_changed: Annotated[
+        bool, typer.Option(help="Continue a send although the issue's content changed.")
+    ] = False,
+) -> None:
+    """Send ISSUE to every subscriber on its list who has not had it yet."""
+    from dataclasses import replace
+
+    from newsletter import db, dispatch
+    from newsletter.config import load_settings
+    from newsletter.issues import load_issue
+    from newsletter.mailer import get_mailer
+    from newsletter.render import render
+
+    settings = load_settings()
+    loaded = load_issue(issue, settings)
+    email = render(loaded, settings)
+    spec = replace(loaded.spec.audience, list=list_name) if list_name else loaded.spec.audience
+    mailer = get_mailer(settings)
+    if test:
+        _send_tests(email, test, mailer, spec.list, settings)
+        return
+    options = dispatch.SendOptions(
+        batch_size=settings.send_batch_size,
+        resend_unknown=resend_unknown,
+        allow_changed=allow_changed,
+        send_at=_parse_at(at) if at else None,
+    )
+    engine = db.connect(settings)
+    plan = dispatch.plan_send(engine, email, spec, mailer, options)
+    _print_plan(plan)
+    if dry_run or plan.to_send == 0:
+        return
+    if not yes and not typer.confirm(f"Send {email.issue_name} to {plan.to_send} recipients?"):
+        raise typer.Exit(1)
+    report = _send_with_progress(
+        engine, email, spec, mailer, _links(settings, spec.list), options, plan
+    )
+    _print_report(report)
+
+
+def _parse_at(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise NewsletterError(
+            f"--at {text!r}: write an ISO time with its zone, e.g. 2025-12-10T07:00+06:00."
+        ) from None
+    return moment
+
+
+def _links(settings: Settings, list_name: str) -> Links:
+    from newsletter import tokens
+
+    tokens.unsubscribe_url(settings, "check", list_name)  # fail before sending without a key
+    return lambda public_id: tokens.unsubscribe_url(settings, public_id, list_name)
+
+
+def _send_tests(
+    email: RenderedEmail, addresses: list[str], mailer: Mailer, list_name: str, settings: Settings
+) -> None:
+    from newsletter import dispatch
+
+    # A test copy's unsubscribe link must not unsubscribe anybody.
+    link = f"{settings.base_url.rstrip('/')}/u/test-copy-not-a-real-token"
+    results = dispatch.send_tests(email, addresses, mailer, list_name, lambda _: link)
+    console = _console()
+    for address, result in zip(addresses, results, strict=False):
+        detail = f" ({result.error})" if result.error else ""
+        console.print(f"  [TEST] {address}: {result.state}{detail}")
+
+
+def _send_with_progress(
+    engine: Engine,
+    email: RenderedEmail,
+    spec: AudienceSpec,
+    mailer: Mailer,
+    links: Links,
+    options: SendOptions,
+    plan: DispatchPlan,
+) -> DispatchReport:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from newsletter import dispatch
+
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=_console()) as bar:
+        people = bar.add_task("recipients", total=plan.to_send)
+        batches = bar.add_task("batches", total=plan.batches)
+
+        def show(report: DispatchReport) -> None:
+            done = report.sent + report.failed + report.unknown + report.skipped + report.validated
+            bar.update(people, completed=done)
+            bar.update(batches, completed=report.batches)
+
+        return dispatch.send_issue(engine, email, spec, mailer, links, options, show)
+
+
+def _print_plan(plan: DispatchPlan) -> None:
+    console = _console()
+    when = f" at {plan.send_at.isoformat()}" if plan.send_at else " now"
+    console.print(
+        f"[bold]{plan.issue_name}[/] → list [bold]{plan.list_name}[/] via {plan.mailer}{when}"
+    )
+    console.print(
+        f"  recipients {plan.recipients} · already sent {plan.already_sent} · "
+        f"suppressed {plan.suppressed} · unknown {plan.unknown} · "
+        f"to send {plan.to_send} in {plan.batches} batch(es)"
+    )
+
+
+def _print_report(report: DispatchReport) -> None:
+    console = _console()
+    console.print(
+        f"sent {report.sent} · failed {report.failed} · unknown {report.unknown} · "
+        f"skipped {report.skipped}"
+        + (f" · validated {report.validated}" if report.validated else "")
+    )
+    if report.unknown:
+        console.print(
+            "[yellow]unknown: SendGrid may or may not have taken these; they are not retried. "
+            "`newsletter status ISSUE --details` lists them; `--resend-unknown` sends again.[/]"
+        )
+
+
+@app.command()
+def status(
+    issue: Annotated[str, typer.Argument(help="The issue name or file, e.g. 2025-12-10.")],
+    details: Annotated[bool, typer.Option(help="List failed and unknown recipients.")] = False,
+) -> None:
+    """Summarize the send ledger of ISSUE."""
+    from newsletter import db, dispatch
+    from newsletter.config import load_settings
+
+    engine = db.connect(load_settings())
+    name = Path(issue).stem
+    report, record = dispatch.status(engine, name)
+    console = _console()
+    if record is None:
+        console.print(f"{name}: not sent yet.")
+        return
+    console.print(f"[bold]{name}[/] · list {record.list_name} · content {record.content_hash[:12]}")
+    if record.send_at:
+        console.print(f"  scheduled for {record.send_at.isoformat()} (batch {record.batch_id})")
+    console.print(
+        f"  sent {report.sent} · failed {report.failed} · unknown {report.unknown} · "
+        f"skipped {report.skipped} · pending {report.pending} · in flight {report.claimed}"
+        + (f" · validated {report.validated}" if report.validated else "")
+    )
+    if details:
+        for problem in dispatch.problems(engine, name):
+            console.print(f"  {problem.state:8} {problem.email}  {problem.error}")
+
+
+@app.command()
+def cancel(
+    issue: Annotated[str, typer.Argument(help="The issue name or file, e.g. 2025-12-10.")],
+) -> None:
+    """Cancel the scheduled send of ISSUE (its recipients become pending again)."""
+    from newsletter import db, dispatch
+    from newsletter.config import load_settings
+    from newsletter.mailer import Scheduler, get_mailer
+
+    settings = load_settings()
+    mailer = get_mailer(settings)
+    if not isinstance(mailer, Scheduler):
+        raise NewsletterError(f"Only the sendgrid mailer schedules sends; this is {mailer.name}.")
+    name = Path(issue).stem
+    count = dispatch.cancel_send(db.connect(settings), name, mailer)
+    _console().print(
+        f"cancelled the scheduled send of {name}; {count} recipients are pending again"
+    )

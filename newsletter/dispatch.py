@@ -24,6 +24,7 @@ from newsletter.models import (
     SendResult,
 )
 from newsletter.schema import suppressions
+from newsletter.sendgrid import check_send_at
 
 TEST_PREFIX = "[TEST] "
 TOO_LARGE = "the provider refused the message as too large (HTTP 413) even for one recipient"
@@ -182,6 +183,7 @@ def _prepare(
         return schedule
     if not isinstance(mailer, Scheduler):
         raise DispatchError(f"--at needs the sendgrid mailer; the {mailer.name} mailer sends now.")
+    check_send_at(options.send_at, ledger.now())
     batch_id = record.batch_id or mailer.create_batch_id()
     with db.writing(engine) as conn:
         ledger.set_schedule(conn, email.issue_name, batch_id, options.send_at)
