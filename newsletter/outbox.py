@@ -15,6 +15,9 @@ from newsletter.message import build_message
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+# RFC 5322 allows 998 characters a line. At 78, the email package turns a long unsubscribe
+# URL (no spaces to fold at) into an RFC 2047 encoded-word that no mail client can follow.
+WIRE = SMTP.clone(max_line_length=998)
 
 
 def personal_message(
@@ -25,6 +28,7 @@ def personal_message(
     subject = placeholders.fill(batch.subject_prefix + email.subject, recipient, part="text")
     message.replace_header("Subject", subject)
     message["List-Id"] = list_id(settings, batch.list_name)
+    message.policy = WIRE
     return message
 
 
@@ -49,7 +53,7 @@ class OutboxMailer:
         results = []
         for recipient, key in zip(batch.recipients, batch.keys, strict=True):
             message = personal_message(email, self.settings, recipient, batch)
-            path = _write(folder / file_name(recipient.email), message.as_bytes(policy=SMTP))
+            path = _write(folder / file_name(recipient.email), message.as_bytes())
             results.append(SendResult((key,), "sent", message_id=path.name))
         return BatchOutcome(tuple(results))
 

@@ -90,3 +90,14 @@ def test_placeholders_fill_agrees_with_the_substitution_map() -> None:
     assert placeholders.fill("-first_name_html- -unsubscribe_url_html-", tom, part="html") == (
         f"{subs['-first_name_html-']} {subs['-unsubscribe_url_html-']}"
     )
+
+
+def test_a_long_unsubscribe_url_stays_a_plain_header(
+    tmp_path: Path, rendered: RenderedEmail
+) -> None:
+    settings = load_settings(tmp_path, env={})
+    url = "https://news.example.org/u/" + "WyJ0V0pQc1lS" * 12
+    batch = SendBatch("2025-12-10", "weekly", (Recipient("a@example.org", "A", url),), ("1",))
+    OutboxMailer(settings.path("outbox_dir"), settings).send_batch(rendered, batch)
+    data = (tmp_path / "outbox" / "2025-12-10" / "a@example.org.eml").read_bytes()
+    assert f"List-Unsubscribe: <{url}>\r\n".encode() in data
