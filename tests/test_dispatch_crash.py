@@ -1,0 +1,183 @@
+"""Kill a real `newsletter send` with SIGKILL at chosen points; the rerun keeps the promise.
+
+Faults come from outside the sender, as in life: the fake SendGrid takes a body and never
+answers, or this test holds the SQLite write lock so the sender waits before its claim.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from newsletter import db, ledger
+from newsletter.config import load_settings
+from tests.conftest import CANARY_KEY, populate
+from tests.fakes.sendgrid_server import FakeSendGrid, Reply
+
+READERS = 40
+BATCH = 10
+ISSUE = "2025-12-10"
+
+
+@dataclass
+class Sender:
+    """A project with subscribers, and the environment of a `newsletter send` against the fake."""
+
+    root: Path
+    database: Path
+    env: dict[str, str]
+    readers: list[str]
+
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "newsletter", "send", f"issues/{ISSUE}.yaml", "--yes"]
+        return subprocess.Popen(
+            [*command, *extra],
+            cwd=self.root,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def run(self, *extra: str) -> tuple[int, str]:
+        process = self.start(*extra)
+        out, err = process.communicate(timeout=60)
+        return process.returncode, (out + err).decode()
+
+    def states(self) -> dict[str, str]:
+        engine = db.engine_for(f"sqlite:///{self.database}")
+        rows = ledger.send_ledger
+        with db.reading(engine) as conn:
+            found = dict(conn.execute(select(rows.c.email, rows.c.state)).all())
+        engine.dispose()
+        return found
+
+
+@pytest.fixture
+def sender(project: Path, fake_sendgrid: FakeSendGrid) -> Sender:
+    database = project / "newsletter.db"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "NEWSLETTER_DATABASE_URL": f"sqlite:///{database}",
+        "NEWSLETTER_SECRET_KEY": "crash-test-signing-key-0123456789",
+        "NEWSLETTER_SEND_BATCH_SIZE": str(BATCH),
+        "NEWSLETTER_SENDGRID_API_URL": fake_sendgrid.url,
+        "NEWSLETTER_SENDGRID_TIMEOUT": "5",
+        "SENDGRID_API_KEY": CANARY_KEY,
+    }
+    engine = db.connect(load_settings(project, env=env))
+    readers = populate(engine, READERS)
+    engine.dispose()
+    return Sender(project, database, env, readers)
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the sender never reached the point where the test kills it")
+        time.sleep(0.01)
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)  # reaped: the rerun must see a dead process, not a zombie
+
+
+def received(fake: FakeSendGrid) -> collections.Counter[str]:
+    return collections.Counter(address for _issue, address in fake.delivered)
+
+
+@contextlib.contextmanager
+def write_lock(database: Path) -> Iterator[None]:
+    """Hold SQLite's write lock, as another writer would: the sender waits at its next write."""
+    conn = sqlite3.connect(database, isolation_level=None, timeout=10)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+def assert_promise_kept(sender: Sender, fake: FakeSendGrid, output: str) -> None:
+    """Nobody twice; everyone not `unknown` exactly once; `unknown` is reported, never resent."""
+    counts = received(fake)
+    states = sender.states()
+    assert max(counts.values()) == 1
+    assert {e for e, s in states.items() if s != "unknown"} | set(counts) == set(sender.readers)
+    assert all(states[e] == "sent" for e in sender.readers if states[e] != "unknown")
+    unknown = sum(1 for s in states.values() if s == "unknown")
+    assert f"unknown {unknown}" in output
+
+
+def test_killed_while_waiting_for_the_database_before_any_claim(
+    sender: Sender, fake_sendgrid: FakeSendGrid
+) -> None:
+    with write_lock(sender.database):
+        process = sender.start()
+        time.sleep(2)  # started, rendered, and by now waiting for the lock this test holds
+        kill(process)
+    assert fake_sendgrid.mail_sends() == []
+    assert "claimed" not in sender.states().values()
+    code, output = sender.run()
+    assert code == 0, output
+    assert received(fake_sendgrid) == collections.Counter(sender.readers)
+    assert_promise_kept(sender, fake_sendgrid, output)
+
+
+def test_killed_after_sendgrid_accepted_before_the_ledger_update(
+    sender: Sender, fake_sendgrid: FakeSendGrid
+) -> None:
+    # Batch 2 is taken (counted as delivered) and never answered: the sender waits on it.
+    fake_sendgrid.push(Reply(), Reply(status=0, hang=30))
+    process = sender.start()
+    wait_until(lambda: len(fake_sendgrid.mail_sends()) == 2)
+    kill(process)
+    assert collections.Counter(sender.states().values()) == {
+        "sent": 10,
+        "claimed": 10,
+        "pending": 20,
+    }
+    code, output = sender.run()
+    assert code == 0, output
+    second = {p["to"][0]["email"] for p in fake_sendgrid.mail_sends()[1].body["personalizations"]}
+    assert {e for e, s in sender.states().items() if s == "unknown"} == second
+    assert_promise_kept(sender, fake_sendgrid, output)
+    assert received(fake_sendgrid) == collections.Counter(sender.readers)
+    code, status = run_status(sender)
+    assert "unknown 10" in status
+    assert sum(f"unknown  {address}" in status for address in second) == 10
+
+
+def test_killed_mid_run_while_answers_are_slow(sender: Sender, fake_sendgrid: FakeSendGrid) -> None:
+    fake_sendgrid.push(*[Reply(delay=0.2)] * 10)
+    process = sender.start()
+    wait_until(lambda: len(fake_sendgrid.mail_sends()) == 3)
+    kill(process)
+    code, output = sender.run()
+    assert code == 0, output
+    assert_promise_kept(sender, fake_sendgrid, output)
+
+
+def run_status(sender: Sender) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", "status", ISSUE, "--details"],
+        cwd=sender.root,
+        env=sender.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode, (done.stdout + done.stderr).decode()
