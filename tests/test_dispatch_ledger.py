@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime as dt
 import threading
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy.engine import Engine
 from newsletter import audience, db, dispatch, ledger
 from newsletter.config import Secret, Settings
 from newsletter.dispatch import SendOptions
-from newsletter.errors import AuthError, DispatchError
+from newsletter.errors import AuthError, ConfigError, DispatchError
 from newsletter.models import AudienceSpec, DispatchReport, RenderedEmail
 from newsletter.sendgrid import RetryPolicy, SendGridMailer
 from tests.conftest import AUDIENCE_SIZE
@@ -272,3 +273,49 @@ def test_sandbox_validates_and_a_real_run_then_sends(
     assert fake_sendgrid.delivered == []
     assert send(engine, rendered, mailer).sent == AUDIENCE_SIZE
     assert received(fake_sendgrid) == collections.Counter(weekly_readers)
+
+
+def test_a_scheduled_send_carries_send_at_and_one_batch_id_and_can_be_cancelled(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    at = ledger.now().replace(microsecond=0) + dt.timedelta(hours=20)
+    send(engine, rendered, mailer, dataclasses.replace(SMALL, send_at=at))
+    bodies = [r.body for r in fake_sendgrid.mail_sends()]
+    assert {b["send_at"] for b in bodies} == {int(at.timestamp())}
+    assert len({b["batch_id"] for b in bodies}) == 1
+    assert dispatch.cancel_send(engine, ISSUE, mailer) == AUDIENCE_SIZE
+    assert fake_sendgrid.cancelled == [bodies[0]["batch_id"]]
+    assert set(states(engine).values()) == {"pending"}
+    with pytest.raises(DispatchError, match="no scheduled send"):
+        dispatch.cancel_send(engine, ISSUE, mailer)
+
+
+def test_a_schedule_too_close_to_cancel_is_refused(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    at = ledger.now() + dt.timedelta(minutes=5)
+    send(engine, rendered, mailer, dataclasses.replace(SMALL, send_at=at))
+    with pytest.raises(DispatchError, match="10 minutes"):
+        dispatch.cancel_send(engine, ISSUE, mailer)
+    assert fake_sendgrid.cancelled == []
+
+
+def test_scheduling_more_than_72_hours_ahead_is_refused_before_anything_is_sent(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    at = ledger.now() + dt.timedelta(hours=73)
+    with pytest.raises(ConfigError, match="72 hours"):
+        send(engine, rendered, mailer, dataclasses.replace(SMALL, send_at=at))
+    assert fake_sendgrid.requests == []
