@@ -59,6 +59,7 @@ class FakeSendGrid:
     arrived: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    keep_bodies: bool = True  # False for benchmarks: count deliveries, keep no bodies
 
     def push(self, *replies: Reply) -> None:
         with self.lock:
@@ -70,9 +71,14 @@ class FakeSendGrid:
 
     def record(self, received: Received, accepted: bool) -> None:
         with self.lock:
-            self.requests.append(received)
+            if self.keep_bodies:
+                self.requests.append(received)
             if accepted:
                 self.delivered.extend(deliveries(received.body))
+
+    def stats(self) -> dict[str, int]:
+        with self.lock:
+            return {"delivered": len(self.delivered), "distinct": len(set(self.delivered))}
 
     def mail_sends(self) -> list[Received]:
         with self.lock:
@@ -110,6 +116,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the test output is the assertions."""
+
+    def do_GET(self) -> None:
+        if self.path == "/_stats":  # for a benchmark that runs the fake in another process
+            self._send(200, self.server.fake.stats(), {})
+        else:
+            self._send(404, errors_body("Not found."), {})
 
     def do_POST(self) -> None:
         fake = self.server.fake
@@ -177,10 +189,11 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def running(api_key: str) -> Iterator[FakeSendGrid]:
+def running(api_key: str, keep_bodies: bool = True) -> Iterator[FakeSendGrid]:
     """Serve a fresh fake on an ephemeral loopback port for the duration of the block."""
     server = _Server(("127.0.0.1", 0), _Handler)
-    server.fake = FakeSendGrid(api_key=api_key, url=f"http://127.0.0.1:{server.server_port}")
+    url = f"http://127.0.0.1:{server.server_port}"
+    server.fake = FakeSendGrid(api_key=api_key, url=url, keep_bodies=keep_bodies)
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
@@ -190,3 +203,16 @@ def running(api_key: str) -> Iterator[FakeSendGrid]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def serve_forever(api_key: str) -> None:
+    """Run a counting fake until killed, printing its URL first (benchmarks use this)."""
+    with running(api_key, keep_bodies=False) as fake:
+        print(fake.url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_forever(sys.argv[1])
