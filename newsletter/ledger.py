@@ -280,30 +280,35 @@ def claim(
     and commit before sending. PostgreSQL: SKIP LOCKED, so two senders take disjoint rows;
     SQLite: the write transaction (BEGIN IMMEDIATE) serializes claimers.
     """
-    query = (
-        select(
-            send_ledger.c.id,
-            send_ledger.c.email,
-            send_ledger.c.first_name,
-            send_ledger.c.subscriber_public_id,
-        )
+    candidates = (
+        select(send_ledger.c.id)
         .where(send_ledger.c.issue == issue, send_ledger.c.state.in_(states))
         .order_by(send_ledger.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    rows = conn.execute(query).all()
-    if not rows:
+    # One statement: the rows it returns are exactly the rows this run now holds.
+    taken = conn.execute(
+        update(send_ledger)
+        .where(send_ledger.c.id.in_(candidates))
+        .values(state="claimed", run_id=run_id, updated_at=now())
+        .returning(
+            send_ledger.c.id,
+            send_ledger.c.email,
+            send_ledger.c.first_name,
+            send_ledger.c.subscriber_public_id,
+        )
+    ).all()
+    if not taken:
         return [], 0
-    blocked = suppressed(conn, [r.email for r in rows], list_name)
-    skipped = [r.id for r in rows if r.email in blocked]
-    if skipped:
-        _set(conn, skipped, state="skipped", error="suppressed when claimed", run_id=run_id)
-    taken = [r for r in rows if r.email not in blocked]
-    _set(conn, [r.id for r in taken], state="claimed", run_id=run_id)
+    blocked = suppressed(conn, [r.email for r in taken], list_name)
+    if blocked:
+        skipped = [r.id for r in taken if r.email in blocked]
+        _set(conn, skipped, state="skipped", error="suppressed when claimed")
     conn.execute(update(send_runs).where(send_runs.c.id == run_id).values(heartbeat_at=now()))
-    return [Claimed(str(r.id), r.email, r.first_name, r.subscriber_public_id) for r in taken], len(
-        skipped
+    claimed = sorted((r for r in taken if r.email not in blocked), key=lambda r: int(r.id))
+    return [Claimed(str(r.id), r.email, r.first_name, r.subscriber_public_id) for r in claimed], (
+        len(taken) - len(claimed)
     )
 
 

@@ -319,3 +319,35 @@ def test_scheduling_more_than_72_hours_ahead_is_refused_before_anything_is_sent(
     with pytest.raises(ConfigError, match="72 hours"):
         send(engine, rendered, mailer, dataclasses.replace(SMALL, send_at=at))
     assert fake_sendgrid.requests == []
+
+
+def claimed_by_a_run_elsewhere(engine: Engine, heartbeat: dt.datetime) -> None:
+    """Rows claimed by a run on another machine whose last sign of life was `heartbeat`."""
+    with db.writing(engine) as conn:
+        ledger.open_send(conn, ISSUE, "weekly", "c0ffee", allow_changed=False)
+        ledger.enqueue(conn, ISSUE, audience.select_recipients(conn, WEEKLY))
+        run_id = ledger.start_run(conn, ISSUE)
+        ledger.claim(conn, ISSUE, run_id, 10, "weekly", ("pending",))
+        conn.execute(
+            ledger.send_runs.update()
+            .where(ledger.send_runs.c.id == run_id)
+            .values(host="another-machine", heartbeat_at=heartbeat)
+        )
+
+
+def test_claims_of_a_silent_run_on_another_machine_become_unknown_after_the_lease(
+    engine: Engine, weekly_readers: list[str]
+) -> None:
+    claimed_by_a_run_elsewhere(engine, ledger.now() - dispatch.LEASE - dt.timedelta(seconds=1))
+    with db.writing(engine) as conn:
+        assert ledger.recover(conn, ISSUE, dispatch.LEASE) == 10
+    assert collections.Counter(states(engine).values()) == {"unknown": 10, "pending": 15}
+
+
+def test_claims_of_a_live_run_on_another_machine_are_left_alone(
+    engine: Engine, weekly_readers: list[str]
+) -> None:
+    claimed_by_a_run_elsewhere(engine, ledger.now())
+    with db.writing(engine) as conn:
+        assert ledger.recover(conn, ISSUE, dispatch.LEASE) == 0
+    assert collections.Counter(states(engine).values()) == {"claimed": 10, "pending": 15}
