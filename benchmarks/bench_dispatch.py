@@ -155,7 +155,8 @@ def report(count: int, sent: dict[str, Any], server: dict[str, int], floor: dict
     print(f"send_issue          {sent['seconds']:>11.2f} s  ({sent['batches']} requests)")
     print(f"  peak RSS          {sent['peak_mb']:>11.0f} MB")
     print(f"  per 100,000       {sent['seconds'] / count * 100_000:>11.2f} s")
-    print(f"floor (no database) {floor_per_100k:>11.2f} s per 100,000  ({floor['recipients']:,} sent)")
+    print(f"floor (no database) {floor_per_100k:>11.2f} s per 100,000")
+    print(f"  floor sample      {floor['recipients']:>12,} recipients")
     print(f"ratio to the floor  {sent['seconds'] / floor_same:>11.2f} x")
     print(f"server received     {server['delivered']:>12,} ({server['distinct']:,} distinct)")
 
