@@ -259,7 +259,7 @@ def set_membership(
 ) -> bool:
     """Put a subscriber in a list with `status`; True when something changed."""
     key = and_(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == lid)
-    current = conn.execute(select(memberships.c.status).where(key)).scalar()
+    current = membership_status(conn, subscriber_id, lid)
     if current == status:
         return False
     stamp = now()
@@ -419,9 +419,14 @@ def unsubscribe(
     return suppress(conn, address, reason, scope=list_name, detail=detail) or changed
 
 
-def set_membership_if_member(conn: Connection, subscriber_id: int, lid: int, status: str) -> bool:
+def membership_status(conn: Connection, subscriber_id: int, lid: int) -> str | None:
     key = and_(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == lid)
-    if conn.execute(select(memberships.c.status).where(key)).scalar() is None:
+    status = conn.execute(select(memberships.c.status).where(key)).scalar()
+    return None if status is None else str(status)
+
+
+def set_membership_if_member(conn: Connection, subscriber_id: int, lid: int, status: str) -> bool:
+    if membership_status(conn, subscriber_id, lid) is None:
         return False
     return set_membership(conn, subscriber_id, lid, status, "")
 
@@ -442,8 +447,11 @@ def subscriber_id_for(conn: Connection, public_id: str) -> int | None:
     return None if found is None else int(found)
 
 
-def resubscribe(conn: Connection, subscriber_id: int, list_name: str) -> None:
-    """Undo an unsubscribe from a list; a bounce or spam report for every list stays."""
+def resubscribe(
+    conn: Connection, subscriber_id: int, list_name: str, source: str = "resubscribe"
+) -> None:
+    """Undo an unsubscribe from a list (or confirm an opt-in); a bounce or spam report for
+    every list stays. Only the subscriber's own signed link leads here."""
     lid = list_id(conn, list_name)
     address = conn.execute(
         select(subscribers.c.email).where(subscribers.c.id == subscriber_id)
@@ -453,7 +461,7 @@ def resubscribe(conn: Connection, subscriber_id: int, list_name: str) -> None:
             suppressions.c.email == address, suppressions.c.scope == list_name
         )
     )
-    set_membership(conn, subscriber_id, lid, "confirmed", "resubscribe")
+    set_membership(conn, subscriber_id, lid, "confirmed", source)
 
 
 # --- Who receives an issue ------------------------------------------------------------
