@@ -84,7 +84,7 @@ def _validated(candidate: str) -> str:
     try:
         result = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise AddressError(str(exc)) from exc
+        raise AddressError(f"Not a valid email address: {exc}") from exc
     return str(result.normalized).lower()
 
 
