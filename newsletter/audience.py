@@ -5,7 +5,8 @@ Stable public API (other stages rely on these names):
 - ``select_recipients(conn, spec) -> Iterator[Member]``: confirmed, unsuppressed members
   of ``spec.list`` matching ``spec.where``, streamed in pages (bounded memory). A
   ``Member`` has ``subscriber_id`` (the opaque public id), ``email``, ``name``,
-  ``first_name``, ``locale`` and ``list``.
+  ``first_name``, ``locale`` and ``list``; ``as_recipient(member, settings)`` turns one
+  into a ``models.Recipient`` with its signed unsubscribe URL.
 - ``is_suppressed(conn, email, list_name=None) -> bool``: checked again when a batch is
   claimed, so an unsubscribe that lands mid-send is honoured.
 - ``normalize_email(text) -> str``: the form addresses are stored and compared in.
@@ -29,8 +30,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
+from newsletter.config import Settings
 from newsletter.errors import AddressError, AudienceError
-from newsletter.models import AudienceSpec
+from newsletter.models import AudienceSpec, Recipient
 from newsletter.schema import (
     ALL_LISTS,
     SUPPRESSION_REASONS,
@@ -39,6 +41,7 @@ from newsletter.schema import (
     subscribers,
     suppressions,
 )
+from newsletter.tokens import unsubscribe_url
 
 PAGE = 1000  # rows per query when streaming recipients
 LIST_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}\Z")
@@ -480,6 +483,16 @@ class Member:
     @property
     def first_name(self) -> str:
         return self.name.split()[0] if self.name.strip() else ""
+
+
+def as_recipient(member: Member, settings: Settings) -> Recipient:
+    """The mailer's view of a member, with its signed one-click unsubscribe URL."""
+    return Recipient(
+        email=member.email,
+        first_name=member.first_name,
+        unsubscribe_url=unsubscribe_url(settings, member.subscriber_id, member.list),
+        subscriber_id=member.subscriber_id,
+    )
 
 
 def _where(key: str, value: str) -> ColumnElement[bool]:

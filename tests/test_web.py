@@ -105,6 +105,15 @@ def test_post_without_the_one_click_field_is_refused(
     assert recipients(engine) == ["reader@example.org"]
 
 
+def test_link_signed_with_an_older_listed_key_still_works(
+    client: TestClient, settings: Settings, engine: Engine, reader: str
+) -> None:
+    older_only = Settings(secret_keys=settings.secret_keys[1:])
+    url = path_of(tokens.unsubscribe_url(older_only, reader, "weekly"))
+    assert client.post(url, data=ONE_CLICK).status_code == 200
+    assert recipients(engine) == []
+
+
 def test_resubscribe_undoes_a_mistaken_click(
     client: TestClient, settings: Settings, engine: Engine, reader: str
 ) -> None:
