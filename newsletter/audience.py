@@ -537,7 +537,3 @@ def select_recipients(
             return
         after = rows[-1].id
 
-
-def count_recipients(conn: Connection, spec: AudienceSpec) -> int:
-    return sum(1 for _ in select_recipients(conn, spec))
-

@@ -359,12 +359,13 @@ def _update_existing(
     )
     after = 0
     while rows := conn.execute(query.where(stage.c.line > after)).all():
-        updates = [u for u in (_field_update(row) for row in rows) if u]
-        if updates:
-            conn.execute(_UPDATE_FIELDS.values(updated_at=stamp), updates)
-        for row, update_ in zip(rows, (_field_update(r) for r in rows), strict=True):
+        updates = [_field_update(row) for row in rows]
+        changed = [u for u in updates if u]
+        if changed:
+            conn.execute(_UPDATE_FIELDS.values(updated_at=stamp), changed)
+        for row, fields in zip(rows, updates, strict=True):
             joins = row.status is None or (row.status == "unconfirmed" and confirmed)
-            if update_ or joins:
+            if fields or joins:
                 report.updated += 1
             else:
                 report.unchanged += 1
