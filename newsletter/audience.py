@@ -5,7 +5,8 @@ Stable public API (other stages rely on these names):
 - ``select_recipients(conn, spec) -> Iterator[Member]``: confirmed, unsuppressed members
   of ``spec.list`` matching ``spec.where``, streamed in pages (bounded memory). A
   ``Member`` has ``subscriber_id`` (the opaque public id), ``email``, ``name``,
-  ``first_name``, ``locale`` and ``list``.
+  ``first_name``, ``locale`` and ``list``; ``as_recipient(member, settings)`` turns one
+  into a ``models.Recipient`` with its signed unsubscribe URL.
 - ``is_suppressed(conn, email, list_name=None) -> bool``: checked again when a batch is
   claimed, so an unsubscribe that lands mid-send is honoured.
 - ``normalize_email(text) -> str``: the form addresses are stored and compared in.
@@ -29,8 +30,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
+from newsletter.config import Settings
 from newsletter.errors import AddressError, AudienceError
-from newsletter.models import AudienceSpec
+from newsletter.models import AudienceSpec, Recipient
 from newsletter.schema import (
     ALL_LISTS,
     SUPPRESSION_REASONS,
@@ -39,6 +41,7 @@ from newsletter.schema import (
     subscribers,
     suppressions,
 )
+from newsletter.tokens import unsubscribe_url
 
 PAGE = 1000  # rows per query when streaming recipients
 LIST_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}\Z")
@@ -84,7 +87,7 @@ def _validated(candidate: str) -> str:
     try:
         result = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise AddressError(str(exc)) from exc
+        raise AddressError(f"Not a valid email address: {exc}") from exc
     return str(result.normalized).lower()
 
 
@@ -259,7 +262,7 @@ def set_membership(
 ) -> bool:
     """Put a subscriber in a list with `status`; True when something changed."""
     key = and_(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == lid)
-    current = conn.execute(select(memberships.c.status).where(key)).scalar()
+    current = membership_status(conn, subscriber_id, lid)
     if current == status:
         return False
     stamp = now()
@@ -419,9 +422,14 @@ def unsubscribe(
     return suppress(conn, address, reason, scope=list_name, detail=detail) or changed
 
 
-def set_membership_if_member(conn: Connection, subscriber_id: int, lid: int, status: str) -> bool:
+def membership_status(conn: Connection, subscriber_id: int, lid: int) -> str | None:
     key = and_(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == lid)
-    if conn.execute(select(memberships.c.status).where(key)).scalar() is None:
+    status = conn.execute(select(memberships.c.status).where(key)).scalar()
+    return None if status is None else str(status)
+
+
+def set_membership_if_member(conn: Connection, subscriber_id: int, lid: int, status: str) -> bool:
+    if membership_status(conn, subscriber_id, lid) is None:
         return False
     return set_membership(conn, subscriber_id, lid, status, "")
 
@@ -442,8 +450,11 @@ def subscriber_id_for(conn: Connection, public_id: str) -> int | None:
     return None if found is None else int(found)
 
 
-def resubscribe(conn: Connection, subscriber_id: int, list_name: str) -> None:
-    """Undo an unsubscribe from a list; a bounce or spam report for every list stays."""
+def resubscribe(
+    conn: Connection, subscriber_id: int, list_name: str, source: str = "resubscribe"
+) -> None:
+    """Undo an unsubscribe from a list (or confirm an opt-in); a bounce or spam report for
+    every list stays. Only the subscriber's own signed link leads here."""
     lid = list_id(conn, list_name)
     address = conn.execute(
         select(subscribers.c.email).where(subscribers.c.id == subscriber_id)
@@ -453,7 +464,7 @@ def resubscribe(conn: Connection, subscriber_id: int, list_name: str) -> None:
             suppressions.c.email == address, suppressions.c.scope == list_name
         )
     )
-    set_membership(conn, subscriber_id, lid, "confirmed", "resubscribe")
+    set_membership(conn, subscriber_id, lid, "confirmed", source)
 
 
 # --- Who receives an issue ------------------------------------------------------------
@@ -472,6 +483,16 @@ class Member:
     @property
     def first_name(self) -> str:
         return self.name.split()[0] if self.name.strip() else ""
+
+
+def as_recipient(member: Member, settings: Settings) -> Recipient:
+    """The mailer's view of a member, with its signed one-click unsubscribe URL."""
+    return Recipient(
+        email=member.email,
+        first_name=member.first_name,
+        unsubscribe_url=unsubscribe_url(settings, member.subscriber_id, member.list),
+        subscriber_id=member.subscriber_id,
+    )
 
 
 def _where(key: str, value: str) -> ColumnElement[bool]:
@@ -515,8 +536,4 @@ def select_recipients(
         if len(rows) < page:
             return
         after = rows[-1].id
-
-
-def count_recipients(conn: Connection, spec: AudienceSpec) -> int:
-    return sum(1 for _ in select_recipients(conn, spec))
 

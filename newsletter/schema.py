@@ -1,4 +1,11 @@
-"""The database tables as SQLAlchemy Core metadata; Alembic migrations create and change them."""
+"""The database tables as SQLAlchemy Core metadata; Alembic migrations create and change them.
+
+A new table (the dispatch stage's ``send_ledger``) is added here *and* in a new migration
+under ``newsletter/migrations/versions/`` whose ``down_revision`` is the current head
+(``0001_audience``); a test checks that the migrated schema matches this metadata. Ledger
+rows should reference ``subscribers.id`` and keep the address they were sent to, since a
+subscriber's address can change.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from newsletter import audience, db
+from newsletter import audience, db, tokens
+from newsletter.config import Settings
 from newsletter.errors import AddressError, AudienceError
 from newsletter.models import AudienceSpec
 
@@ -164,3 +165,18 @@ def test_show_lists_memberships_and_suppressions(weekly: Engine) -> None:
 def test_header_injection_in_name_is_refused(weekly: Engine) -> None:
     with db.writing(weekly) as conn, pytest.raises(AudienceError, match="line break"):
         audience.add_subscriber(conn, "a@example.org", "weekly", name="A\r\nBcc: x@evil.org")
+
+
+def test_members_become_recipients_with_a_working_unsubscribe_url(
+    weekly: Engine, settings: Settings
+) -> None:
+    with db.writing(weekly) as conn:
+        public_id = audience.add_subscriber(
+            conn, "r@example.org", "weekly", name="Rustam T", confirmed=True
+        )
+        [member] = audience.select_recipients(conn, AudienceSpec("weekly"))
+    recipient = audience.as_recipient(member, settings)
+    assert (recipient.email, recipient.first_name) == ("r@example.org", "Rustam")
+    assert recipient.subscriber_id == public_id
+    token = recipient.unsubscribe_url.removeprefix("https://news.test/u/")
+    assert tokens.verify(settings, "unsubscribe", token).subscriber_id == public_id

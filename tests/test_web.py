@@ -1,0 +1,266 @@
+"""The web endpoints over HTTP: one-click unsubscribe, resubscribe, double opt-in."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import httpx
+import pytest
+import uvicorn
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from starlette.testclient import TestClient
+
+from newsletter import audience, db, tokens
+from newsletter.config import Secret, Settings
+from newsletter.errors import ConfigError
+from newsletter.models import AudienceSpec
+from newsletter.schema import memberships, subscribers, suppressions
+from newsletter.web import NOT_FOUND, create_app
+
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+@pytest.fixture
+def reader(engine: Engine) -> str:
+    """A confirmed member of 'weekly'; returns the public id."""
+    with db.writing(engine) as conn:
+        audience.create_list(conn, "weekly")
+        return audience.add_subscriber(conn, "reader@example.org", "weekly", confirmed=True)
+
+
+@pytest.fixture
+def client(settings: Settings, reader: str) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), base_url="https://news.test") as test_client:
+        yield test_client
+
+
+def state(engine: Engine) -> list[tuple[object, ...]]:
+    with db.reading(engine) as conn:
+        rows = [
+            *conn.execute(select(subscribers).order_by(subscribers.c.id)),
+            *conn.execute(select(memberships).order_by(memberships.c.subscriber_id)),
+            *conn.execute(select(suppressions).order_by(suppressions.c.id)),
+        ]
+    return [tuple(row) for row in rows]
+
+
+def recipients(engine: Engine) -> list[str]:
+    with db.reading(engine) as conn:
+        return [m.email for m in audience.select_recipients(conn, AudienceSpec("weekly"))]
+
+
+def path_of(url: str) -> str:
+    return httpx.URL(url).path
+
+
+def test_get_shows_a_button_and_changes_nothing(
+    client: TestClient, settings: Settings, engine: Engine, reader: str
+) -> None:
+    before = state(engine)
+    url = tokens.unsubscribe_url(settings, reader, "weekly")
+    response = client.get(path_of(url))
+    assert response.status_code == 200
+    assert "List-Unsubscribe" in response.text
+    assert "method=post" in response.text
+    assert "reader@example.org" not in response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert state(engine) == before
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+def test_one_click_post_unsubscribes_idempotently(
+    client: TestClient, settings: Settings, engine: Engine, reader: str, encoding: str
+) -> None:
+    url = path_of(tokens.unsubscribe_url(settings, reader, "weekly"))
+    for _ in range(2):
+        if encoding == "urlencoded":
+            response = client.post(url, data=ONE_CLICK, follow_redirects=False)
+        else:
+            response = client.post(
+                url, files={"List-Unsubscribe": (None, "One-Click")}, follow_redirects=False
+            )
+        assert response.status_code == 200
+        assert "location" not in response.headers
+    assert recipients(engine) == []
+    with db.reading(engine) as conn:
+        assert audience.is_suppressed(conn, "reader@example.org", "weekly")
+        rows = conn.execute(select(suppressions.c.reason)).scalars().all()
+    assert rows == ["unsubscribed"]
+
+
+def test_post_without_the_one_click_field_is_refused(
+    client: TestClient, settings: Settings, engine: Engine, reader: str
+) -> None:
+    url = path_of(tokens.unsubscribe_url(settings, reader, "weekly"))
+    assert client.post(url, data={"other": "x"}).status_code == 400
+    assert recipients(engine) == ["reader@example.org"]
+
+
+def test_link_signed_with_an_older_listed_key_still_works(
+    client: TestClient, settings: Settings, engine: Engine, reader: str
+) -> None:
+    older_only = Settings(secret_keys=settings.secret_keys[1:])
+    url = path_of(tokens.unsubscribe_url(older_only, reader, "weekly"))
+    assert client.post(url, data=ONE_CLICK).status_code == 200
+    assert recipients(engine) == []
+
+
+def test_resubscribe_undoes_a_mistaken_click(
+    client: TestClient, settings: Settings, engine: Engine, reader: str
+) -> None:
+    url = path_of(tokens.unsubscribe_url(settings, reader, "weekly"))
+    response = client.post(url, data=ONE_CLICK)
+    assert f"{url}/resubscribe" in response.text
+    before = state(engine)
+    assert client.get(f"{url}/resubscribe").status_code == 200
+    assert state(engine) == before
+    assert client.post(f"{url}/resubscribe").status_code == 200
+    assert recipients(engine) == ["reader@example.org"]
+
+
+def test_bad_tokens_all_get_the_same_404(
+    client: TestClient, settings: Settings, engine: Engine, reader: str
+) -> None:
+    good = tokens.unsubscribe_url(settings, reader, "weekly").rsplit("/", 1)[1]
+    foreign = Settings(secret_keys=(Secret("someone-else"),))
+    candidates = [
+        good[:-2] + "xx",  # tampered
+        tokens.sign(foreign, "unsubscribe", reader, "weekly"),  # signed with a foreign key
+        tokens.sign(settings, "unsubscribe", "nobody-has-this-id", "weekly"),  # unknown id
+        tokens.sign(settings, "unsubscribe", reader, "monthly"),  # unknown list
+        tokens.sign(settings, "confirm", reader, "weekly"),  # wrong purpose
+    ]
+    bodies = set()
+    for token in candidates:
+        for method in ("GET", "POST"):
+            response = client.request(
+                method, f"/u/{token}", data=ONE_CLICK if method == "POST" else None
+            )
+            assert response.status_code == 404
+            bodies.add(response.text)
+    assert client.get("/no/such/page").status_code == 404
+    assert len(bodies) == 1
+    assert NOT_FOUND.split(".")[0] in bodies.pop()
+    assert recipients(engine) == ["reader@example.org"]
+
+
+def outbox_messages(settings: Settings) -> list[email.message.EmailMessage]:
+    folder = settings.path("outbox_dir") / "messages"
+    return (
+        [
+            email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted(folder.glob("*.eml"))
+        ]
+        if folder.is_dir()
+        else []
+    )
+
+
+def test_double_opt_in(client: TestClient, settings: Settings, engine: Engine) -> None:
+    response = client.post(
+        "/subscribe", data={"email": "New@Example.org", "name": "Nurlan", "list": "weekly"}
+    )
+    assert response.status_code == 200
+    assert recipients(engine) == ["reader@example.org"]  # not before confirming
+    [message] = outbox_messages(settings)
+    assert message["To"] == "Nurlan <new@example.org>"
+    link = next(line for line in message.get_content().splitlines() if "/confirm/" in line)
+    assert link.startswith("https://news.test/confirm/")
+    before = state(engine)
+    assert client.get(path_of(link)).status_code == 200
+    assert state(engine) == before
+    assert client.post(path_of(link)).status_code == 200
+    assert recipients(engine) == ["reader@example.org", "new@example.org"]
+
+
+def test_subscribe_answers_the_same_whatever_the_state(
+    client: TestClient, settings: Settings, engine: Engine
+) -> None:
+    with db.writing(engine) as conn:
+        audience.suppress(conn, "bounced@example.org", "bounced")
+    texts = {
+        client.post("/subscribe", data={"email": address, "list": "weekly"}).text
+        for address in ("reader@example.org", "fresh@example.org", "bounced@example.org")
+    }
+    assert len(texts) == 1
+    assert [m["To"] for m in outbox_messages(settings)] == ["fresh@example.org"]
+
+
+def test_subscribe_refuses_header_injection(client: TestClient, engine: Engine) -> None:
+    before = state(engine)
+    response = client.post(
+        "/subscribe", data={"email": "x@example.org", "name": "X\r\nBcc: a@b.org", "list": "weekly"}
+    )
+    assert response.status_code == 400
+    assert state(engine) == before
+
+
+def test_missing_secret_key_stops_the_app(settings: Settings) -> None:
+    unkeyed = Settings(root=settings.root, database_url=settings.database_url)
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY"):
+        create_app(unkeyed)
+
+
+@hsettings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    kind=st.sampled_from(["unsubscribe", "confirm"]),
+    junk=st.text(max_size=20),
+    tamper=st.booleans(),
+)
+def test_a_get_never_changes_state(
+    client: TestClient,
+    settings: Settings,
+    engine: Engine,
+    reader: str,
+    kind: str,
+    junk: str,
+    tamper: bool,
+) -> None:
+    purpose: tokens.Purpose = "unsubscribe" if kind == "unsubscribe" else "confirm"
+    token = tokens.sign(settings, purpose, reader, "weekly")
+    if tamper:
+        token = token[: len(token) // 2] + quote(junk, safe="")
+    before = state(engine)
+    prefix = "/u/" if kind == "unsubscribe" else "/confirm/"
+    for url in (f"{prefix}{token}", f"/u/{token}/resubscribe", "/subscribe"):
+        assert client.get(url).status_code in (200, 404)
+    assert state(engine) == before
+
+
+def test_one_click_over_a_real_uvicorn_server(
+    settings: Settings, reader: str, engine: Engine
+) -> None:
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        url = path_of(tokens.unsubscribe_url(settings, reader, "weekly"))
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            assert http.get(url).status_code == 200
+            assert recipients(engine) == ["reader@example.org"]
+            response = http.post(
+                url,
+                content=b"List-Unsubscribe=One-Click",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert response.status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert recipients(engine) == []
