@@ -102,10 +102,8 @@ def load_settings(
         for key, value in _read_toml(config_file).items():
             raw[key] = (value, f"{config_file} key '{key}'")
     for name, value in env.items():
-        key = ENV_ALIASES.get(name) or (
-            name[len(ENV_PREFIX) :].lower() if name.startswith(ENV_PREFIX) else None
-        )
-        if key and key in _FIELDS:
+        key = _env_key(name)
+        if key in _FIELDS:
             raw[key] = (value, f"environment variable {name}")
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -113,6 +111,12 @@ def load_settings(
     values = {key: _coerce(key, value, origin) for key, (value, origin) in raw.items()}
     values["root"] = root
     return Settings(**values)
+
+
+def _env_key(name: str) -> str:
+    if name in ENV_ALIASES:
+        return ENV_ALIASES[name]
+    return name[len(ENV_PREFIX) :].lower() if name.startswith(ENV_PREFIX) else ""
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

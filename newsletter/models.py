@@ -11,6 +11,7 @@ from typing import Literal
 from newsletter.errors import Problem
 
 Order = Literal["newest", "oldest", "title"]
+Style = Literal["cards", "full"]  # cards: image, title, summary; full: the whole article
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class SectionSpec:
     heading: str
     articles: tuple[str, ...] | None = None
     query: Query | None = None
+    style: Style = "cards"
     line: int | None = None
 
 
@@ -110,6 +112,7 @@ class IssueSpec:
 class Section:
     heading: str
     articles: tuple[Article, ...]
+    style: Style = "cards"
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ class RenderedEmail:
     mjml: str
     content_hash: str
     warnings: tuple[Problem, ...] = ()
+    issue_date: dt.date | None = None
 
     @property
     def html_bytes(self) -> int:

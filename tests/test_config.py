@@ -30,7 +30,8 @@ def test_secret_keys_are_a_list_newest_first_and_never_printed(tmp_path: Path) -
     assert [k.reveal() for k in settings.secret_keys] == ["new-key", "old-key"]
     assert isinstance(settings.sendgrid_api_key, Secret)
     shown = repr(settings) + str(settings)
-    assert "new-key" not in shown and "SG.zz" not in shown
+    assert "new-key" not in shown
+    assert "SG.zz" not in shown
 
 
 def test_unknown_key_in_config_file_names_the_file(tmp_path: Path) -> None:

@@ -1,0 +1,114 @@
+"""The `newsletter` command line: the only module that talks to the terminal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from newsletter.errors import IssueError, NewsletterError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from newsletter.build import BuildResult
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # our errors are messages, not tracebacks
+    add_completion=False,
+    help="Build the weekly digest from issue definitions, and deliver it once to every subscriber.",
+)
+rates_app = typer.Typer(no_args_is_help=True, help="Currency-rate snapshots.")
+app.add_typer(rates_app, name="rates")
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def build(
+    issue: Annotated[Path, typer.Argument(help="The issue file, e.g. issues/2025-12-10.yaml.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default build/).")] = None,
+    as_: Annotated[
+        str | None,
+        typer.Option("--as", metavar="NAME,EMAIL", help="Fill per-recipient fields for a preview."),
+    ] = None,
+) -> None:
+    """Render ISSUE to email.html, email.txt, email.mjml and message.eml."""
+    from newsletter.build import build_to_disk, preview_recipient
+    from newsletter.config import load_settings
+
+    settings = load_settings()
+    recipient = preview_recipient(as_, settings) if as_ else None
+    result = build_to_disk(issue, settings, out or settings.path("build_dir"), recipient)
+    _print_summary(result)
+
+
+def _print_summary(result: BuildResult) -> None:
+    console = _console()
+    email = result.email
+    console.print(f"[bold]{result.issue.spec.title}[/] · {email.subject}")
+    for section in result.issue.sections:
+        console.print(f"  [bold]{section.heading}[/] ({section.style})")
+        for article in section.articles:
+            console.print(f"    • {article.title}")
+    kb = email.html_bytes / 1024
+    console.print(
+        f"{len(result.issue.articles)} articles · HTML {kb:.1f} KB · "
+        f"text {len(email.text.encode()) / 1024:.1f} KB"
+    )
+    for warning in email.warnings:
+        console.print(f"[yellow]{warning}[/]")
+    for path in result.files:
+        console.print(f"  wrote {path}")
+
+
+@rates_app.command("import")
+def rates_import(
+    file: Annotated[Path, typer.Argument(help="Ticker text, e.g. a scraped front page.")],
+    date: Annotated[str, typer.Option("--date", help="The snapshot's date, YYYY-MM-DD.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing, different snapshot.")] = False,
+) -> None:
+    """Parse ticker lines (`KGS/USD = 0.01144 0%`) into content/rates/DATE.yaml."""
+    from newsletter import rates, yamlfile
+    from newsletter.config import load_settings
+
+    settings = load_settings()
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        raise NewsletterError(f"--date {date!r}: write the date as YYYY-MM-DD.") from None
+    text = yamlfile.read_text(file)
+    directory = settings.path("content_dir") / "rates"
+    path, snapshot, changed = rates.import_ticker(text, str(file), day, directory, force=force)
+    console = _console()
+    for rate in snapshot.rates:
+        console.print(
+            f"  {rate.currency}/{snapshot.base} = {rates.plain(rate.value)} "
+            f"{rates.format_change(rate.change_pct)}"
+        )
+    console.print(f"{'wrote' if changed else 'unchanged:'} {path} ({len(snapshot.rates)} rates)")
+
+
+def _fail(message: str) -> NoReturn:
+    _console(stderr=True).print(f"[red]error:[/] {message}", markup=True)
+    raise SystemExit(1)
+
+
+def main() -> None:
+    """Console-script entry: NewsletterErrors become a message and exit status 1."""
+    try:
+        app()
+    except IssueError as exc:
+        _fail(str(exc))
+    except NewsletterError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,102 @@
+"""Articles: Markdown files with YAML front matter under content/articles/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+from newsletter import yamlfile
+from newsletter.errors import ContentError, Problem
+from newsletter.models import Article, Image
+
+ARTICLE_KEYS = {"slug", "title", "date", "url", "summary", "image", "tags", "author", "credit"}
+IMAGE_KEYS = {"url", "alt", "width", "height"}
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+SAFE_URL = re.compile(r"^https?://[^\s<>\"']+$", re.IGNORECASE)
+# Placeholder for a missing date: the file is reported as broken, so it is never used.
+_EPOCH = dt.date(1970, 1, 1)
+FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?\r?\n)---[ \t]*\r?\n?(.*)\Z", re.DOTALL)
+
+
+def load_articles(directory: Path) -> dict[str, Article]:
+    """Every article by slug; any malformed file fails the load with all its problems."""
+    articles: dict[str, Article] = {}
+    problems: list[Problem] = []
+    for path in sorted(directory.glob("*.md")):
+        try:
+            article = parse_article(path)
+        except ArticleFileError as exc:
+            problems.extend(exc.problems)
+            continue
+        if article.slug in articles:
+            other = articles[article.slug].path
+            problems.append(
+                Problem(f"slug '{article.slug}' is also used by {other}.", path, "slug")
+            )
+        articles[article.slug] = article
+    if problems:
+        raise ArticleFileError(problems)
+    return articles
+
+
+class ArticleFileError(ContentError):
+    """One or more article files are malformed."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("Fix these article files:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def parse_article(path: Path) -> Article:
+    text = yamlfile.read_text(path)
+    match = FRONT_MATTER.match(text)
+    if not match:
+        raise ArticleFileError(
+            [Problem("no YAML front matter: start the file with a '---' line.", path, line=1)]
+        )
+    front, body = match.groups()
+    check = yamlfile.Checker(yamlfile.parse(front, path, line_offset=1))
+    check.mapping((), ARTICLE_KEYS)
+    slug = check.text(("slug",), required=False) or path.stem
+    if not SLUG.match(slug):
+        check.problem(("slug",), f"'{slug}' is not a slug: use lowercase letters, digits, '-'.")
+    url = _url(check, ("url",))
+    article = Article(
+        slug=slug,
+        title=check.text(("title",)),
+        date=check.date(("date",)) or _EPOCH,
+        url=url,
+        summary=check.text(("summary",)).strip(),
+        body=body.strip() + "\n",
+        tags=check.strings(("tags",)),
+        image=_image(check),
+        author=check.text(("author",), required=False) or None,
+        credit=check.text(("credit",), required=False) or None,
+        path=path,
+    )
+    if check.problems:
+        raise ArticleFileError(check.problems)
+    return article
+
+
+def _url(check: yamlfile.Checker, field: tuple[str, ...], *, required: bool = True) -> str:
+    url = check.text(field, required=required).strip()
+    if url and not SAFE_URL.match(url):
+        check.problem(field, f"'{url}' is not an absolute http(s) URL.")
+    return url
+
+
+def _image(check: yamlfile.Checker) -> Image | None:
+    if check.get(("image",)) is None:
+        return None
+    check.mapping(("image",), IMAGE_KEYS)
+    url = _url(check, ("image", "url"))
+    if url.lower().startswith("http://"):
+        check.problem(("image", "url"), "images must be https, or mail clients block them.")
+    return Image(
+        url=url,
+        alt=check.text(("image", "alt")),
+        width=check.integer(("image", "width"), minimum=1),
+        height=check.integer(("image", "height"), minimum=1),
+    )

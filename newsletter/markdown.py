@@ -1,0 +1,58 @@
+"""Untrusted Markdown (articles, intros) to sanitized HTML: markdown-it-py, then nh3."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import nh3
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+ALLOWED_TAGS = {
+    "p",
+    "br",
+    "h2",
+    "h3",
+    "h4",
+    "ul",
+    "ol",
+    "li",
+    "blockquote",
+    "em",
+    "strong",
+    "a",
+    "code",
+    "pre",
+    "hr",
+}
+ALLOWED_ATTRIBUTES = {"a": {"href", "title"}}
+URL_SCHEMES = {"https", "http", "mailto"}
+ABSOLUTE = ("https://", "http://", "mailto:")
+
+
+@lru_cache(maxsize=1)
+def _parser() -> MarkdownIt:
+    # html=False: raw HTML, MJML tags and template syntax in an article stay literal text.
+    return MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+
+
+def to_html(markdown: str) -> Markup:
+    """Safe HTML for a template: only https/http/mailto links, no scripts, styles or handlers."""
+    rendered = _parser().render(markdown)
+    clean = nh3.clean(
+        rendered,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes=URL_SCHEMES,
+        link_rel="noopener noreferrer",
+        strip_comments=True,
+        attribute_filter=_absolute_links_only,
+    )
+    return Markup(clean)  # noqa: S704 - sanitized by nh3 just above
+
+
+def _absolute_links_only(tag: str, attribute: str, value: str) -> str | None:
+    # A relative link means nothing in an inbox, and nh3 lets scheme-less ones through.
+    if attribute == "href" and not value.lower().startswith(ABSOLUTE):
+        return None
+    return value

@@ -1,0 +1,51 @@
+"""The RFC 5322 message of a rendered email: multipart/alternative, UTF-8, list headers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+
+from newsletter import placeholders
+from newsletter.config import Settings
+from newsletter.models import Recipient, RenderedEmail
+
+
+def build_message(
+    email: RenderedEmail,
+    settings: Settings,
+    recipient: Recipient | None = None,
+    subject_prefix: str = "",
+) -> EmailMessage:
+    """The message as a mail client will see it; without a recipient, placeholders stay.
+
+    Byte-identical for the same inputs: the Date comes from the issue date, the
+    Message-ID and MIME boundary from the content hash (no clock, no randomness).
+    """
+    html, text = email.html, email.text
+    unsubscribe = placeholders.text_tag("unsubscribe_url")
+    if recipient is not None:
+        html = placeholders.fill(html, recipient, part="html")
+        text = placeholders.fill(text, recipient, part="text")
+        unsubscribe = recipient.unsubscribe_url
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = formataddr((email.from_name, email.from_email))
+    if recipient is not None:
+        msg["To"] = formataddr((recipient.first_name, recipient.email))
+    msg["Subject"] = f"{subject_prefix}{email.subject}"
+    date = email.issue_date or dt.date(1970, 1, 1)
+    msg["Date"] = format_datetime(dt.datetime.combine(date, dt.time(6, 0), tzinfo=dt.UTC))
+    key = email.content_hash[:32]
+    domain = settings.from_email.rpartition("@")[2] or "localhost"
+    msg["Message-ID"] = f"<{email.issue_name}.{key}@{domain}>"
+    msg["List-Unsubscribe"] = f"<{unsubscribe}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(text, subtype="plain", charset="utf-8")
+    msg.add_alternative(html, subtype="html", charset="utf-8")
+    msg.set_boundary(f"=_newsletter_{key}")
+    return msg
+
+
+def to_bytes(message: EmailMessage) -> bytes:
+    return message.as_bytes(policy=SMTP)

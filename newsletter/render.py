@@ -1,0 +1,218 @@
+"""Render a resolved Issue: Jinja2 -> MJML -> mjml-python -> premailer, and the text part."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from newsletter import inline, placeholders, rates
+from newsletter.config import Settings
+from newsletter.errors import RenderError
+from newsletter.markdown import to_html
+from newsletter.models import Article, Issue, RateSnapshot, RenderedEmail
+
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+CURRENCY_NAMES = {
+    "USD": "US dollar",
+    "EUR": "euro",
+    "RUB": "Russian rouble",
+    "CNY": "Chinese yuan",
+    "KGS": "Kyrgyz som",
+    "KZT": "Kazakh tenge",
+    "TJS": "Tajik somoni",
+    "UZS": "Uzbek soʻm",
+    "TMT": "Turkmen manat",
+}
+
+
+def render(issue: Issue, settings: Settings) -> RenderedEmail:
+    """One render per issue; per-recipient fields stay placeholders for the mailer."""
+    env = environment(settings.path("templates_dir"))
+    context = build_context(issue, settings)
+    mjml = _render_template(env, f"{issue.spec.template}.mjml.j2", context, placeholders.html_tag)
+    text = _render_template(env, f"{issue.spec.template}.txt.j2", context, placeholders.text_tag)
+    html = inline.inline_css(compile_mjml(mjml))
+    text = _tidy_text(text)
+    digest = hashlib.sha256(
+        "\0".join((issue.spec.subject, issue.spec.preheader, html, text)).encode("utf-8")
+    ).hexdigest()
+    return RenderedEmail(
+        issue_name=issue.name,
+        subject=issue.spec.subject,
+        preheader=issue.spec.preheader,
+        from_name=settings.from_name,
+        from_email=settings.from_email,
+        html=html,
+        text=text,
+        mjml=mjml,
+        content_hash=digest,
+        warnings=issue.warnings,
+        issue_date=issue.spec.date,
+    )
+
+
+_ENVIRONMENTS: dict[Path, jinja2.Environment] = {}
+
+
+def environment(templates: Path) -> jinja2.Environment:
+    """One Environment per template folder, kept so compiled templates are reused."""
+    if templates not in _ENVIRONMENTS:
+        _ENVIRONMENTS[templates] = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(templates),
+            # select_autoescape() does not know .mjml: escape everything but the text part.
+            autoescape=lambda name: not (name or "").endswith(".txt.j2"),  # noqa: S701
+            undefined=jinja2.StrictUndefined,  # a typo in a template fails the build
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=True,
+        )
+    return _ENVIRONMENTS[templates]
+
+
+def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any], tag: Any) -> str:
+    ph = {field: tag(field) for field in placeholders.FIELDS}
+    try:
+        return env.get_template(name).render(context, ph=ph)
+    except jinja2.TemplateSyntaxError as exc:
+        where = f"{exc.filename or exc.name}:{exc.lineno}"
+        raise RenderError(f"{where}: template syntax error: {exc.message}.") from exc
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"{_template_location(exc, name)}: {exc}.") from exc
+
+
+def _template_location(exc: BaseException, default: str) -> str:
+    """The innermost template frame of a render-time error, as 'file:line'."""
+    tb = exc.__traceback__
+    where = default
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2"):
+            where = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+def compile_mjml(mjml: str) -> str:
+    from mjml import mjml2html  # the MRML binding (PyPI: mjml-python)
+
+    try:
+        # fonts={}: no web-font <link>s, which would point the inliner and clients at the network.
+        return str(mjml2html(mjml, disable_comments=True, fonts={}))
+    except Exception as exc:  # the binding raises a bare Exception subclass per MRML error
+        raise RenderError(f"MJML did not compile: {exc}. Check the .mjml.j2 template.") from exc
+
+
+def _tidy_text(text: str) -> str:
+    """Trailing spaces off, at most one blank line in a row, one final newline."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return "\n".join(out).strip("\n") + "\n"
+
+
+# ---- the template context -----------------------------------------------------------------
+
+
+def build_context(issue: Issue, settings: Settings) -> dict[str, Any]:
+    spec = issue.spec
+    return {
+        "issue": {
+            "name": spec.name,
+            "title": spec.title,
+            "subject": spec.subject,
+            "preheader": spec.preheader,
+            "date": long_date(spec.date),
+        },
+        "intro": to_html(spec.intro),
+        "intro_text": spec.intro.strip(),
+        "sections": [
+            {
+                "heading": s.heading,
+                "style": s.style,
+                "articles": [_article(a, spec.utm) for a in s.articles],
+            }
+            for s in issue.sections
+        ],
+        "rates": _rates(issue.rates, issue.rate_history),
+        "links": {"archive": f"{settings.base_url.rstrip('/')}/issues/{spec.name}/"},
+        "footer": {"postal_address": settings.postal_address},
+    }
+
+
+def long_date(date: Any) -> str:
+    """'10 December 2025', the same in every locale."""
+    return f"{date.day} {MONTHS[date.month - 1]} {date.year}"
+
+
+def _article(article: Article, utm: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    return {
+        "slug": article.slug,
+        "title": article.title,
+        "date": long_date(article.date),
+        "link": with_params(article.url, utm),
+        "summary": article.summary,
+        "image": article.image,
+        "author": article.author,
+        "credit": article.credit,
+        "body_html": to_html(article.body),
+        "body_text": article.body.strip(),
+    }
+
+
+def with_params(url: str, params: tuple[tuple[str, str], ...]) -> str:
+    """`url` with UTM parameters appended (existing parameters and fragment kept)."""
+    if not params:
+        return url
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
+def _rates(snapshot: RateSnapshot | None, trend: tuple[RateSnapshot, ...]) -> dict[str, Any] | None:
+    if snapshot is None:
+        return None
+    rows = []
+    for rate in snapshot.rates:
+        series = [s.get(rate.currency) for s in trend]
+        values = [r.value for r in series if r is not None]
+        change = rates.zero_safe(rate.change_pct)
+        rows.append(
+            {
+                "currency": rate.currency,
+                "name": CURRENCY_NAMES.get(rate.currency, rate.currency),
+                "value": rates.plain(rate.value),
+                "inverse": rates.significant(rates.inverse(rate)),
+                "change": rates.format_change(change),
+                "direction": "up" if change > 0 else "down" if change < 0 else "flat",
+                "trend": rates.sparkline(values),
+            }
+        )
+    return {
+        "base": snapshot.base,
+        "base_name": CURRENCY_NAMES.get(snapshot.base, snapshot.base),
+        "date": long_date(snapshot.date),
+        "source": snapshot.source,
+        "days": len(trend),
+        "rows": rows,
+    }

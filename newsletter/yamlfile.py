@@ -1,0 +1,194 @@
+"""Read editor-written YAML safely (size cap, safe loader) and remember where each key was."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from newsletter.errors import ContentError, Problem, Severity
+
+MAX_BYTES = 1_000_000  # an issue, article or snapshot is a few KB; a cap stops YAML bombs
+Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class YamlDoc:
+    """Parsed data plus the 1-based line of every mapping key and sequence item."""
+
+    data: Any
+    lines: dict[tuple[str | int, ...], int]
+    path: Path | None = None
+    line_offset: int = 0
+
+    def line(self, *field: str | int) -> int | None:
+        """The line of `field`, or of its closest parent that has one."""
+        key = tuple(field)
+        while key:
+            if key in self.lines:
+                return self.lines[key] + self.line_offset
+            key = key[:-1]
+        return None
+
+
+def read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ContentError(f"{path}: {size} bytes is over the {MAX_BYTES}-byte limit.")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContentError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8.") from exc
+    except OSError as exc:
+        raise ContentError(f"{path}: cannot read the file ({exc.strerror}).") from exc
+
+
+def parse(text: str, path: Path | None = None, line_offset: int = 0) -> YamlDoc:
+    """Parse one YAML document; a syntax error names the file and line."""
+    try:
+        node = yaml.compose(text, Loader=Loader)
+        data = yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1 + line_offset}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ContentError(f"{path or '<yaml>'}{line}: invalid YAML: {problem}.") from exc
+    lines: dict[tuple[str | int, ...], int] = {}
+    if node is not None:
+        _index(node, (), lines)
+    return YamlDoc(data, lines, path, line_offset)
+
+
+def load(path: Path) -> YamlDoc:
+    return parse(read_text(path), path)
+
+
+def _index(node: yaml.Node, prefix: tuple[str | int, ...], out: dict[Any, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*prefix, str(key_node.value))
+            out[key] = key_node.start_mark.line + 1
+            _index(value_node, key, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[(*prefix, i)] = item.start_mark.line + 1
+            _index(item, (*prefix, i), out)
+
+
+class Checker:
+    """Typed access to a YamlDoc that collects every problem instead of stopping at the first."""
+
+    def __init__(self, doc: YamlDoc) -> None:
+        self.doc = doc
+        self.problems: list[Problem] = []
+
+    def problem(
+        self, field: tuple[str | int, ...], message: str, severity: Severity = "error"
+    ) -> None:
+        name = ".".join(str(f) if isinstance(f, str) else f"[{f}]" for f in field)
+        name = name.replace(".[", "[")
+        self.problems.append(
+            Problem(message, self.doc.path, name or None, self.doc.line(*field), severity)
+        )
+
+    def get(self, field: tuple[str | int, ...]) -> Any:
+        value: Any = self.doc.data
+        for part in field:
+            if isinstance(part, int):
+                value = value[part] if isinstance(value, list) and part < len(value) else None
+            else:
+                value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+    def mapping(self, field: tuple[str | int, ...], allowed: set[str]) -> dict[str, Any]:
+        """A mapping at `field` (or {}), reporting unknown keys with a did-you-mean."""
+        value = self.get(field) if field else self.doc.data
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(field, f"expected a mapping of keys, got {_kind(value)}.")
+            return {}
+        for key in value:
+            if key not in allowed:
+                hint = did_you_mean(str(key), allowed)
+                self.problem((*field, str(key)), f"unknown key '{key}'.{hint}")
+        return value
+
+    def text(
+        self, field: tuple[str | int, ...], *, required: bool = True, default: str = ""
+    ) -> str:
+        value = self.get(field)
+        if value is None:
+            if required:
+                self.problem(field, "is required; add it.")
+            return default
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            self.problem(field, f"expected text, got {_kind(value)}.")
+            return default
+        if required and not value.strip():
+            self.problem(field, "must not be empty.")
+        return value
+
+    def date(self, field: tuple[str | int, ...], *, required: bool = True) -> dt.date | None:
+        value = self.get(field)
+        if value is None:
+            if required:
+                self.problem(field, "is required; write a date as YYYY-MM-DD.")
+            return None
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, dt.date):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                pass
+        self.problem(field, f"expected a date as YYYY-MM-DD, got {value!r}.")
+        return None
+
+    def integer(self, field: tuple[str | int, ...], *, minimum: int = 0) -> int | None:
+        value = self.get(field)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.problem(field, f"expected a whole number >= {minimum}, got {value!r}.")
+            return None
+        return value
+
+    def strings(self, field: tuple[str | int, ...]) -> tuple[str, ...]:
+        value = self.get(field)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.problem(field, f"expected a list of text items, got {_kind(value)}.")
+            return ()
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if isinstance(item, str) and item.strip():
+                out.append(item.strip())
+            else:
+                self.problem((*field, i), f"expected text, got {_kind(item)}.")
+        return tuple(out)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    names = {dict: "a mapping", list: "a list", str: "text", bool: "true/false"}
+    return names.get(type(value), f"{type(value).__name__} {value!r}")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ' Did you mean ...?' hint for a misspelt key or slug, or ''."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
