@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from newsletter.build import BuildResult
+    from newsletter.config import Settings
+    from newsletter.preflight import Report
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -49,6 +51,18 @@ def build(
     recipient = preview_recipient(as_, settings) if as_ else None
     result = build_to_disk(issue, settings, out or settings.path("build_dir"), recipient)
     _print_summary(result)
+    _print_report(_preflight(result, settings))
+
+
+def _preflight(result: BuildResult, settings: Settings) -> Report:
+    """`build` reports the preflight; only `send` lets its errors block."""
+    from dataclasses import replace
+
+    from newsletter.preflight import check, load_history
+
+    history, unreadable = load_history(result.issue, settings)
+    report = check(result.issue, result.email, settings, history=history)
+    return replace(report, problems=report.problems + unreadable)
 
 
 def _print_summary(result: BuildResult) -> None:
@@ -68,6 +82,72 @@ def _print_summary(result: BuildResult) -> None:
         console.print(f"[yellow]{warning}[/]")
     for path in result.files:
         console.print(f"  wrote {path}")
+
+
+@app.command()
+def check(
+    issues: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Issue files to check (default: every file in issues/)."),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Preflight ISSUES: size, images, links, inbox fields, footer and editorial checks.
+
+    Exits 1 when any issue has errors (warnings alone exit 0), so CI can run it.
+    """
+    import json
+
+    from newsletter.config import load_settings
+    from newsletter.preflight import check_file
+
+    settings = load_settings()
+    paths = issues or sorted(settings.path("issues_dir").glob("*.yaml"))
+    if not paths:
+        raise NewsletterError(f"no issue files in {settings.path('issues_dir')}; name one.")
+    reports = [check_file(path, settings).report for path in paths]
+    if json_:
+        typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
+    else:
+        for report in reports:
+            _print_report(report)
+    if any(not r.ok for r in reports):
+        raise SystemExit(1)
+
+
+def _print_report(report: Report) -> None:
+    from rich.table import Table
+
+    console = _console()
+    kb = report.html_bytes / 1024
+    verdict = "[green]ok[/]" if report.ok else "[red]blocked[/]"
+    console.print(
+        f"[bold]{report.issue_name}[/] · HTML {kb:.1f} KB · {len(report.errors)} error(s), "
+        f"{len(report.warnings)} warning(s) · {verdict}"
+    )
+    for block in report.blocks:
+        console.print(f"  [dim]{block.label}: {block.size / 1024:.1f} KB[/]")
+    if not report.problems:
+        return
+    table = Table(show_edge=False, pad_edge=False, expand=False)
+    for column in ("severity", "where", "finding"):
+        table.add_column(column, overflow="fold")
+    for problem in report.problems:
+        colour = "red" if problem.severity == "error" else "yellow"
+        where = _short(problem.file) + (f":{problem.line}" if problem.line else "")
+        where += f" [{problem.field}]" if problem.field else ""
+        table.add_row(f"[{colour}]{problem.severity}[/]", where.strip(), problem.message)
+    console.print(table)
+
+
+def _short(path: Path | None) -> str:
+    """A path relative to the working directory when it is inside it."""
+    if path is None:
+        return ""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @rates_app.command("import")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +16,7 @@ from lxml.html import HtmlElement
 
 from newsletter import placeholders
 from newsletter.config import Settings
-from newsletter.errors import Problem, Severity
+from newsletter.errors import NewsletterError, Problem, Severity
 from newsletter.models import Article, Issue, Query, RenderedEmail
 
 KB = 1024
@@ -123,6 +124,54 @@ def check(
     return Report(email.issue_name, email.html_bytes, tuple(blocks), tuple(problems))
 
 
+@dataclass(frozen=True)
+class Checked:
+    """An issue file taken through load, render and preflight."""
+
+    issue: Issue
+    email: RenderedEmail
+    report: Report
+
+
+def check_file(issue_path: Path, settings: Settings) -> Checked:
+    """Load and render one issue file and check it against the issues before it."""
+    from newsletter.issues import load_issue  # the edge: reads files
+    from newsletter.render import render
+
+    issue = load_issue(issue_path, settings)
+    email = render(issue, settings)
+    history, unreadable = load_history(issue, settings)
+    report = check(issue, email, settings, history=history)
+    return Checked(issue, email, replace(report, problems=report.problems + unreadable))
+
+
+def load_history(issue: Issue, settings: Settings) -> tuple[list[PastIssue], tuple[Problem, ...]]:
+    """The last `history_issues` issue definitions dated before `issue`, with their articles.
+
+    Articles are resolved against today's content, which is what those issues carried unless
+    an article was since deleted. An unreadable past issue is a warning: repeats may be missed.
+    """
+    from newsletter.issues import load_issue, parse_issue
+
+    dated = []
+    for path in sorted(settings.path("issues_dir").glob("*.yaml")):
+        spec, _ = parse_issue(path)
+        if spec is not None and spec.date < issue.spec.date and path.stem != issue.name:
+            dated.append((spec.date, path))
+    keep = sorted(dated)[-settings.history_issues:] if settings.history_issues > 0 else []
+    history, problems = [], []
+    for date, path in keep:
+        try:
+            past = load_issue(path, settings)
+        except NewsletterError as exc:
+            problems.append(Problem(
+                f"cannot read this earlier issue, so its articles are not checked for repeats: "
+                f"{str(exc).splitlines()[0]}", file=path, severity="warning"))
+            continue
+        history.append(PastIssue(past.name, date, frozenset(a.slug for a in past.articles)))
+    return history, tuple(problems)
+
+
 def _parse(html: str) -> HtmlElement:
     if not html.strip():
         # An empty part is reported by the size and footer checks; parse an empty page.
@@ -143,15 +192,20 @@ def _kb(size: int) -> str:
 
 def block_sizes(doc: HtmlElement, issue: Issue, total: int) -> list[BlockSize]:
     """Each article card's share of the HTML part, the head (styles) and the rest."""
-    refs = _article_refs(doc, issue.articles)
+    refs = {f"article {slug}": els for slug, els in _article_refs(doc, issue.articles).items()}
+    if issue.rates is not None:
+        codes = {r.currency for r in issue.rates.rates}
+        cells = [el for el in doc.iter() if (el.text or "").strip() in codes]
+        if cells:
+            refs["rates"] = cells
     blocks = []
     head = doc.find("head")
     if head is not None:
         blocks.append(BlockSize("head (styles)", _size(head)))
-    for slug, element in _exclusive_blocks(refs).items():
-        blocks.append(BlockSize(f"article {slug}", _size(element)))
+    for label, element in _exclusive_blocks(refs).items():
+        blocks.append(BlockSize(label, _size(element)))
     rest = total - sum(b.size for b in blocks)
-    blocks.append(BlockSize("layout, intro, rates and footer", max(rest, 0)))
+    blocks.append(BlockSize("layout, intro and footer", max(rest, 0)))
     return blocks
 
 
@@ -176,7 +230,7 @@ def _article_refs(doc: HtmlElement, articles: Iterable[Article]) -> dict[str, li
 
 
 def _exclusive_blocks(refs: Mapping[str, list[HtmlElement]]) -> dict[str, HtmlElement]:
-    """For each article, the largest subtree that holds its references and no other article's."""
+    """For each block, the largest subtree that holds its references and no other block's."""
     ancestors = {slug: _ancestor_ids(els) for slug, els in refs.items()}
     blocks = {}
     for slug, elements in refs.items():

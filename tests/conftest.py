@@ -26,3 +26,13 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the sample project (content, templates, issues) that a test may edit."""
+    import shutil
+
+    for name in ("content", "templates", "issues"):
+        shutil.copytree(REPO / name, tmp_path / name)
+    return tmp_path

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from newsletter import preflight
-from newsletter.config import Settings
+from newsletter.config import Settings, load_settings
 from newsletter.errors import Problem
 from newsletter.models import (
     Article,
@@ -328,3 +331,45 @@ def test_report_as_json_keeps_every_finding() -> None:
     assert data["ok"] is False
     assert data["problems"][0]["field"] == "subject"
     assert data["html_bytes"] == report.html_bytes
+
+
+# ---- the real sample issue, through load, render and check -------------------------------
+
+
+def test_sample_issue_has_no_errors_and_flags_the_one_digit_rate(project: Path) -> None:
+    settings = load_settings(project, env={})
+    checked = preflight.check_file(project / "issues" / "2025-12-10.yaml", settings)
+    assert checked.report.errors == ()
+    assert [p.field for p in checked.report.warnings] == ["rates.UZS"]
+    labels = [b.label for b in checked.report.blocks]
+    assert len([label for label in labels if label.startswith("article ")]) == 6
+    assert "rates" in labels
+
+
+def test_repeats_are_found_in_earlier_issue_files(project: Path) -> None:
+    (project / "issues" / "2025-12-03.yaml").write_text(
+        "title: Central Asia Weekly\ndate: 2025-12-03\nsubject: Apricots\nintro: Hi\n"
+        "rates: 2025-12-03\nsections:\n  - heading: Lead\n"
+        "    articles: [kyrgyzstan-dried-apricot-exports-china]\n")
+    (project / "issues" / "2025-11-01.yaml").write_text("title: [broken\n")
+    settings = load_settings(project, env={})
+    report = preflight.check_file(project / "issues" / "2025-12-10.yaml", settings).report
+    repeats = [p for p in report.warnings if "already in issue 2025-12-03" in p.message]
+    assert "kyrgyzstan-dried-apricot-exports-china" in repeats[0].message
+    assert not any("2025-11-01" in str(p.file) for p in report.problems)
+    only_one = load_settings(project, env={"NEWSLETTER_HISTORY_ISSUES": "0"})
+    report = preflight.check_file(project / "issues" / "2025-12-10.yaml", only_one).report
+    assert not any("already in issue" in p.message for p in report.warnings)
+
+
+def test_check_command_exits_non_zero_on_errors_only(project: Path) -> None:
+    command = [str(Path(sys.executable).parent / "newsletter"), "check", "--json"]
+    clean = subprocess.run(command, cwd=project, capture_output=True, text=True, check=False)
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)[0]["ok"] is True
+    layout = project / "templates" / "_layout.mjml.j2"
+    layout.write_text(layout.read_text().replace("{{ ph.unsubscribe_url }}", "{{ links.archive }}"))
+    blocked = subprocess.run([*command[:2], "issues/2025-12-10.yaml"], cwd=project,
+                             capture_output=True, text=True, check=False)
+    assert blocked.returncode == 1
+    assert "no unsubscribe link" in blocked.stdout
