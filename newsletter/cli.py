@@ -140,6 +140,30 @@ def _print_report(report: Report) -> None:
     console.print(table)
 
 
+@app.command()
+def preview(
+    issue: Annotated[
+        Path | None, typer.Argument(help="Open this issue's page (default: the index).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8030).")] = None,
+) -> None:
+    """Serve a live preview that reloads within a second of saving any issue, article,
+    rate or template file."""
+    from newsletter.config import load_settings
+    from newsletter.preview import bind, create_app, server
+
+    settings = load_settings(overrides={"preview_host": host, "preview_port": port})
+    if issue is not None and not issue.is_file():
+        raise NewsletterError(f"{issue}: no such issue file; name one under issues/.")
+    sock = bind(settings.preview_host, settings.preview_port)
+    bound_port = sock.getsockname()[1]
+    page = f"issues/{issue.stem}" if issue else ""
+    _console().print(f"Preview on http://{settings.preview_host}:{bound_port}/{page} "
+                     "· reloads on save · Ctrl-C stops it")
+    server(create_app(settings), log_level="warning").run(sockets=[sock])
+
+
 def _short(path: Path | None) -> str:
     """A path relative to the working directory when it is inside it."""
     if path is None:

@@ -14,6 +14,7 @@ boundary where they happen, with ``raise ... from``::
     │   └── ImportFileError    a subscriber CSV cannot be imported (names file and line)
     ├── TokenError             an unsubscribe/confirm token is invalid (always the same text)
     ├── PreflightError         preflight found errors that block a send
+    ├── PreviewError           the preview server or the browser cannot start (says why)
     └── MailerError            a mailer could not deliver
         └── AuthError          the provider refused our credentials; stop everything
 """
@@ -92,6 +93,10 @@ class TokenError(NewsletterError):
 
 class PreflightError(NewsletterError):
     """Preflight checks found errors that block a send."""
+
+
+class PreviewError(NewsletterError):
+    """The preview server cannot listen, or the headless browser cannot start."""
 
 
 class MailerError(NewsletterError):
