@@ -162,7 +162,9 @@ def resolve(spec: IssueSpec, settings: Settings, check: yamlfile.Checker) -> Iss
     """Resolve against content, rates and templates; problems are added to `check`."""
     articles = _load_articles(settings, check)
     sections = _resolve_sections(spec, articles, check)
-    snapshot, trend = _resolve_rates(spec, settings, check)
+    snapshot, trend = (
+        (None, ()) if spec.date == dt.date.min else (_resolve_rates(spec, settings, check))
+    )
     _check_template(spec, settings, check)
     warnings = tuple(p for p in check.problems if p.severity == "warning")
     return Issue(spec, sections, snapshot, trend, warnings)
@@ -185,9 +187,10 @@ def _resolve_sections(
         field: tuple[str | int, ...] = ("sections", i)
         if section.articles is not None:
             picked = _by_slug(section.articles, articles, check, (*field, "articles"))
-        else:
-            assert section.query is not None
+        elif section.query is not None and spec.date != dt.date.min:
             picked = select(articles.values(), section.query, spec.date, exclude=set(chosen))
+        else:
+            continue  # already reported: no selection, or no date to select against
         for j, article in enumerate(picked):
             where = f"sections[{i}].articles[{j}]" if section.articles else f"sections[{i}].query"
             if article.slug in chosen:

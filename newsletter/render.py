@@ -13,6 +13,7 @@ from newsletter.config import Settings
 from newsletter.errors import RenderError
 from newsletter.markdown import to_html
 from newsletter.models import Article, Issue, RateSnapshot, RenderedEmail
+from newsletter.text import wrap_markdown
 
 MONTHS = (
     "January",
@@ -143,7 +144,7 @@ def build_context(issue: Issue, settings: Settings) -> dict[str, Any]:
             "date": long_date(spec.date),
         },
         "intro": to_html(spec.intro),
-        "intro_text": spec.intro.strip(),
+        "intro_text": wrap_markdown(spec.intro),
         "sections": [
             {
                 "heading": s.heading,
@@ -174,7 +175,7 @@ def _article(article: Article, utm: tuple[tuple[str, str], ...]) -> dict[str, An
         "author": article.author,
         "credit": article.credit,
         "body_html": to_html(article.body),
-        "body_text": article.body.strip(),
+        "body_text": wrap_markdown(article.body),
     }
 
 

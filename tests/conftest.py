@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.config import Settings, load_settings
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -30,9 +32,15 @@ def repo() -> Path:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the sample project (content, templates, issues) that a test may edit."""
+    """A throwaway copy of the sample project (content, templates, issues) to break at will."""
     import shutil
 
+    root = tmp_path / "project"
     for name in ("content", "templates", "issues"):
-        shutil.copytree(REPO / name, tmp_path / name)
-    return tmp_path
+        shutil.copytree(REPO / name, root / name)
+    return root
+
+
+@pytest.fixture
+def settings(project: Path) -> Settings:
+    return load_settings(project, env={})

@@ -1,0 +1,44 @@
+"""Plain-text helpers for the text part: Markdown stays Markdown, wrapped for reading."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+WIDTH = 72
+LIST_ITEM = re.compile(r"^(\s*(?:[-*+]|\d+[.)])\s+)(.*)$")
+
+
+def wrap_markdown(markdown: str, width: int = WIDTH) -> str:
+    """Wrap paragraphs and list items at `width`; headings and long URLs stay whole."""
+    blocks = re.split(r"\n\s*\n", markdown.strip())
+    return "\n\n".join(_wrap_block(block, width) for block in blocks)
+
+
+def _wrap_block(block: str, width: int) -> str:
+    lines = block.splitlines()
+    if lines[0].lstrip().startswith(("#", ">", "```", "    ")):
+        return block
+    if LIST_ITEM.match(lines[0]):
+        return "\n".join(_wrap_item(line, width) for line in lines)
+    return textwrap.fill(
+        " ".join(line.strip() for line in lines),
+        width,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def _wrap_item(line: str, width: int) -> str:
+    match = LIST_ITEM.match(line)
+    if not match:
+        return line
+    marker, rest = match.groups()
+    return textwrap.fill(
+        rest,
+        width,
+        initial_indent=marker,
+        subsequent_indent=" " * len(marker),
+        break_long_words=False,
+        break_on_hyphens=False,
+    )

@@ -1,0 +1,148 @@
+"""`newsletter build`: golden output, determinism, the .eml, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import difflib
+import email
+import email.policy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from newsletter.build import build_to_disk, preview_recipient
+from newsletter.config import Settings
+
+GOLDEN = Path(__file__).parent / "golden" / "2025-12-10"
+FILES = ("email.html", "email.txt", "email.mjml", "message.eml")
+
+
+def build_sample(settings: Settings, out: Path) -> Path:
+    result = build_to_disk(settings.path("issues_dir") / "2025-12-10.yaml", settings, out)
+    assert [p.name for p in result.files] == list(FILES)
+    return result.directory
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_sample_issue_matches_golden(
+    settings: Settings, tmp_path: Path, update_golden: bool, name: str
+) -> None:
+    produced = (build_sample(settings, tmp_path / "out") / name).read_bytes()
+    golden = GOLDEN / name
+    if update_golden:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_bytes(produced)
+        return
+    assert golden.exists(), f"{golden} is missing: run `pytest --update-golden` and review it."
+    expected = golden.read_bytes()
+    if produced != expected:
+        diff = difflib.unified_diff(
+            expected.decode(errors="replace").splitlines(),
+            produced.decode(errors="replace").splitlines(),
+            "golden",
+            "built",
+            lineterm="",
+            n=1,
+        )
+        pytest.fail(f"{name} differs from {golden}:\n" + "\n".join(list(diff)[:60]))
+
+
+def test_same_inputs_give_byte_identical_files(settings: Settings, tmp_path: Path) -> None:
+    first = build_sample(settings, tmp_path / "a")
+    second = build_sample(settings, tmp_path / "b")
+    for name in FILES:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_eml_is_multipart_alternative_utf8_with_list_unsubscribe(
+    settings: Settings, tmp_path: Path
+) -> None:
+    raw = (build_sample(settings, tmp_path) / "message.eml").read_bytes()
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg["Subject"] == "Kyrgyz apricots head to China; Kazakhstan courts Turkey"
+    assert msg["From"] == "Central Asia Weekly <digest@news.example.org>"
+    assert msg["Date"] == "Wed, 10 Dec 2025 06:00:00 +0000"
+    assert msg["List-Unsubscribe"] == "<-unsubscribe_url->"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    parts = [(p.get_content_type(), p.get_content_charset()) for p in msg.iter_parts()]
+    assert parts == [("text/plain", "utf-8"), ("text/html", "utf-8")]
+    text = next(p for p in msg.iter_parts() if p.get_content_type() == "text/plain")
+    assert "Kazakhstan and Turkey Tighten Ties" in text.get_content()
+    assert "▼ −0.28%" in text.get_content()
+
+
+def test_preview_as_fills_every_placeholder(settings: Settings, tmp_path: Path) -> None:
+    who = preview_recipient("Aida <Ali>,aida@example.org", settings)
+    result = build_to_disk(settings.path("issues_dir") / "2025-12-10.yaml", settings, tmp_path, who)
+    html = (result.directory / "email.html").read_text()
+    text = (result.directory / "email.txt").read_text()
+    msg = email.message_from_bytes(
+        (result.directory / "message.eml").read_bytes(), policy=email.policy.default
+    )
+    assert "Hello Aida &lt;Ali&gt;," in html
+    assert "Hello Aida <Ali>," in text
+    for part in (html, text, str(msg)):
+        assert "-first_name" not in part
+        assert "-unsubscribe_url" not in part
+    assert msg["To"].addresses[0].addr_spec == "aida@example.org"
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_build_prints_a_summary(project: Path) -> None:
+    done = run_cli("build", "issues/2025-12-10.yaml", "--out", "out", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "6 articles" in done.stdout
+    assert "KB" in done.stdout
+    assert (project / "out" / "2025-12-10" / "message.eml").exists()
+
+
+def test_cli_error_is_a_message_not_a_traceback(project: Path) -> None:
+    issue = project / "issues" / "2025-12-10.yaml"
+    issue.write_text(issue.read_text().replace("template: digest", "template: nope"))
+    done = run_cli("build", "issues/2025-12-10.yaml", cwd=project)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "2025-12-10.yaml:" in done.stderr
+    assert "unknown template 'nope'" in done.stderr
+    assert not (project / "build").exists()  # nothing half-written
+
+
+def test_cli_missing_issue_file(project: Path) -> None:
+    done = run_cli("build", "issues/1999-01-01.yaml", cwd=project)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "1999-01-01.yaml" in done.stderr
+    assert "cannot read" in done.stderr
+
+
+def test_cli_rates_import_of_the_seed_front_page(project: Path) -> None:
+    seed = Path(__file__).parent / "data" / "front-page-2025-12-10.txt"
+    target = project / "content" / "rates" / "2025-12-11.yaml"
+    done = run_cli("rates", "import", str(seed), "--date", "2025-12-11", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "TJS/USD = 0.10811 ▼ −0.28%" in done.stdout
+    assert 'TMT: {value: "0.28490", change_pct: "0"}' in target.read_text()
+
+
+def test_cli_rates_import_reports_bad_line(project: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "ticker.txt"
+    bad.write_text("• KGS/USD = 0.01144 0%\n• KZT/USD = 0.00193 -%\n")
+    done = run_cli("rates", "import", str(bad), "--date", "2025-12-11", cwd=project)
+    assert done.returncode == 1
+    assert "ticker.txt:2" in done.stderr
+    assert not (project / "content" / "rates" / "2025-12-11.yaml").exists()
