@@ -164,6 +164,27 @@ def preview(
     server(create_app(settings), log_level="warning").run(sockets=[sock])
 
 
+@app.command()
+def snapshot(
+    issue: Annotated[Path, typer.Argument(help="The issue file, e.g. issues/2025-12-10.yaml.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default build/ISSUE/snapshots).")
+    ] = None,
+) -> None:
+    """Screenshot ISSUE in headless Chromium: phone and desktop widths, light and dark."""
+    from newsletter.config import load_settings
+    from newsletter.issues import load_issue
+    from newsletter.render import render
+    from newsletter.snapshot import snapshot as take_snapshots
+
+    settings = load_settings()
+    loaded = load_issue(issue, settings)
+    email = render(loaded, settings)
+    folder = out or settings.path("build_dir") / loaded.name / "snapshots"
+    for path in take_snapshots(loaded, email, folder, settings):
+        _console().print(f"  wrote {path}")
+
+
 def _short(path: Path | None) -> str:
     """A path relative to the working directory when it is inside it."""
     if path is None:
