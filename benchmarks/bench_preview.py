@@ -40,11 +40,13 @@ def free_port() -> int:
 
 
 def listen(url: str, events: queue.Queue[tuple[float, dict[str, Any]]]) -> None:
-    with httpx.Client(timeout=httpx.Timeout(10, read=None)) as http, \
-            http.stream("GET", f"{url}/events") as stream:
+    with (
+        httpx.Client(timeout=httpx.Timeout(10, read=None)) as http,
+        http.stream("GET", f"{url}/events") as stream,
+    ):
         for line in stream.iter_lines():
             if line.startswith("data: "):
-                events.put((time.perf_counter(), json.loads(line[len("data: "):])))
+                events.put((time.perf_counter(), json.loads(line[len("data: ") :])))
 
 
 def wait_until_up(url: str) -> None:
@@ -57,8 +59,9 @@ def wait_until_up(url: str) -> None:
     raise SystemExit("the preview server did not start")
 
 
-def one_save(url: str, path: Path, events: queue.Queue[tuple[float, dict[str, Any]]],
-             n: int) -> tuple[float, float]:
+def one_save(
+    url: str, path: Path, events: queue.Queue[tuple[float, dict[str, Any]]], n: int
+) -> tuple[float, float]:
     """Append a harmless line (a comment) and time the event and the refreshed page."""
     text = path.read_text()
     marker = "{# bench %d #}" if path.suffix == ".j2" else "\n# bench %d\n"

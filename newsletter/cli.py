@@ -159,8 +159,10 @@ def preview(
     sock = bind(settings.preview_host, settings.preview_port)
     bound_port = sock.getsockname()[1]
     page = f"issues/{issue.stem}" if issue else ""
-    _console().print(f"Preview on http://{settings.preview_host}:{bound_port}/{page} "
-                     "· reloads on save · Ctrl-C stops it")
+    _console().print(
+        f"Preview on http://{settings.preview_host}:{bound_port}/{page} "
+        "· reloads on save · Ctrl-C stops it"
+    )
     server(create_app(settings), log_level="warning").run(sockets=[sock])
 
 

@@ -16,7 +16,7 @@ from lxml.html import HtmlElement
 
 from newsletter import placeholders
 from newsletter.config import Settings
-from newsletter.errors import NewsletterError, Problem, Severity
+from newsletter.errors import NewsletterError, PreflightError, Problem, Severity
 from newsletter.models import Article, Issue, Query, RenderedEmail
 
 KB = 1024
@@ -78,6 +78,15 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def raise_for_errors(self) -> None:
+        """For `send`: errors block (PreflightError lists them), warnings do not."""
+        if self.errors:
+            lines = "\n".join(f"  {p}" for p in self.errors)
+            raise PreflightError(
+                f"issue {self.issue_name} has {len(self.errors)} preflight error(s); fix them "
+                f"and run `newsletter check` again:\n{lines}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form, for `newsletter check --json` and the preview."""
@@ -158,15 +167,20 @@ def load_history(issue: Issue, settings: Settings) -> tuple[list[PastIssue], tup
         spec, _ = parse_issue(path)
         if spec is not None and spec.date < issue.spec.date and path.stem != issue.name:
             dated.append((spec.date, path))
-    keep = sorted(dated)[-settings.history_issues:] if settings.history_issues > 0 else []
+    keep = sorted(dated)[-settings.history_issues :] if settings.history_issues > 0 else []
     history, problems = [], []
     for date, path in keep:
         try:
             past = load_issue(path, settings)
         except NewsletterError as exc:
-            problems.append(Problem(
-                f"cannot read this earlier issue, so its articles are not checked for repeats: "
-                f"{str(exc).splitlines()[0]}", file=path, severity="warning"))
+            problems.append(
+                Problem(
+                    f"cannot read this earlier issue, so its articles are not checked for repeats: "
+                    f"{str(exc).splitlines()[0]}",
+                    file=path,
+                    severity="warning",
+                )
+            )
             continue
         history.append(PastIssue(past.name, date, frozenset(a.slug for a in past.articles)))
     return history, tuple(problems)
@@ -288,21 +302,38 @@ def check_images(doc: HtmlElement, html: str) -> list[Problem]:
         src = (img.get("src") or "").strip()
         shown = src if len(src) < 80 else src[:77] + "..."
         if src.startswith("data:"):
-            problems.append(_problem(
-                f"image {shown} is embedded as base64; Gmail does not show data: images and they "
-                "inflate the message. Host it and link it over https.", "html"))
+            problems.append(
+                _problem(
+                    f"image {shown} is embedded as base64; Gmail does not show data: images "
+                    "and they inflate the message. Host it and link it over https.",
+                    "html",
+                )
+            )
         elif not _is_https(src):
-            problems.append(_problem(
-                f"image '{shown}' is not an absolute https URL; mail clients cannot load it. "
-                "Use a full https:// address.", "html"))
+            problems.append(
+                _problem(
+                    f"image '{shown}' is not an absolute https URL; mail clients cannot load it. "
+                    "Use a full https:// address.",
+                    "html",
+                )
+            )
         if not (img.get("alt") or "").strip():
-            problems.append(_problem(
-                f"image {shown} has no alt text; readers with images off or a screen reader see "
-                "nothing. Set the image's alt in the article's front matter.", "html"))
-    if "url(data:" in html.replace(" ", "") and not any(p.message.find("base64") > 0
-                                                        for p in problems):
-        problems.append(_problem(
-            "a CSS background is embedded as base64 (url(data:...)); host it over https.", "html"))
+            problems.append(
+                _problem(
+                    f"image {shown} has no alt text; readers with images off or a screen reader "
+                    "see nothing. Set the image's alt in the article's front matter.",
+                    "html",
+                )
+            )
+    if "url(data:" in html.replace(" ", "") and not any(
+        p.message.find("base64") > 0 for p in problems
+    ):
+        problems.append(
+            _problem(
+                "a CSS background is embedded as base64 (url(data:...)); host it over https.",
+                "html",
+            )
+        )
     return problems
 
 
@@ -320,7 +351,7 @@ def _link_error(href: str) -> str | None:
     if href in {placeholders.html_tag(f) for f in placeholders.FIELDS}:
         return None
     if href.startswith("mailto:"):
-        address = href[len("mailto:"):].split("?")[0]
+        address = href[len("mailto:") :].split("?")[0]
         return None if _MAILTO.match(address) else "is not a well-formed mailto: address"
     if _is_https(href):
         return None
@@ -341,9 +372,14 @@ def check_links(doc: HtmlElement, text: str) -> list[Problem]:
         if error:
             problems.append(_problem(f"link '{href}' {error}.", "html"))
         elif _as_text_link(href) not in text:
-            problems.append(_problem(
-                f"link {href} is in the HTML part but not in the text part; readers of the text "
-                "part cannot follow it. Add it to the .txt.j2 template.", "text", "warning"))
+            problems.append(
+                _problem(
+                    f"link {href} is in the HTML part but not in the text part; readers of the "
+                    "text part cannot follow it. Add it to the .txt.j2 template.",
+                    "text",
+                    "warning",
+                )
+            )
     return problems
 
 
@@ -362,19 +398,32 @@ def check_inbox_fields(subject: str, preheader: str) -> list[Problem]:
     if not subject.strip():
         problems.append(_problem("the subject is empty; set `subject` in the issue.", "subject"))
     elif len(subject) > SUBJECT_VISIBLE:
-        problems.append(_problem(
-            f"the subject has {len(subject)} characters; inboxes show about {SUBJECT_VISIBLE} "
-            f"(phones ~40), so readers see '{subject[:SUBJECT_VISIBLE]}…'. Shorten it.",
-            "subject", "warning"))
+        problems.append(
+            _problem(
+                f"the subject has {len(subject)} characters; inboxes show about {SUBJECT_VISIBLE} "
+                f"(phones ~40), so readers see '{subject[:SUBJECT_VISIBLE]}…'. Shorten it.",
+                "subject",
+                "warning",
+            )
+        )
     if not preheader.strip():
-        problems.append(_problem(
-            "the preheader is empty; inboxes will show the first text of the email instead.",
-            "preheader", "warning"))
+        problems.append(
+            _problem(
+                "the preheader is empty; inboxes will show the first text of the email instead.",
+                "preheader",
+                "warning",
+            )
+        )
     elif len(preheader) > PREHEADER_VISIBLE:
-        problems.append(_problem(
-            f"the preheader has {len(preheader)} characters; inboxes show about "
-            f"{PREHEADER_VISIBLE}, so the end is cut: '…{preheader[PREHEADER_VISIBLE - 20:]}'.",
-            "preheader", "warning"))
+        cut = PREHEADER_VISIBLE - 20
+        problems.append(
+            _problem(
+                f"the preheader has {len(preheader)} characters; inboxes show about "
+                f"{PREHEADER_VISIBLE}, so the end is cut: '…{preheader[cut:]}'.",
+                "preheader",
+                "warning",
+            )
+        )
     return problems
 
 
@@ -398,17 +447,25 @@ def _residue_in(content: str, field: str, kind: str) -> list[Problem]:
     problems = []
     for token in _TEMPLATE_RESIDUE:
         if token in content:
-            problems.append(_problem(
-                f"template syntax '{token}' is left in the {field}; a tag did not render. "
-                "Check the template and the issue for unbalanced or escaped tags.", field))
+            problems.append(
+                _problem(
+                    f"template syntax '{token}' is left in the {field}; a tag did not render. "
+                    "Check the template and the issue for unbalanced or escaped tags.",
+                    field,
+                )
+            )
             break
     problems += _misplaced_tags(content, field, kind)
     match = _NONE_NAN.search(content)
     if match:
-        start = max(match.start() - 30, 0)
-        problems.append(_problem(
-            f"'{match.group(1)}' appears in the {field} (…{content[start:match.end() + 10]}…): "
-            "a missing value was printed. Fix the content or the template.", field))
+        start, end = max(match.start() - 30, 0), match.end() + 10
+        problems.append(
+            _problem(
+                f"'{match.group(1)}' appears in the {field} (…{content[start:end]}…): "
+                "a missing value was printed. Fix the content or the template.",
+                field,
+            )
+        )
     return problems
 
 
@@ -418,14 +475,22 @@ def _misplaced_tags(content: str, field: str, kind: str) -> list[Problem]:
         text_tag, html_tag = placeholders.text_tag(name), placeholders.html_tag(name)
         wrong, right = (text_tag, html_tag) if kind == "html" else (html_tag, text_tag)
         if re.search(rf"(?<![\w-]){re.escape(wrong)}(?![\w-])", content):
-            problems.append(_problem(
-                f"the placeholder {wrong} is in the {field}, where it is never filled; "
-                f"use {right} there.", field))
+            problems.append(
+                _problem(
+                    f"the placeholder {wrong} is in the {field}, where it is never filled; "
+                    f"use {right} there.",
+                    field,
+                )
+            )
     for match in _UNKNOWN_HTML_TAG.finditer(content):
         if match.group(1) not in placeholders.FIELDS:
-            problems.append(_problem(
-                f"unknown placeholder {match.group(0)} in the {field}; known ones are "
-                f"{', '.join(placeholders.FIELDS)}.", field))
+            problems.append(
+                _problem(
+                    f"unknown placeholder {match.group(0)} in the {field}; known ones are "
+                    f"{', '.join(placeholders.FIELDS)}.",
+                    field,
+                )
+            )
     return problems
 
 
@@ -471,38 +536,63 @@ def _squash(text: str) -> str:
 def check_footer(doc: HtmlElement, text: str, postal_address: str) -> list[Problem]:
     problems = []
     unsubscribe = placeholders.html_tag("unsubscribe_url")
-    links = [a for a in doc.iter("a")
-             if (a.get("href") or "") == unsubscribe or "unsubscribe" in (a.get("href") or "")]
+    links = [
+        a
+        for a in doc.iter("a")
+        if (a.get("href") or "") == unsubscribe or "unsubscribe" in (a.get("href") or "")
+    ]
     visible = {id(el) for el in visible_elements(doc)}
     if not links:
-        problems.append(_problem(
-            f"there is no unsubscribe link; the footer needs <a href=\"{unsubscribe}\">.", "html"))
+        problems.append(
+            _problem(
+                f'there is no unsubscribe link; the footer needs <a href="{unsubscribe}">.', "html"
+            )
+        )
     elif not any(id(a) in visible and a.text_content().strip() for a in links):
-        problems.append(_problem(
-            "the unsubscribe link is hidden or has no text; readers must be able to see it.",
-            "html"))
+        problems.append(
+            _problem(
+                "the unsubscribe link is hidden or has no text; readers must be able to see it.",
+                "html",
+            )
+        )
     if _squash(postal_address) not in _squash(visible_text(doc)):
-        problems.append(_problem(
-            f"the postal address '{postal_address}' is not visible in the HTML footer; the law "
-            "asks for it in commercial email. Set `postal_address` and keep it in the footer.",
-            "html"))
+        problems.append(
+            _problem(
+                f"the postal address '{postal_address}' is not visible in the HTML footer; the law "
+                "asks for it in commercial email. Set `postal_address` and keep it in the footer.",
+                "html",
+            )
+        )
     if _squash(postal_address) not in _squash(text):
-        problems.append(_problem(
-            "the postal address is missing from the text part's footer.", "text", "warning"))
+        problems.append(
+            _problem(
+                "the postal address is missing from the text part's footer.", "text", "warning"
+            )
+        )
     return problems
 
 
 def check_document(doc: HtmlElement) -> list[Problem]:
     problems = []
     if not (doc.get("lang") or "").strip():
-        problems.append(_problem(
-            "<html> has no lang attribute; screen readers guess the language. "
-            'Set <mj-head>/<html lang="en">.', "html", "warning"))
+        problems.append(
+            _problem(
+                "<html> has no lang attribute; screen readers guess the language. "
+                'Set <mj-head>/<html lang="en">.',
+                "html",
+                "warning",
+            )
+        )
     title = doc.find(".//title")
     if title is None or not (title.text or "").strip():
-        problems.append(_problem(
-            "the HTML part has no <title>; some clients show it in the browser tab or a "
-            "preview. Set <mj-title>.", "html", "warning"))
+        problems.append(
+            _problem(
+                "the HTML part has no <title>; some clients show it in the browser tab or a "
+                "preview. Set <mj-title>.",
+                "html",
+                "warning",
+            )
+        )
     return problems
 
 
@@ -519,15 +609,25 @@ def check_article_dates(issue: Issue) -> list[Problem]:
         start = issue.spec.date - dt.timedelta(days=days - 1)
         for article in section.articles:
             if article.date < start:
-                problems.append(Problem(
-                    f"article '{article.slug}' is from {article.date}, older than the issue's "
-                    f"{days}-day window (from {start}); is it still news?",
-                    file=article.path, field="date", severity="warning"))
+                problems.append(
+                    Problem(
+                        f"article '{article.slug}' is from {article.date}, older than the issue's "
+                        f"{days}-day window (from {start}); is it still news?",
+                        file=article.path,
+                        field="date",
+                        severity="warning",
+                    )
+                )
             elif article.date > issue.spec.date:
-                problems.append(Problem(
-                    f"article '{article.slug}' is dated {article.date}, after the issue "
-                    f"({issue.spec.date}); check either date.",
-                    file=article.path, field="date", severity="warning"))
+                problems.append(
+                    Problem(
+                        f"article '{article.slug}' is dated {article.date}, after the issue "
+                        f"({issue.spec.date}); check either date.",
+                        file=article.path,
+                        field="date",
+                        severity="warning",
+                    )
+                )
     return problems
 
 
@@ -538,35 +638,61 @@ def check_repeats(issue: Issue, history: Sequence[PastIssue], last: int) -> list
     for article in issue.articles:
         sent = [p.name for p in recent if article.slug in p.slugs]
         if sent:
-            problems.append(Problem(
-                f"article '{article.slug}' was already in issue {', '.join(sent)}; "
-                "subscribers have seen it.",
-                file=issue.spec.path, field="sections", severity="warning"))
+            problems.append(
+                Problem(
+                    f"article '{article.slug}' was already in issue {', '.join(sent)}; "
+                    "subscribers have seen it.",
+                    file=issue.spec.path,
+                    field="sections",
+                    severity="warning",
+                )
+            )
     return problems
 
 
 def check_rates(issue: Issue, settings: Settings) -> list[Problem]:
     snapshot = issue.rates
     if snapshot is None:
-        return [Problem("the issue has no rate snapshot; the rates panel will be empty.",
-                        file=issue.spec.path, field="rates", severity="warning")]
+        return [
+            Problem(
+                "the issue has no rate snapshot; the rates panel will be empty.",
+                file=issue.spec.path,
+                field="rates",
+                severity="warning",
+            )
+        ]
     messages: list[tuple[str, str]] = []  # (field, message)
     age = (issue.spec.date - snapshot.date).days
     if age > settings.stale_after_days:
-        messages.append(("date", f"the rate snapshot is from {snapshot.date}, {age} days before "
-                                 f"the issue (more than {settings.stale_after_days}); "
-                                 "import a fresher one."))
+        messages.append(
+            (
+                "date",
+                f"the rate snapshot is from {snapshot.date}, {age} days before "
+                f"the issue (more than {settings.stale_after_days}); "
+                "import a fresher one.",
+            )
+        )
     missing = [c for c in settings.rate_currencies if snapshot.get(c) is None]
     if missing:
-        messages.append(("rates", f"the rate snapshot has no {', '.join(missing)}; "
-                                  "the panel will be incomplete."))
+        messages.append(
+            (
+                "rates",
+                f"the rate snapshot has no {', '.join(missing)}; the panel will be incomplete.",
+            )
+        )
     for rate in snapshot.rates:
         digits = significant_digits(rate.value)
         if digits < settings.min_rate_digits:
-            messages.append((f"rates.{rate.currency}", (
-                f"{rate.currency}/{snapshot.base} = {rate.value} keeps {digits} significant "
-                "digit(s), so its changes and trend cannot show; quote it with more digits "
-                f"or as {snapshot.base}/{rate.currency}.")))
+            messages.append(
+                (
+                    f"rates.{rate.currency}",
+                    (
+                        f"{rate.currency}/{snapshot.base} = {rate.value} keeps {digits} "
+                        "significant digit(s), so its changes and trend cannot show; quote it "
+                        f"with more digits or as {snapshot.base}/{rate.currency}."
+                    ),
+                )
+            )
     return [Problem(m, file=snapshot.path, field=f, severity="warning") for f, m in messages]
 
 
@@ -575,4 +701,3 @@ def significant_digits(value: Decimal) -> int:
     digits = value.as_tuple().digits
     stripped = "".join(map(str, digits)).lstrip("0")
     return len(stripped)
-

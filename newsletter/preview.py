@@ -78,9 +78,14 @@ class Desk:
     def _build(self, name: str) -> Checked | Failure:
         path = self.issue_path(name)
         if path is None:
-            return Failure(f"No issue named '{name}'", (
-                f"There is no {self.settings.issues_dir}/{name}.yaml (deleted or renamed?). "
-                "The index lists the issues there.",), 404)
+            return Failure(
+                f"No issue named '{name}'",
+                (
+                    f"There is no {self.settings.issues_dir}/{name}.yaml (deleted or renamed?). "
+                    "The index lists the issues there.",
+                ),
+                404,
+            )
         try:
             return check_file(path, self.settings)
         except IssueError as exc:
@@ -89,8 +94,9 @@ class Desk:
             return Failure("The issue does not build", tuple(str(exc).splitlines()), 500)
         except Exception as exc:  # the preview must survive anything a half-saved file causes
             log.exception("unexpected error while building %s", name)
-            return Failure("Unexpected error while building the issue",
-                           (f"{type(exc).__name__}: {exc}",), 500)
+            return Failure(
+                "Unexpected error while building the issue", (f"{type(exc).__name__}: {exc}",), 500
+            )
 
     def changed(self, files: Iterable[str]) -> None:
         """Called by the watcher: drop stale results and tell every open page to reload."""
@@ -143,18 +149,26 @@ async def watch(desk: Desk, stop: asyncio.Event) -> None:
         return
     # step: how long a burst of events may stay quiet before it is reported (default 50 ms);
     # an editor's save is one burst, and 30 ms keeps the reload well under the budget.
-    async for changes in awatch(*dirs, watch_filter=_relevant, stop_event=stop,
-                                step=30, rust_timeout=1000):
-        desk.changed(str(Path(path).relative_to(desk.settings.root))
-                     if Path(path).is_relative_to(desk.settings.root) else path
-                     for _, path in changes)
+    async for changes in awatch(
+        *dirs, watch_filter=_relevant, stop_event=stop, step=30, rust_timeout=1000
+    ):
+        desk.changed(
+            str(Path(path).relative_to(desk.settings.root))
+            if Path(path).is_relative_to(desk.settings.root)
+            else path
+            for _, path in changes
+        )
 
 
 # ---- the app ------------------------------------------------------------------------------
 
 
-def create_app(settings: Settings, *, lookup: Lookup | None = None, watch_files: bool = True,
-               ) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    lookup: Lookup | None = None,
+    watch_files: bool = True,
+) -> Starlette:
     """The preview app. `lookup` finds a subscriber by address for "render as"."""
     desk = Desk(settings)
     pages = _Pages(desk, lookup)
@@ -203,10 +217,16 @@ class _Pages:
     async def index(self, request: Request) -> Response:
         names = self.desk.issue_names()
         outcomes = [await run_in_threadpool(self.desk.result, n) for n in names]
-        rows = [(n, o if isinstance(o, Failure) else o.issue.spec.subject)
-                for n, o in zip(names, outcomes, strict=True)]
-        return _page("index.html", rows=rows, generation=self.desk.generation,
-                     issues_dir=self.desk.settings.issues_dir)
+        rows = [
+            (n, o if isinstance(o, Failure) else o.issue.spec.subject)
+            for n, o in zip(names, outcomes, strict=True)
+        ]
+        return _page(
+            "index.html",
+            rows=rows,
+            generation=self.desk.generation,
+            issues_dir=self.desk.settings.issues_dir,
+        )
 
     async def issue(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -216,12 +236,21 @@ class _Pages:
         recipient, notice = self.recipient(request)
         options = _options(request)
         return _page(
-            "issue.html", name=name, email=outcome.email, report=outcome.report,
-            findings=[(p.severity, _where(p, self.desk.settings.root), p.message)
-                      for p in outcome.report.problems],
+            "issue.html",
+            name=name,
+            email=outcome.email,
+            report=outcome.report,
+            findings=[
+                (p.severity, _where(p, self.desk.settings.root), p.message)
+                for p in outcome.report.problems
+            ],
             text=placeholders.fill(outcome.email.text, recipient, part="text"),
-            query=_query(options), options=options, notice=notice,
-            generation=self.desk.generation, phone=PHONE_WIDTH, desktop=DESKTOP_WIDTH,
+            query=_query(options),
+            options=options,
+            notice=notice,
+            generation=self.desk.generation,
+            phone=PHONE_WIDTH,
+            desktop=DESKTOP_WIDTH,
         )
 
     async def email_html(self, request: Request) -> Response:
@@ -277,8 +306,9 @@ class _Pages:
 
     def recipient(self, request: Request) -> tuple[Recipient, str]:
         """Who the placeholders are filled for, and a notice when the choice was not found."""
-        return resolve_recipient(request.query_params.get("as", ""), self.desk.settings,
-                                 self.lookup)
+        return resolve_recipient(
+            request.query_params.get("as", ""), self.desk.settings, self.lookup
+        )
 
 
 def _where(problem: Problem, root: Path) -> str:
@@ -311,8 +341,11 @@ def sample_recipient(settings: Settings) -> Recipient:
     )
 
 
-def resolve_recipient(choice: str, settings: Settings, lookup: Lookup | None,
-                      ) -> tuple[Recipient, str]:
+def resolve_recipient(
+    choice: str,
+    settings: Settings,
+    lookup: Lookup | None,
+) -> tuple[Recipient, str]:
     """'' is the sample reader; 'NAME,EMAIL' a made-up one; 'EMAIL' an existing subscriber."""
     from newsletter.build import preview_recipient
 
@@ -328,7 +361,8 @@ def resolve_recipient(choice: str, settings: Settings, lookup: Lookup | None,
     if found is None:
         return sample_recipient(settings), (
             f"no subscriber {choice!r} found; showing the sample reader. "
-            "Write NAME,EMAIL to preview a made-up one.")
+            "Write NAME,EMAIL to preview a made-up one."
+        )
     return found, ""
 
 
@@ -352,8 +386,9 @@ def force_dark(html: str) -> str:
 
 
 def _failure(name: str, failure: Failure, generation: int) -> Response:
-    return _page("error.html", status=failure.status, name=name, failure=failure,
-                 generation=generation)
+    return _page(
+        "error.html", status=failure.status, name=name, failure=failure, generation=generation
+    )
 
 
 def _page(template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
@@ -394,25 +429,30 @@ _RELOAD = """
 _TEMPLATES = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
-    loader=jinja2.DictLoader({
-        "base.html": """<!doctype html><html lang="en"><head><meta charset="utf-8">
+    loader=jinja2.DictLoader(
+        {
+            "base.html": """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>{% block title %}{% endblock %} · newsletter preview</title>
-<style>""" + _STYLE + """</style></head><body>
+<style>"""
+            + _STYLE
+            + """</style></head><body>
 <header><a href="/">All issues</a><h1>{{ self.title() }}</h1>
 {% block tools %}{% endblock %}</header>
-<main>{% block main %}{% endblock %}</main>""" + _RELOAD + """</body></html>""",
-        "index.html": """{% extends "base.html" %}{% block title %}Issues{% endblock %}
+<main>{% block main %}{% endblock %}</main>"""
+            + _RELOAD
+            + """</body></html>""",
+            "index.html": """{% extends "base.html" %}{% block title %}Issues{% endblock %}
 {% block main %}<table><tr><th>Issue</th><th>Subject</th></tr>
 {% for name, info in rows %}<tr><td><a href="/issues/{{ name }}">{{ name }}</a></td>
 <td>{% if info is string %}{{ info }}{% else %}<span class="error">{{ info.title }}</span>
 {% endif %}</td></tr>{% else %}<tr><td colspan="2">No issue files in {{ issues_dir }}/ yet.
 </td></tr>{% endfor %}</table>{% endblock %}""",
-        "error.html": """{% extends "base.html" %}{% block title %}{{ name }}{% endblock %}
+            "error.html": """{% extends "base.html" %}{% block title %}{{ name }}{% endblock %}
 {% block main %}<section class="failure"><h2 class="error">{{ failure.title }}</h2>
 <pre>{% for line in failure.lines %}{{ line }}
 {% endfor %}</pre><p>Fix the file and save: this page reloads by itself.</p></section>
 {% endblock %}""",
-        "issue.html": """{% extends "base.html" %}{% block title %}{{ name }}{% endblock %}
+            "issue.html": """{% extends "base.html" %}{% block title %}{{ name }}{% endblock %}
 {% block tools %}<form method="get">
 <label>Render as <input name="as" value="{{ options['as'] }}" size="28"
  placeholder="sample, NAME,EMAIL or a subscriber's EMAIL"></label>
@@ -446,7 +486,8 @@ _TEMPLATES = jinja2.Environment(
     });
   }
 </script>{% endblock %}""",
-    }),
+        }
+    ),
 )
 
 
@@ -486,6 +527,5 @@ class _PreviewServer(uvicorn.Server):
 def server(app: Starlette, *, log_level: str = "warning") -> uvicorn.Server:
     """A uvicorn server for `app`; run it with `.run(sockets=[bind(...)])`."""
     # An event stream that outlives Desk.close() (a stuck client) gets a second at shutdown.
-    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=1,
-                            lifespan="on")
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=1, lifespan="on")
     return _PreviewServer(config, app.state.desk)

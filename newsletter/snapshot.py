@@ -26,8 +26,14 @@ SCHEMES: tuple[Scheme, ...] = ("light", "dark")
 DEFAULT_IMAGE_SIZE = (600, 338)
 # Headless on a machine without a display, GPU or internet; no sandbox because CI runs as root.
 CHROMIUM_ARGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 )
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
@@ -57,8 +63,9 @@ def browser(settings: Settings) -> Iterator[Browser]:
     executable = chromium_path(settings)
     with sync_playwright() as playwright:
         try:
-            chromium = playwright.chromium.launch(executable_path=executable,
-                                                  args=list(CHROMIUM_ARGS))
+            chromium = playwright.chromium.launch(
+                executable_path=executable, args=list(CHROMIUM_ARGS)
+            )
         except Error as exc:
             raise PreviewError(f"Chromium ({executable}) did not start: {exc.message}") from exc
         try:
@@ -70,18 +77,27 @@ def browser(settings: Settings) -> Iterator[Browser]:
 def image_sizes(issue: Issue) -> dict[str, tuple[int, int]]:
     """The declared size of every article image, for the placeholders served in their place."""
     return {
-        a.image.url: (a.image.width or DEFAULT_IMAGE_SIZE[0],
-                      a.image.height or DEFAULT_IMAGE_SIZE[1])
+        a.image.url: (
+            a.image.width or DEFAULT_IMAGE_SIZE[0],
+            a.image.height or DEFAULT_IMAGE_SIZE[1],
+        )
         for a in issue.articles
         if a.image
     }
 
 
-def open_email(chromium: Browser, html: str, *, width: int, scheme: Scheme = "light",
-               images: ImageSizes | None = None) -> Page:
+def open_email(
+    chromium: Browser,
+    html: str,
+    *,
+    width: int,
+    scheme: Scheme = "light",
+    images: ImageSizes | None = None,
+) -> Page:
     """The email in a fresh page `width` px wide; the caller closes `page.context`."""
-    context = chromium.new_context(viewport={"width": width, "height": 800},
-                                   color_scheme=scheme, device_scale_factor=1)
+    context = chromium.new_context(
+        viewport={"width": width, "height": 800}, color_scheme=scheme, device_scale_factor=1
+    )
     page = context.new_page()
     page.route("**/*", _offline_router(images or {}))
     page.set_content(html, wait_until="load")

@@ -49,8 +49,9 @@ def sample(desk_settings: Settings) -> Sample:
     issue = load_issue(REPO / "issues" / "2025-12-10.yaml", desk_settings)
     email = render(issue, desk_settings)
     cards = [a.summary for s in issue.sections if s.style == "cards" for a in s.articles]
-    return Sample(preview_html(email, desk_settings), image_sizes(issue),
-                  issue.spec.intro, tuple(cards))
+    return Sample(
+        preview_html(email, desk_settings), image_sizes(issue), issue.spec.intro, tuple(cards)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -160,7 +161,11 @@ def test_snapshots_are_four_pngs_at_phone_and_desktop_widths(
 ) -> None:
     paths = take(chromium, sample.html, tmp_path, sample.images)
     assert [p.name for p in paths] == [
-        "phone-light.png", "phone-dark.png", "desktop-light.png", "desktop-dark.png"]
+        "phone-light.png",
+        "phone-dark.png",
+        "desktop-light.png",
+        "desktop-dark.png",
+    ]
     widths = [struct.unpack(">I", p.read_bytes()[16:20])[0] for p in paths]
     assert widths == [PHONE, PHONE, DESKTOP, DESKTOP]
     assert paths[0].read_bytes() != paths[1].read_bytes()  # dark mode changes the picture

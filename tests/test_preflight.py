@@ -14,7 +14,7 @@ import pytest
 
 from newsletter import preflight
 from newsletter.config import Settings, load_settings
-from newsletter.errors import Problem
+from newsletter.errors import PreflightError, Problem
 from newsletter.models import (
     Article,
     Image,
@@ -47,8 +47,13 @@ def article(slug: str, date: dt.date = DATE) -> Article:
 
 
 def snapshot(date: dt.date = DATE, **values: str) -> RateSnapshot:
-    values = values or {"KGS": "0.01144", "KZT": "0.00193", "TJS": "0.10811",
-                        "UZS": "0.0000812", "TMT": "0.28490"}
+    values = values or {
+        "KGS": "0.01144",
+        "KZT": "0.00193",
+        "TJS": "0.10811",
+        "UZS": "0.0000812",
+        "TMT": "0.28490",
+    }
     rates = tuple(Rate(c, Decimal(v), Decimal("0")) for c, v in values.items())
     as_of = dt.datetime(date.year, date.month, date.day, 9, tzinfo=dt.UTC)
     return RateSnapshot(date, "USD", as_of, "test", rates, Path(f"content/rates/{date}.yaml"))
@@ -57,10 +62,14 @@ def snapshot(date: dt.date = DATE, **values: str) -> RateSnapshot:
 def issue(*articles: Article, rates: RateSnapshot | None = None, days: int = 7) -> Issue:
     articles = articles or (article("alpha"), article("beta"))
     spec = IssueSpec(
-        name="2025-12-10", path=Path("issues/2025-12-10.yaml"), title="Weekly", date=DATE,
+        name="2025-12-10",
+        path=Path("issues/2025-12-10.yaml"),
+        title="Weekly",
+        date=DATE,
         subject="Central Asia this week: apricots and trade",
         preheader="Dried apricots reach China; Tajikistan backs small exporters.",
-        intro="Hello", rates=DATE,
+        intro="Hello",
+        rates=DATE,
         sections=(SectionSpec("News", query=Query(days=days)),),
     )
     return Issue(spec, (Section("News", tuple(articles)),), rates or snapshot())
@@ -79,10 +88,14 @@ def card(a: Article) -> str:
 
 
 def html_for(the_issue: Issue, *, footer: str | None = None, extra: str = "") -> str:
-    footer = footer if footer is not None else f"""
+    footer = (
+        footer
+        if footer is not None
+        else f"""
       <div style="font-size:13px;">{ADDRESS}<br>
         <a href="https://news.example.org/issues/2025-12-10/">View in browser</a> ·
         <a href="-unsubscribe_url_html-">Unsubscribe</a></div>"""
+    )
     cards = "".join(card(a) for a in the_issue.articles)
     return f"""<!doctype html><html lang="en"><head><title>Weekly</title>
     <style>@media only screen and (min-width:480px) {{ .c {{ width:100% !important; }} }}</style>
@@ -95,29 +108,41 @@ def text_for(the_issue: Issue) -> str:
     lines = ["Hello -first_name-,"]
     for a in the_issue.articles:
         lines += [a.title, f"{a.url}?utm_source=newsletter", ""]
-    lines += [ADDRESS, "View in browser: https://news.example.org/issues/2025-12-10/",
-              "Unsubscribe: -unsubscribe_url-"]
+    lines += [
+        ADDRESS,
+        "View in browser: https://news.example.org/issues/2025-12-10/",
+        "Unsubscribe: -unsubscribe_url-",
+    ]
     return "\n".join(lines)
 
 
-def email(the_issue: Issue, html: str | None = None, text: str | None = None,
-          **fields: str) -> RenderedEmail:
+def email(
+    the_issue: Issue, html: str | None = None, text: str | None = None, **fields: str
+) -> RenderedEmail:
     return RenderedEmail(
         issue_name=the_issue.name,
         subject=fields.get("subject", the_issue.spec.subject),
         preheader=fields.get("preheader", the_issue.spec.preheader),
-        from_name="Central Asia Weekly", from_email="digest@news.example.org",
+        from_name="Central Asia Weekly",
+        from_email="digest@news.example.org",
         html=html if html is not None else html_for(the_issue),
         text=text if text is not None else text_for(the_issue),
-        mjml="", content_hash="0",
+        mjml="",
+        content_hash="0",
     )
 
 
-def run(the_issue: Issue | None = None, *, history: tuple[preflight.PastIssue, ...] = (),
-        settings: Settings = SETTINGS, **kwargs: str) -> list[Problem]:
+def run(
+    the_issue: Issue | None = None,
+    *,
+    history: tuple[preflight.PastIssue, ...] = (),
+    settings: Settings = SETTINGS,
+    **kwargs: str,
+) -> list[Problem]:
     the_issue = the_issue or issue()
-    return list(preflight.check(the_issue, email(the_issue, **kwargs), settings,
-                                history=history).problems)
+    return list(
+        preflight.check(the_issue, email(the_issue, **kwargs), settings, history=history).problems
+    )
 
 
 def messages(problems: list[Problem]) -> str:
@@ -184,8 +209,9 @@ def test_links_must_be_https_or_mailto(href: str, expected: str) -> None:
     assert expected in messages(found)
     fine = "mailto:editor@news.example.org?subject=Hello"
     text = f"{text_for(the_issue)}\n{fine}"
-    assert run(the_issue, html=html_for(the_issue, extra=f'<a href="{fine}">x</a>'),
-               text=text) == []
+    assert (
+        run(the_issue, html=html_for(the_issue, extra=f'<a href="{fine}">x</a>'), text=text) == []
+    )
 
 
 def test_every_html_link_is_also_in_the_text_part() -> None:
@@ -209,7 +235,9 @@ def test_subject_and_preheader_lengths() -> None:
     long_subject = "Central Asia this week: apricots, trade, trafficking, Turkey and education"
     found = run(subject=long_subject, preheader="p" * 120)
     assert {(p.field, p.severity) for p in found} == {
-        ("subject", "warning"), ("preheader", "warning")}
+        ("subject", "warning"),
+        ("preheader", "warning"),
+    }
     assert {p.field for p in run(subject="", preheader="")} == {"subject", "preheader"}
     assert run(subject="Central Asia this week", preheader="Apricots reach China.") == []
 
@@ -236,28 +264,40 @@ def test_residue_of_templates_and_values(html_extra: str, text_extra: str, expec
 
 def test_residue_leaves_english_and_urls_alone() -> None:
     the_issue = issue()
-    prose = ("<p>None of the victims spoke. Read how-to-email-your-mp and "
-             "<a href='https://news.example.org/first_name-guide/'>it</a>.</p>")
+    prose = (
+        "<p>None of the victims spoke. Read how-to-email-your-mp and "
+        "<a href='https://news.example.org/first_name-guide/'>it</a>.</p>"
+    )
     text = text_for(the_issue) + "\nhttps://news.example.org/first_name-guide/"
     assert run(the_issue, html=html_for(the_issue, extra=prose), text=text) == []
 
 
 def test_subject_with_template_residue() -> None:
     assert "template syntax '{{' is left in the subject" in messages(
-        run(subject="Weekly {{ issue.date }}"))
+        run(subject="Weekly {{ issue.date }}")
+    )
 
 
 @pytest.mark.parametrize(
     ("footer", "expected"),
     [
         (f"<div>{ADDRESS}</div>", "no unsubscribe link"),
-        (f'<div>{ADDRESS} <a href="-unsubscribe_url_html-" style="display:none">Unsubscribe</a>'
-         "</div>", "hidden"),
-        (f'<div style="font-size:0px">{ADDRESS} <a href="-unsubscribe_url_html-">Unsubscribe</a>'
-         "</div>", "hidden"),
+        (
+            f'<div>{ADDRESS} <a href="-unsubscribe_url_html-" style="display:none">Unsubscribe</a>'
+            "</div>",
+            "hidden",
+        ),
+        (
+            f'<div style="font-size:0px">{ADDRESS} <a href="-unsubscribe_url_html-">Unsubscribe</a>'
+            "</div>",
+            "hidden",
+        ),
         ('<div><a href="-unsubscribe_url_html-">Unsubscribe</a></div>', "postal address"),
-        (f'<div style="display:none">{ADDRESS}</div>'
-         '<a href="-unsubscribe_url_html-">Unsubscribe</a>', "postal address"),
+        (
+            f'<div style="display:none">{ADDRESS}</div>'
+            '<a href="-unsubscribe_url_html-">Unsubscribe</a>',
+            "postal address",
+        ),
     ],
 )
 def test_footer_needs_visible_unsubscribe_and_address(footer: str, expected: str) -> None:
@@ -270,8 +310,9 @@ def test_address_split_over_lines_still_counts() -> None:
     the_issue = issue()
     lines = ADDRESS.replace(", ", ",<br>\n")
     footer = f'<div>{lines} <a href="-unsubscribe_url_html-">Unsubscribe</a></div>'
-    text = text_for(the_issue).replace("View in browser: https://news.example.org/issues/"
-                                       "2025-12-10/", "")
+    text = text_for(the_issue).replace(
+        "View in browser: https://news.example.org/issues/2025-12-10/", ""
+    )
     assert run(the_issue, html=html_for(the_issue, footer=footer), text=text) == []
 
 
@@ -287,8 +328,7 @@ def test_article_older_than_the_window_or_after_the_issue() -> None:
     old = article("old", DATE - dt.timedelta(days=7))
     future = article("future", DATE + dt.timedelta(days=1))
     found = run(issue(old, future, days=7))
-    assert {(p.file, p.field) for p in found} == {
-        (old.path, "date"), (future.path, "date")}
+    assert {(p.file, p.field) for p in found} == {(old.path, "date"), (future.path, "date")}
     edge = article("edge", DATE - dt.timedelta(days=6))
     assert run(issue(edge, days=7)) == []
 
@@ -311,8 +351,13 @@ def test_rates_stale_incomplete_or_imprecise() -> None:
     assert [p.field for p in stale] == ["date"]
     incomplete = run(issue(rates=snapshot(KGS="0.01144", KZT="0.00193")))
     assert "no TJS, UZS, TMT" in messages(incomplete)
-    coarse = run(issue(rates=snapshot(KGS="0.01144", KZT="0.00193", TJS="0.10811",
-                                      UZS="0.00008", TMT="0.28490")))
+    coarse = run(
+        issue(
+            rates=snapshot(
+                KGS="0.01144", KZT="0.00193", TJS="0.10811", UZS="0.00008", TMT="0.28490"
+            )
+        )
+    )
     assert [p.field for p in coarse] == ["rates.UZS"]
     assert "UZS/USD = 0.00008 keeps 1 significant digit" in coarse[0].message
     assert run(issue(rates=snapshot(DATE - dt.timedelta(days=2)))) == []
@@ -350,7 +395,8 @@ def test_repeats_are_found_in_earlier_issue_files(project: Path) -> None:
     (project / "issues" / "2025-12-03.yaml").write_text(
         "title: Central Asia Weekly\ndate: 2025-12-03\nsubject: Apricots\nintro: Hi\n"
         "rates: 2025-12-03\nsections:\n  - heading: Lead\n"
-        "    articles: [kyrgyzstan-dried-apricot-exports-china]\n")
+        "    articles: [kyrgyzstan-dried-apricot-exports-china]\n"
+    )
     (project / "issues" / "2025-11-01.yaml").write_text("title: [broken\n")
     settings = load_settings(project, env={})
     report = preflight.check_file(project / "issues" / "2025-12-10.yaml", settings).report
@@ -369,7 +415,21 @@ def test_check_command_exits_non_zero_on_errors_only(project: Path) -> None:
     assert json.loads(clean.stdout)[0]["ok"] is True
     layout = project / "templates" / "_layout.mjml.j2"
     layout.write_text(layout.read_text().replace("{{ ph.unsubscribe_url }}", "{{ links.archive }}"))
-    blocked = subprocess.run([*command[:2], "issues/2025-12-10.yaml"], cwd=project,
-                             capture_output=True, text=True, check=False)
+    blocked = subprocess.run(
+        [*command[:2], "issues/2025-12-10.yaml"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert blocked.returncode == 1
     assert "no unsubscribe link" in blocked.stdout
+
+
+def test_errors_block_a_send_and_warnings_do_not() -> None:
+    the_issue = issue()
+    warned = preflight.check(the_issue, email(the_issue, preheader=""), SETTINGS)
+    warned.raise_for_errors()  # a warning alone lets the send go on
+    blocked = preflight.check(the_issue, email(the_issue, subject=""), SETTINGS)
+    with pytest.raises(PreflightError, match=r"1 preflight error\(s\).*subject is empty"):
+        blocked.raise_for_errors()

@@ -9,6 +9,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,10 @@ class Client:
             async with httpx.AsyncClient(transport=transport, base_url="http://desk") as http:
                 return await http.get(path, params=params)
 
-        return asyncio.run(fetch())
+        # A thread of its own: Playwright's sync API (test_browser) keeps an event loop
+        # running in the main thread for the whole session.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, fetch()).result()
 
 
 @pytest.fixture
@@ -162,7 +166,7 @@ class Listener(threading.Thread):
             with self.http.stream("GET", f"{self.url}/events") as stream:
                 for line in stream.iter_lines():
                     if line.startswith("data: "):
-                        self.events.put(json.loads(line[len("data: "):]))
+                        self.events.put(json.loads(line[len("data: ") :]))
         except (httpx.HTTPError, RuntimeError, OSError):
             if not self.stopping:  # the stream may only end because the test closed it
                 raise
@@ -199,8 +203,12 @@ def test_saving_an_article_pushes_a_reload_and_the_page_follows(live: Live) -> N
     article = live.project / "content/articles/kyrgyzstan-dried-apricot-exports-china.md"
     original = article.read_text()
     assert "Apricots Go East" not in live.get(f"/issues/{ISSUE}").text
-    event = live.save_until_reload(article, original.replace(
-        "title: Kyrgyzstan Begins Dried Apricot Exports to China", "title: Apricots Go East"))
+    event = live.save_until_reload(
+        article,
+        original.replace(
+            "title: Kyrgyzstan Begins Dried Apricot Exports to China", "title: Apricots Go East"
+        ),
+    )
     assert event["files"] == ["content/articles/kyrgyzstan-dried-apricot-exports-china.md"]
     assert "Apricots Go East" in live.get(f"/issues/{ISSUE}/email.html").text
 
