@@ -431,5 +431,5 @@ def test_errors_block_a_send_and_warnings_do_not() -> None:
     warned = preflight.check(the_issue, email(the_issue, preheader=""), SETTINGS)
     warned.raise_for_errors()  # a warning alone lets the send go on
     blocked = preflight.check(the_issue, email(the_issue, subject=""), SETTINGS)
-    with pytest.raises(PreflightError, match=r"1 preflight error\(s\).*subject is empty"):
+    with pytest.raises(PreflightError, match=r"(?s)1 preflight error\(s\).*subject is empty"):
         blocked.raise_for_errors()
