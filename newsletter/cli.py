@@ -163,7 +163,8 @@ def preview(
         f"Preview on http://{settings.preview_host}:{bound_port}/{page} "
         "· reloads on save · Ctrl-C stops it"
     )
-    server(create_app(settings), log_level="warning").run(sockets=[sock])
+    app = create_app(settings, warm=issue.stem if issue else None)
+    server(app, log_level="warning").run(sockets=[sock])
 
 
 @app.command()

@@ -239,3 +239,13 @@ def test_a_broken_then_deleted_issue_keeps_the_server_running(live: Live) -> Non
     while live.get(f"/issues/{ISSUE}").status_code != 404:
         live.events.get(timeout=10)
     assert live.get("/").status_code == 200
+
+
+def test_index_names_an_issue_that_does_not_parse(project: Path) -> None:
+    (project / "issues" / "2025-12-17.yaml").write_text("title: [unclosed\n")
+    page = Client(create_app(settings_for(project))).get("/")
+    assert page.status_code == 200
+    assert 'href="/issues/2025-12-17"' in page.text
+    assert 'class="error">' in page.text
+    assert "2025-12-17.yaml" in page.text
+    assert "Kyrgyz apricots head to China" in page.text
