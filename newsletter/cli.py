@@ -154,8 +154,9 @@ def preview(
     from newsletter.preview import bind, create_app, server
 
     settings = load_settings(overrides={"preview_host": host, "preview_port": port})
-    if issue is not None and not issue.is_file():
-        raise NewsletterError(f"{issue}: no such issue file; name one under issues/.")
+    issues_dir = settings.path("issues_dir").resolve()
+    if issue is not None and (not issue.is_file() or issue.resolve().parent != issues_dir):
+        raise NewsletterError(f"{issue}: no such issue file in {issues_dir}; name one there.")
     sock = bind(settings.preview_host, settings.preview_port)
     bound_port = sock.getsockname()[1]
     page = f"issues/{issue.stem}" if issue else ""
