@@ -7,6 +7,8 @@ import json
 import queue
 import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -249,3 +251,15 @@ def test_index_names_an_issue_that_does_not_parse(project: Path) -> None:
     assert 'class="error">' in page.text
     assert "2025-12-17.yaml" in page.text
     assert "Kyrgyz apricots head to China" in page.text
+
+
+def test_preview_command_exits_cleanly_when_the_port_is_taken(project: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [str(Path(sys.executable).parent / "newsletter"), "preview", "--port", str(port)]
+        done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
