@@ -130,7 +130,23 @@ def check(
         *check_repeats(issue, history, settings.history_issues),
         *check_rates(issue, settings),
     ]
-    return Report(email.issue_name, email.html_bytes, tuple(blocks), tuple(problems))
+    located = tuple(_locate(p, issue, settings) for p in problems)
+    return Report(email.issue_name, email.html_bytes, tuple(blocks), located)
+
+
+def _locate(problem: Problem, issue: Issue, settings: Settings) -> Problem:
+    """Point a finding about the output at the file an editor would open to fix it."""
+    if problem.file is not None:
+        return problem
+    templates = settings.path("templates_dir")
+    sources = {
+        "html": templates / f"{issue.spec.template}.mjml.j2",
+        "text": templates / f"{issue.spec.template}.txt.j2",
+        "subject": issue.spec.path,
+        "preheader": issue.spec.path,
+    }
+    source = sources.get(problem.field or "")
+    return replace(problem, file=source) if source else problem
 
 
 @dataclass(frozen=True)

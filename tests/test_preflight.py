@@ -433,3 +433,12 @@ def test_errors_block_a_send_and_warnings_do_not() -> None:
     blocked = preflight.check(the_issue, email(the_issue, subject=""), SETTINGS)
     with pytest.raises(PreflightError, match=r"(?s)1 preflight error\(s\).*subject is empty"):
         blocked.raise_for_errors()
+
+
+def test_findings_point_at_the_file_to_fix() -> None:
+    the_issue = issue()
+    text = text_for(the_issue).replace("-unsubscribe_url-", "")
+    found = run(the_issue, subject="", text=text)
+    files = {p.field: p.file for p in found}
+    assert files["subject"] == Path("issues/2025-12-10.yaml")
+    assert files["text"] == Path("/nonexistent/templates/digest.txt.j2")
