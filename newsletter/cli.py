@@ -99,13 +99,13 @@ def check(
     import json
 
     from newsletter.config import load_settings
-    from newsletter.preflight import check_file
+    from newsletter.preflight import report_for_file
 
     settings = load_settings()
     paths = issues or sorted(settings.path("issues_dir").glob("*.yaml"))
     if not paths:
         raise NewsletterError(f"no issue files in {settings.path('issues_dir')}; name one.")
-    reports = [check_file(path, settings).report for path in paths]
+    reports = [report_for_file(path, settings) for path in paths]
     if json_:
         typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
     else:

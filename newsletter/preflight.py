@@ -16,7 +16,7 @@ from lxml.html import HtmlElement
 
 from newsletter import placeholders
 from newsletter.config import Settings
-from newsletter.errors import NewsletterError, PreflightError, Problem, Severity
+from newsletter.errors import IssueError, NewsletterError, PreflightError, Problem, Severity
 from newsletter.models import Article, Issue, Query, RenderedEmail
 
 KB = 1024
@@ -168,6 +168,18 @@ def check_file(issue_path: Path, settings: Settings) -> Checked:
     history, unreadable = load_history(issue, settings)
     report = check(issue, email, settings, history=history)
     return Checked(issue, email, replace(report, problems=report.problems + unreadable))
+
+
+def report_for_file(issue_path: Path, settings: Settings) -> Report:
+    """`check_file`'s report; an issue that does not load or render is a report of errors,
+    so one broken issue does not hide the others' findings."""
+    try:
+        return check_file(issue_path, settings).report
+    except IssueError as exc:
+        problems = exc.problems
+    except NewsletterError as exc:
+        problems = (Problem(str(exc), file=issue_path),)
+    return Report(issue_path.stem, 0, (), tuple(problems))
 
 
 def load_history(issue: Issue, settings: Settings) -> tuple[list[PastIssue], tuple[Problem, ...]]:

@@ -442,3 +442,17 @@ def test_findings_point_at_the_file_to_fix() -> None:
     files = {p.field: p.file for p in found}
     assert files["subject"] == Path("issues/2025-12-10.yaml")
     assert files["text"] == Path("/nonexistent/templates/digest.txt.j2")
+
+
+def test_check_command_reports_an_issue_that_does_not_load_among_the_others(
+    project: Path,
+) -> None:
+    (project / "issues" / "2025-12-17.yaml").write_text("title: Weekly\ndate: 2025-12-17\n")
+    command = [str(Path(sys.executable).parent / "newsletter"), "check", "--json"]
+    done = subprocess.run(command, cwd=project, capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    reports = {r["issue"]: r for r in json.loads(done.stdout)}
+    assert reports["2025-12-10"]["ok"] is True
+    broken = reports["2025-12-17"]
+    assert broken["ok"] is False
+    assert any(p["field"] == "subject" for p in broken["problems"])
