@@ -66,6 +66,8 @@ def _preflight(result: BuildResult, settings: Settings) -> Report:
 
 
 def _print_summary(result: BuildResult) -> None:
+    from rich.markup import escape
+
     console = _console()
     email = result.email
     console.print(f"[bold]{result.issue.spec.title}[/] · {email.subject}")
@@ -79,7 +81,7 @@ def _print_summary(result: BuildResult) -> None:
         f"text {len(email.text.encode()) / 1024:.1f} KB"
     )
     for warning in email.warnings:
-        console.print(f"[yellow]{warning}[/]")
+        console.print(f"[yellow]{escape(str(warning))}[/]")
     for path in result.files:
         console.print(f"  wrote {path}")
 
@@ -116,13 +118,14 @@ def check(
 
 
 def _print_report(report: Report) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = _console()
-    kb = report.html_bytes / 1024
+    size = f"HTML {report.html_bytes / 1024:.1f} KB" if report.html_bytes else "does not build"
     verdict = "[green]ok[/]" if report.ok else "[red]blocked[/]"
     console.print(
-        f"[bold]{report.issue_name}[/] · HTML {kb:.1f} KB · {len(report.errors)} error(s), "
+        f"[bold]{escape(report.issue_name)}[/] · {size} · {len(report.errors)} error(s), "
         f"{len(report.warnings)} warning(s) · {verdict}"
     )
     for block in report.blocks:
@@ -136,7 +139,10 @@ def _print_report(report: Report) -> None:
         colour = "red" if problem.severity == "error" else "yellow"
         where = _short(problem.file) + (f":{problem.line}" if problem.line else "")
         where += f" [{problem.field}]" if problem.field else ""
-        table.add_row(f"[{colour}]{problem.severity}[/]", where.strip(), problem.message)
+        # Fields look like markup ("[subject]"): escape, or Rich swallows them.
+        table.add_row(
+            f"[{colour}]{problem.severity}[/]", escape(where.strip()), escape(problem.message)
+        )
     console.print(table)
 
 

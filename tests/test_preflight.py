@@ -456,3 +456,5 @@ def test_check_command_reports_an_issue_that_does_not_load_among_the_others(
     broken = reports["2025-12-17"]
     assert broken["ok"] is False
     assert any(p["field"] == "subject" for p in broken["problems"])
+    table = subprocess.run(command[:2], cwd=project, capture_output=True, text=True, check=False)
+    assert "issues/2025-12-17.yaml [subject]" in table.stdout
