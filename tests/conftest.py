@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,25 @@ def project(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(project: Path) -> Settings:
     return load_settings(project, env={})
+
+
+@pytest.fixture
+def preview_url(project: Path) -> Iterator[str]:
+    """A real preview server (uvicorn, file watcher and all) on 127.0.0.1 over `project`."""
+    import threading
+    import time
+
+    from newsletter.preview import bind, create_app, server
+
+    sock = bind("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    uvicorn_server = server(create_app(load_settings(project, env={})))
+    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uvicorn_server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield url
+    uvicorn_server.should_exit = True
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the preview server did not stop"

@@ -169,3 +169,53 @@ def test_snapshots_are_four_pngs_at_phone_and_desktop_widths(
     widths = [struct.unpack(">I", p.read_bytes()[16:20])[0] for p in paths]
     assert widths == [PHONE, PHONE, DESKTOP, DESKTOP]
     assert paths[0].read_bytes() != paths[1].read_bytes()  # dark mode changes the picture
+
+
+# ---- the preview page itself ---------------------------------------------------------------
+
+
+def test_preview_page_shows_both_widths_and_reloads_itself_on_save(
+    chromium: Browser, preview_url: str, project: Path
+) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{preview_url}/issues/2025-12-10")
+        widths = page.evaluate("[...document.querySelectorAll('iframe')].map(f => f.clientWidth)")
+        assert widths == [PHONE, DESKTOP]
+        page.evaluate("window.notReloaded = true")
+        article = project / "content/articles/kyrgyzstan-dried-apricot-exports-china.md"
+        edited = article.read_text().replace(
+            "title: Kyrgyzstan Begins Dried Apricot Exports to China", "title: Apricots Go East"
+        )
+        for _ in range(20):  # the watcher starts with the server: save until it sees a save
+            article.write_text(edited)
+            try:
+                page.wait_for_function("() => !window.notReloaded", timeout=500)
+                break
+            except PlaywrightTimeout:
+                continue
+        else:
+            raise AssertionError("the preview page did not reload after the article was saved")
+        title = page.frame_locator("iframe").first.get_by_text("Apricots Go East").first
+        title.wait_for(state="visible", timeout=5000)
+    finally:
+        context.close()
+
+
+def test_preview_dark_mode_toggle_darkens_the_email(chromium: Browser, preview_url: str) -> None:
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    background = "getComputedStyle(document.querySelector('.bg-page')).backgroundColor"
+    try:
+        page = context.new_page()
+        page.goto(f"{preview_url}/issues/2025-12-10")
+        assert page.frames[1].evaluate(background) == "rgb(238, 241, 244)"
+        with page.expect_navigation():
+            page.get_by_label("Dark mode").check()
+        page.wait_for_load_state("load")
+        assert "dark=1" in page.url
+        assert page.frames[1].evaluate(background) == "rgb(17, 20, 24)"
+    finally:
+        context.close()

@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from newsletter.config import Settings, load_settings
 from newsletter.errors import PreviewError
 from newsletter.models import Recipient
-from newsletter.preview import bind, create_app, force_dark, server
+from newsletter.preview import bind, create_app, force_dark
 
 ISSUE = "2025-12-10"
 
@@ -173,32 +173,13 @@ class Listener(threading.Thread):
             if not self.stopping:  # the stream may only end because the test closed it
                 raise
 
-    def stop(self) -> None:
-        self.stopping = True
-        self.join(timeout=5)
-        self.http.close()
-
 
 @pytest.fixture
-def live(project: Path) -> Iterator[Live]:
-    sock = bind("127.0.0.1", 0)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    uvicorn_server = server(create_app(settings_for(project)))
-    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if uvicorn_server.started:
-            break
-        threading.Event().wait(0.05)
-    listener = Listener(url)
+def live(project: Path, preview_url: str) -> Iterator[Live]:
+    listener = Listener(preview_url)
     listener.start()
-    yield Live(url, project, listener.events)
-    listener.stopping = True
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
-    listener.stop()
-    assert not thread.is_alive(), "the preview server did not stop"
-    assert not listener.is_alive(), "the event stream did not end with the server"
+    yield Live(preview_url, project, listener.events)
+    listener.stopping = True  # the stream ends when preview_url stops the server
 
 
 def test_saving_an_article_pushes_a_reload_and_the_page_follows(live: Live) -> None:
