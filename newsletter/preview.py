@@ -416,6 +416,8 @@ main { padding: 1rem 1.2rem; }
 .inbox { background: #fff; border: 1px solid #d9dde3; padding: .6rem .9rem; max-width: 1040px;
          white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .inbox .from { font-weight: 600; margin-right: 1rem; } .inbox .pre { color: #6b7785; }
+.inbox.phone { max-width: 343px; margin-top: .4rem; }  /* a 375 px screen less its margins */
+.inbox.phone div { overflow: hidden; text-overflow: ellipsis; }
 .counts { color: #6b7785; font-size: 13px; margin: .3rem 0 1rem; }
 .frames { display: flex; gap: 1.5rem; align-items: flex-start; flex-wrap: wrap; }
 figure { margin: 0; } figcaption { font-size: 13px; color: #52606d; margin-bottom: .3rem; }
@@ -470,8 +472,11 @@ _TEMPLATES = jinja2.Environment(
 <label><input type="checkbox" name="dark" value="1" {% if options['dark'] %}checked{% endif %}
  onchange="this.form.submit()"> Dark mode</label><button>Apply</button></form>{% endblock %}
 {% block main %}{% if notice %}<p class="notice">{{ notice }}</p>{% endif %}
-<div class="inbox"><span class="from">{{ email.from_name }}</span><span class="subject">
-{{ email.subject }}</span> <span class="pre">— {{ email.preheader }}</span></div>
+<div class="inbox" title="Desktop inbox"><span class="from">{{ email.from_name }}</span>
+<span class="subject">{{ email.subject }}</span> <span class="pre">— {{ email.preheader }}</span>
+</div>
+<div class="inbox phone" title="Phone inbox"><div class="from">{{ email.from_name }}</div>
+<div class="subject">{{ email.subject }}</div><div class="pre">{{ email.preheader }}</div></div>
 <p class="counts">From {{ email.from_name }} &lt;{{ email.from_email }}&gt; · subject
  {{ email.subject|length }} characters · preheader {{ email.preheader|length }} characters ·
  HTML {{ '%.1f'|format(report.html_bytes / 1024) }} KB</p>
