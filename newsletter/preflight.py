@@ -273,28 +273,29 @@ def _article_refs(doc: HtmlElement, articles: Iterable[Article]) -> dict[str, li
 
 def _exclusive_blocks(refs: Mapping[str, list[HtmlElement]]) -> dict[str, HtmlElement]:
     """For each block, the largest subtree that holds its references and no other block's."""
-    ancestors = {slug: _ancestor_ids(els) for slug, els in refs.items()}
+    # Sets of elements, not of id()s: lxml makes element proxies on demand, and a dropped
+    # proxy's id can be reused by another element's; holding them keeps identity sound.
+    ancestors = {label: _with_ancestors(els) for label, els in refs.items()}
     blocks = {}
-    for slug, elements in refs.items():
-        others = set().union(*(ids for s, ids in ancestors.items() if s != slug))
+    for label, elements in refs.items():
+        others: set[HtmlElement] = set().union(*(a for k, a in ancestors.items() if k != label))
         block = _common_ancestor(elements)
         while True:
             parent = block.getparent()
-            if parent is None or parent.tag == "body" or id(parent) in others:
+            if parent is None or parent.tag == "body" or parent in others:
                 break
             block = parent
-        blocks[slug] = block
+        blocks[label] = block
     return blocks
 
 
-def _ancestor_ids(elements: Iterable[HtmlElement]) -> set[int]:
-    return {id(a) for el in elements for a in (el, *el.iterancestors())}
+def _with_ancestors(elements: Iterable[HtmlElement]) -> set[HtmlElement]:
+    return {a for el in elements for a in (el, *el.iterancestors())}
 
 
 def _common_ancestor(elements: Sequence[HtmlElement]) -> HtmlElement:
-    first = [elements[0], *elements[0].iterancestors()]
-    shared = set.intersection(*({id(a) for a in (el, *el.iterancestors())} for el in elements))
-    return next(a for a in first if id(a) in shared)
+    shared = set.intersection(*(_with_ancestors([el]) for el in elements))
+    return next(a for a in (elements[0], *elements[0].iterancestors()) if a in shared)
 
 
 def check_size(html_bytes: int, blocks: Sequence[BlockSize]) -> list[Problem]:
@@ -569,14 +570,14 @@ def check_footer(doc: HtmlElement, text: str, postal_address: str) -> list[Probl
         for a in doc.iter("a")
         if (a.get("href") or "") == unsubscribe or "unsubscribe" in (a.get("href") or "")
     ]
-    visible = {id(el) for el in visible_elements(doc)}
+    visible = set(visible_elements(doc))  # elements, not id()s: see _exclusive_blocks
     if not links:
         problems.append(
             _problem(
                 f'there is no unsubscribe link; the footer needs <a href="{unsubscribe}">.', "html"
             )
         )
-    elif not any(id(a) in visible and a.text_content().strip() for a in links):
+    elif not any(a in visible and a.text_content().strip() for a in links):
         problems.append(
             _problem(
                 "the unsubscribe link is hidden or has no text; readers must be able to see it.",
