@@ -113,10 +113,12 @@ class Desk:
             )
 
     def changed(self, files: Iterable[str]) -> None:
-        """Called by the watcher: drop stale results and tell every open page to reload."""
-        with self._lock:
-            self.generation += 1
-            self._cache.clear()
+        """Called by the watcher: tell every open page to reload.
+
+        No lock: the cached results carry the generation they were built at, so bumping it
+        makes them stale without waiting here (on the event loop) for a render to finish.
+        """
+        self.generation += 1
         event = {"generation": self.generation, "files": sorted(files)}
         for queue in list(self._listeners):
             queue.put_nowait(event)
