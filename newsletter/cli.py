@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from newsletter.build import BuildResult
+    from newsletter.config import Settings
+    from newsletter.preflight import Report
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -49,9 +51,23 @@ def build(
     recipient = preview_recipient(as_, settings) if as_ else None
     result = build_to_disk(issue, settings, out or settings.path("build_dir"), recipient)
     _print_summary(result)
+    _print_report(_preflight(result, settings))
+
+
+def _preflight(result: BuildResult, settings: Settings) -> Report:
+    """`build` reports the preflight; only `send` lets its errors block."""
+    from dataclasses import replace
+
+    from newsletter.preflight import check, load_history
+
+    history, unreadable = load_history(result.issue, settings)
+    report = check(result.issue, result.email, settings, history=history)
+    return replace(report, problems=report.problems + unreadable)
 
 
 def _print_summary(result: BuildResult) -> None:
+    from rich.markup import escape
+
     console = _console()
     email = result.email
     console.print(f"[bold]{result.issue.spec.title}[/] · {email.subject}")
@@ -65,9 +81,128 @@ def _print_summary(result: BuildResult) -> None:
         f"text {len(email.text.encode()) / 1024:.1f} KB"
     )
     for warning in email.warnings:
-        console.print(f"[yellow]{warning}[/]")
+        console.print(f"[yellow]{escape(str(warning))}[/]")
     for path in result.files:
         console.print(f"  wrote {path}")
+
+
+@app.command()
+def check(
+    issues: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Issue files to check (default: every file in issues/)."),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Preflight ISSUES: size, images, links, inbox fields, footer and editorial checks.
+
+    Exits 1 when any issue has errors (warnings alone exit 0), so CI can run it.
+    """
+    import json
+
+    from newsletter.config import load_settings
+    from newsletter.preflight import report_for_file
+
+    settings = load_settings()
+    paths = issues or sorted(settings.path("issues_dir").glob("*.yaml"))
+    if not paths:
+        raise NewsletterError(f"no issue files in {settings.path('issues_dir')}; name one.")
+    reports = [report_for_file(path, settings) for path in paths]
+    if json_:
+        typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
+    else:
+        for report in reports:
+            _print_report(report)
+    if any(not r.ok for r in reports):
+        raise SystemExit(1)
+
+
+def _print_report(report: Report) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    size = f"HTML {report.html_bytes / 1024:.1f} KB" if report.html_bytes else "does not build"
+    verdict = "[green]ok[/]" if report.ok else "[red]blocked[/]"
+    console.print(
+        f"[bold]{escape(report.issue_name)}[/] · {size} · {len(report.errors)} error(s), "
+        f"{len(report.warnings)} warning(s) · {verdict}"
+    )
+    for block in report.blocks:
+        console.print(f"  [dim]{block.label}: {block.size / 1024:.1f} KB[/]")
+    if not report.problems:
+        return
+    table = Table(show_edge=False, pad_edge=False, expand=False)
+    for column in ("severity", "where", "finding"):
+        table.add_column(column, overflow="fold")
+    for problem in report.problems:
+        colour = "red" if problem.severity == "error" else "yellow"
+        where = _short(problem.file) + (f":{problem.line}" if problem.line else "")
+        where += f" [{problem.field}]" if problem.field else ""
+        # Fields look like markup ("[subject]"): escape, or Rich swallows them.
+        table.add_row(
+            f"[{colour}]{problem.severity}[/]", escape(where.strip()), escape(problem.message)
+        )
+    console.print(table)
+
+
+@app.command()
+def preview(
+    issue: Annotated[
+        Path | None, typer.Argument(help="Open this issue's page (default: the index).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8030).")] = None,
+) -> None:
+    """Serve a live preview that reloads within a second of saving any issue, article,
+    rate or template file."""
+    from newsletter.config import load_settings
+    from newsletter.preview import bind, create_app, server
+
+    settings = load_settings(overrides={"preview_host": host, "preview_port": port})
+    issues_dir = settings.path("issues_dir").resolve()
+    if issue is not None and (not issue.is_file() or issue.resolve().parent != issues_dir):
+        raise NewsletterError(f"{issue}: no such issue file in {issues_dir}; name one there.")
+    sock = bind(settings.preview_host, settings.preview_port)
+    bound_port = sock.getsockname()[1]
+    page = f"issues/{issue.stem}" if issue else ""
+    _console().print(
+        f"Preview on http://{settings.preview_host}:{bound_port}/{page} "
+        "· reloads on save · Ctrl-C stops it"
+    )
+    app = create_app(settings, warm=issue.stem if issue else None)
+    server(app, log_level="warning").run(sockets=[sock])
+
+
+@app.command()
+def snapshot(
+    issue: Annotated[Path, typer.Argument(help="The issue file, e.g. issues/2025-12-10.yaml.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default build/ISSUE/snapshots).")
+    ] = None,
+) -> None:
+    """Screenshot ISSUE in headless Chromium: phone and desktop widths, light and dark."""
+    from newsletter.config import load_settings
+    from newsletter.issues import load_issue
+    from newsletter.render import render
+    from newsletter.snapshot import snapshot as take_snapshots
+
+    settings = load_settings()
+    loaded = load_issue(issue, settings)
+    email = render(loaded, settings)
+    folder = out or settings.path("build_dir") / loaded.name / "snapshots"
+    for path in take_snapshots(loaded, email, folder, settings):
+        _console().print(f"  wrote {path}")
+
+
+def _short(path: Path | None) -> str:
+    """A path relative to the working directory when it is inside it."""
+    if path is None:
+        return ""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @rates_app.command("import")
@@ -366,18 +501,18 @@ def send(
 
     from newsletter import db, dispatch
     from newsletter.config import load_settings
-    from newsletter.issues import load_issue
     from newsletter.mailer import get_mailer
-    from newsletter.render import render
+    from newsletter.preflight import check_file
 
     settings = load_settings()
-    loaded = load_issue(issue, settings)
-    email = render(loaded, settings)
-    spec = replace(loaded.spec.audience, list=list_name) if list_name else loaded.spec.audience
+    checked = check_file(issue, settings)
+    email, audience_spec = checked.email, checked.issue.spec.audience
+    spec = replace(audience_spec, list=list_name) if list_name else audience_spec
     mailer = get_mailer(settings)
-    if test:
+    if test:  # a test copy is how an editor looks at a blocked issue: not refused
         _send_tests(email, test, mailer, spec.list, settings)
         return
+    checked.report.raise_for_errors()
     options = dispatch.SendOptions(
         batch_size=settings.send_batch_size,
         resend_unknown=resend_unknown,
@@ -394,7 +529,7 @@ def send(
     report = _send_with_progress(
         engine, email, spec, mailer, _links(settings, spec.list), options, plan
     )
-    _print_report(report)
+    _print_dispatch_report(report)
 
 
 def _parse_at(text: str) -> dt.datetime:
@@ -467,7 +602,7 @@ def _print_plan(plan: DispatchPlan) -> None:
     )
 
 
-def _print_report(report: DispatchReport) -> None:
+def _print_dispatch_report(report: DispatchReport) -> None:
     console = _console()
     console.print(
         f"sent {report.sent} · failed {report.failed} · unknown {report.unknown} · "

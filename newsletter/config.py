@@ -71,6 +71,13 @@ class Settings:
     secret_keys: tuple[Secret, ...] = ()
     serve_host: str = "127.0.0.1"
     serve_port: int = 8025
+    # The editor's desk: preview server, preflight and browser screenshots.
+    preview_host: str = "127.0.0.1"
+    preview_port: int = 8030
+    chromium_path: str = ""  # empty: `chromium` on PATH (Debian's package)
+    history_issues: int = 4  # an article in one of the last N issues is flagged as already sent
+    rate_currencies: tuple[str, ...] = ("KGS", "KZT", "TJS", "UZS", "TMT")
+    min_rate_digits: int = 3  # fewer significant digits than this makes a rate look flat
 
     def path(self, name: str) -> Path:
         """A directory setting resolved against the project root."""
@@ -145,6 +152,9 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             return float(value)
         if kind == Secret | None:
             return Secret(str(value)) if str(value) else None
+        if kind == tuple[str, ...]:
+            items = value if isinstance(value, list) else str(value).split(",")
+            return tuple(str(s).strip() for s in items if str(s).strip())
         if kind == tuple[Secret, ...]:
             items = value if isinstance(value, list) else str(value).split(",")
             return tuple(Secret(s.strip()) for s in items if str(s).strip())

@@ -25,7 +25,7 @@ def load_articles(directory: Path) -> dict[str, Article]:
     problems: list[Problem] = []
     for path in sorted(directory.glob("*.md")):
         try:
-            article = parse_article(path)
+            article = yamlfile.memoized(path, "article", parse_article)
         except ArticleFileError as exc:
             problems.extend(exc.problems)
             continue

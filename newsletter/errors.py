@@ -16,6 +16,7 @@ boundary where they happen, with ``raise ... from``::
     │   └── AddressError       an email address is not valid (says why)
     ├── TokenError             an unsubscribe/confirm token is invalid (always the same text)
     ├── PreflightError         preflight found errors that block a send
+    ├── PreviewError           the preview server or the browser cannot start (says why)
     ├── DispatchError          a send was refused before anything went out (changed content,
     │                          a schedule too far ahead, nothing to cancel)
     └── MailerError            a mailer could not deliver
@@ -105,6 +106,10 @@ class TokenError(NewsletterError):
 
 class PreflightError(NewsletterError):
     """Preflight checks found errors that block a send."""
+
+
+class PreviewError(NewsletterError):
+    """The preview server cannot listen, or the headless browser cannot start."""
 
 
 class MailerError(NewsletterError):

@@ -56,7 +56,7 @@ def load_issue(path: Path, settings: Settings) -> Issue:
 def parse_issue(path: Path) -> tuple[IssueSpec | None, yamlfile.Checker]:
     """The spec as written (None if unreadable) and a checker holding the problems so far."""
     try:
-        doc = yamlfile.load(path)
+        doc = yamlfile.memoized(path, "yaml", yamlfile.load)
     except NewsletterError as exc:
         check = yamlfile.Checker(yamlfile.YamlDoc(None, {}, path))
         check.problems.append(Problem(str(exc), path))

@@ -36,6 +36,7 @@ def _parser() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
 
 
+@lru_cache(maxsize=256)  # pure; a preview re-renders the same bodies on every save
 def to_html(markdown: str) -> Markup:
     """Safe HTML for a template: only https/http/mailto links, no scripts, styles or handlers."""
     rendered = _parser().render(markdown)

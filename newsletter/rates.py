@@ -147,6 +147,13 @@ def snapshot_path(directory: Path, date: dt.date) -> Path:
 
 def available(directory: Path) -> dict[dt.date, Path]:
     """Snapshot files by date (files whose name is not a date are not snapshots)."""
+    if not directory.is_dir():
+        return {}
+    # A folder's mtime changes when a file is added, removed or renamed in it.
+    return yamlfile.memoized(directory, "listing", _list_snapshots)
+
+
+def _list_snapshots(directory: Path) -> dict[dt.date, Path]:
     out: dict[dt.date, Path] = {}
     for path in directory.glob("*.yaml"):
         try:
@@ -165,7 +172,9 @@ def history(directory: Path, date: dt.date, days: int = 7) -> tuple[RateSnapshot
     """The snapshots of the `days` days ending at `date`, oldest first."""
     start = date - dt.timedelta(days=days - 1)
     return tuple(
-        load_snapshot(path) for d, path in available(directory).items() if start <= d <= date
+        yamlfile.memoized(path, "snapshot", load_snapshot)
+        for d, path in available(directory).items()
+        if start <= d <= date
     )
 
 

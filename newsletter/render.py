@@ -83,6 +83,9 @@ def environment(templates: Path) -> jinja2.Environment:
             lstrip_blocks=True,
             keep_trailing_newline=True,
             auto_reload=True,
+            # Compiled templates survive the process (in a private per-user temp folder):
+            # compiling them costs more than rendering on every `newsletter build`.
+            bytecode_cache=jinja2.FileSystemBytecodeCache(),
         )
     return _ENVIRONMENTS[templates]
 
@@ -149,7 +152,7 @@ def build_context(issue: Issue, settings: Settings) -> dict[str, Any]:
             {
                 "heading": s.heading,
                 "style": s.style,
-                "articles": [_article(a, spec.utm) for a in s.articles],
+                "articles": [_article(a, spec.utm, full=s.style == "full") for a in s.articles],
             }
             for s in issue.sections
         ],
@@ -164,7 +167,7 @@ def long_date(date: Any) -> str:
     return f"{date.day} {MONTHS[date.month - 1]} {date.year}"
 
 
-def _article(article: Article, utm: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+def _article(article: Article, utm: tuple[tuple[str, str], ...], *, full: bool) -> dict[str, Any]:
     return {
         "slug": article.slug,
         "title": article.title,
@@ -174,8 +177,9 @@ def _article(article: Article, utm: tuple[tuple[str, str], ...]) -> dict[str, An
         "image": article.image,
         "author": article.author,
         "credit": article.credit,
-        "body_html": to_html(article.body),
-        "body_text": wrap_markdown(article.body),
+        # Bodies are rendered only where a section shows them in full.
+        "body_html": to_html(article.body) if full else None,
+        "body_text": wrap_markdown(article.body) if full else None,
     }
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import textwrap
+from functools import lru_cache
 
 WIDTH = 72
 LIST_ITEM = re.compile(r"^(\s*(?:[-*+]|\d+[.)])\s+)(.*)$")
 
 
+@lru_cache(maxsize=256)  # pure; a preview re-renders the same bodies on every save
 def wrap_markdown(markdown: str, width: int = WIDTH) -> str:
     """Wrap paragraphs and list items at `width`; headings and long URLs stay whole."""
     blocks = re.split(r"\n\s*\n", markdown.strip())

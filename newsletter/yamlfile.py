@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import yaml
 
@@ -50,14 +50,18 @@ def read_text(path: Path) -> str:
 
 def parse(text: str, path: Path | None = None, line_offset: int = 0) -> YamlDoc:
     """Parse one YAML document; a syntax error names the file and line."""
+    loader = Loader(text)
     try:
-        node = yaml.compose(text, Loader=Loader)
-        data = yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
+        # One pass: compose the node tree (for line numbers), then build data from it.
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1 + line_offset}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ContentError(f"{path or '<yaml>'}{line}: invalid YAML: {problem}.") from exc
+    finally:
+        loader.dispose()
     lines: dict[tuple[str | int, ...], int] = {}
     if node is not None:
         _index(node, (), lines)
@@ -66,6 +70,30 @@ def parse(text: str, path: Path | None = None, line_offset: int = 0) -> YamlDoc:
 
 def load(path: Path) -> YamlDoc:
     return parse(read_text(path), path)
+
+
+T = TypeVar("T")
+_MEMO: dict[tuple[Path, str], tuple[tuple[int, int], Any]] = {}
+
+
+def memoized(path: Path, kind: str, build: Callable[[Path], T]) -> T:
+    """`build(path)`, reused while the file's mtime and size are unchanged.
+
+    A long-running preview rebuilds on every save; re-parsing every unchanged article
+    and snapshot would cost more than the rest of the build. Failures are not kept.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return build(path)  # let the reader report the missing file in its own words
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    key = (path, kind)
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] == stamp:
+        return cast(T, hit[1])
+    value = build(path)
+    _MEMO[key] = (stamp, value)
+    return value
 
 
 def _index(node: yaml.Node, prefix: tuple[str | int, ...], out: dict[Any, int]) -> None:

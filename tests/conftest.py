@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,15 +46,22 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(project: Path) -> Settings:
-    return load_settings(project, env={})
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """The project's settings; in a test on a database, that database's settings.
+
+    Merge note: main's tests want the sample project, audience's tests the test database
+    (as `db_settings`, which `engine` uses); one name serves both.
+    """
+    if "db_settings" in request.fixturenames:
+        on_database: Settings = request.getfixturevalue("db_settings")
+        return on_database
+    return load_settings(request.getfixturevalue("project"), env={})
 
 
 # --- Databases: every storage test runs on a SQLite file and, when given one, PostgreSQL. ---
 
 import os  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import Engine, make_url  # noqa: E402
@@ -158,3 +166,25 @@ def populate(engine: Engine, count: int, list_name: str = "weekly") -> list[str]
 @pytest.fixture
 def weekly_readers(engine: Engine) -> list[str]:
     return populate(engine, AUDIENCE_SIZE)
+
+
+@pytest.fixture
+def preview_url(project: Path) -> Iterator[str]:
+    """A real preview server (uvicorn, file watcher and all) on 127.0.0.1 over `project`."""
+    import threading
+    import time
+
+    from newsletter.preview import bind, create_app, server
+
+    sock = bind("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    uvicorn_server = server(create_app(load_settings(project, env={})))
+    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uvicorn_server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield url
+    uvicorn_server.should_exit = True
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the preview server did not stop"

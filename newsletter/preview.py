@@ -1,0 +1,549 @@
+"""The editor's live preview: a Starlette app that renders issues and reloads them on save."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from newsletter import placeholders
+from newsletter.config import Settings
+from newsletter.errors import IssueError, NewsletterError, PreviewError, Problem
+from newsletter.models import Recipient
+from newsletter.preflight import Checked, check_file
+
+log = logging.getLogger("newsletter.preview")
+
+PHONE_WIDTH = 375
+DESKTOP_WIDTH = 640
+WATCHED_SUFFIXES = {".yaml", ".yml", ".md", ".j2"}
+ISSUE_NAME = re.compile(r"^[\w][\w.-]*$")
+KEEPALIVE_SECONDS = 15.0
+
+Lookup = Callable[[str], Recipient | None]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an issue did not build: one line per problem, each naming file and line."""
+
+    title: str
+    lines: tuple[str, ...]
+    status: int
+
+
+class Desk:
+    """Builds issues on demand and keeps each result until a watched file changes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.generation = 0
+        self._cache: dict[str, tuple[int, Checked | Failure]] = {}
+        self._lock = threading.Lock()  # one render at a time; concurrent requests share it
+        self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    def issue_path(self, name: str) -> Path | None:
+        path = self.settings.path("issues_dir") / f"{name}.yaml"
+        return path if ISSUE_NAME.match(name) and path.is_file() else None
+
+    def issue_names(self) -> list[str]:
+        return sorted(p.stem for p in self.settings.path("issues_dir").glob("*.yaml"))
+
+    def index_rows(self) -> list[tuple[str, str, bool]]:
+        """(name, subject or first problem, parses) per issue file: parsed, not rendered."""
+        from newsletter.issues import parse_issue
+
+        rows = []
+        for name in self.issue_names():
+            spec, check = parse_issue(self.settings.path("issues_dir") / f"{name}.yaml")
+            errors = [p for p in check.problems if p.severity == "error"]
+            if spec is None or errors:
+                rows.append((name, str(errors[0]) if errors else "cannot be read", False))
+            else:
+                rows.append((name, spec.subject, True))
+        return rows
+
+    def result(self, name: str) -> Checked | Failure:
+        with self._lock:
+            generation = self.generation
+            cached = self._cache.get(name)
+            if cached and cached[0] == generation:
+                return cached[1]
+            outcome = self._build(name)
+            self._cache[name] = (generation, outcome)
+            return outcome
+
+    def _build(self, name: str) -> Checked | Failure:
+        path = self.issue_path(name)
+        if path is None:
+            return Failure(
+                f"No issue named '{name}'",
+                (
+                    f"There is no {self.settings.issues_dir}/{name}.yaml (deleted or renamed?). "
+                    "The index lists the issues there.",
+                ),
+                404,
+            )
+        try:
+            return check_file(path, self.settings)
+        except IssueError as exc:
+            return Failure("The issue definition has problems", _problem_lines(exc.problems), 422)
+        except NewsletterError as exc:
+            return Failure("The issue does not build", tuple(str(exc).splitlines()), 500)
+        except Exception as exc:  # the preview must survive anything a half-saved file causes
+            log.exception("unexpected error while building %s", name)
+            return Failure(
+                "Unexpected error while building the issue", (f"{type(exc).__name__}: {exc}",), 500
+            )
+
+    def changed(self, files: Iterable[str]) -> None:
+        """Called by the watcher: tell every open page to reload.
+
+        No lock: the cached results carry the generation they were built at, so bumping it
+        makes them stale without waiting here (on the event loop) for a render to finish.
+        """
+        self.generation += 1
+        event = {"generation": self.generation, "files": sorted(files)}
+        for queue in list(self._listeners):
+            queue.put_nowait(event)
+
+    def close(self) -> None:
+        """End every open event stream (the server is stopping; pages reconnect later)."""
+        for queue in list(self._listeners):
+            queue.put_nowait({})
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._listeners.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._listeners.discard(queue)
+
+
+def _problem_lines(problems: Iterable[Problem]) -> tuple[str, ...]:
+    return tuple(str(p) for p in problems)
+
+
+# ---- the watcher --------------------------------------------------------------------------
+
+
+def watched_dirs(settings: Settings) -> list[Path]:
+    names = ("templates_dir", "issues_dir", "content_dir")
+    return [settings.path(n) for n in names if settings.path(n).is_dir()]
+
+
+def _relevant(_change: object, path: str) -> bool:
+    # Editors write swap and backup files next to the real one; those are not saves.
+    name = Path(path).name
+    return Path(path).suffix in WATCHED_SUFFIXES and not name.startswith((".", "#"))
+
+
+async def watch(desk: Desk, stop: asyncio.Event) -> None:
+    """Bump the desk's generation on every save under the watched folders until `stop`."""
+    from watchfiles import awatch
+
+    dirs = watched_dirs(desk.settings)
+    if not dirs:
+        log.warning("nothing to watch: none of templates/, issues/, content/ exists")
+        return
+    # step: how long a burst of events may stay quiet before it is reported (default 50 ms);
+    # an editor's save is one burst, and 30 ms keeps the reload well under the budget.
+    try:
+        async for changes in awatch(
+            *dirs, watch_filter=_relevant, stop_event=stop, step=30, rust_timeout=1000
+        ):
+            desk.changed(_relative(Path(path), desk.settings.root) for _, path in changes)
+    except Exception:  # e.g. a watched folder removed: pages still render, without reloads
+        log.exception("the file watcher stopped; restart the preview to get live reload back")
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+# ---- the app ------------------------------------------------------------------------------
+
+
+def create_app(
+    settings: Settings,
+    *,
+    lookup: Lookup | None = None,
+    watch_files: bool = True,
+    warm: str | None = None,
+) -> Starlette:
+    """The preview app. `lookup` finds a subscriber by address for "render as"; `warm` is
+    the issue rendered at start (default: the last one), so the first save is quick."""
+    desk = Desk(settings)
+    pages = _Pages(desk, lookup)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[Any]] = []
+        if watch_files:
+            tasks.append(asyncio.create_task(watch(desk, stop)))
+        # The first render imports and compiles everything (~0.4 s): do it before anyone waits.
+        names = desk.issue_names()
+        first = warm or (names[-1] if names else None)
+        if first:
+            tasks.append(asyncio.create_task(run_in_threadpool(desk.result, first)))
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    routes = [
+        Route("/", pages.index),
+        Route("/events", pages.events),
+        Route("/issues/{name}", pages.issue),
+        Route("/issues/{name}/email.html", pages.email_html),
+        Route("/issues/{name}/email.txt", pages.email_text),
+        Route("/issues/{name}/report.json", pages.report),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.desk = desk
+    return app
+
+
+class _Pages:
+    """The endpoints; each builds (or reuses) the issue in a worker thread."""
+
+    def __init__(self, desk: Desk, lookup: Lookup | None) -> None:
+        self.desk = desk
+        self.lookup = lookup
+
+    async def index(self, request: Request) -> Response:
+        rows = await run_in_threadpool(self.desk.index_rows)
+        return _page(
+            "index.html",
+            rows=rows,
+            generation=self.desk.generation,
+            issues_dir=self.desk.settings.issues_dir,
+        )
+
+    async def issue(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        outcome = await run_in_threadpool(self.desk.result, name)
+        if isinstance(outcome, Failure):
+            return _failure(name, outcome, self.desk.generation)
+        recipient, notice = self.recipient(request)
+        options = _options(request)
+        return _page(
+            "issue.html",
+            name=name,
+            email=outcome.email,
+            report=outcome.report,
+            findings=[
+                (p.severity, _where(p, self.desk.settings.root), p.message)
+                for p in outcome.report.problems
+            ],
+            text=placeholders.fill(outcome.email.text, recipient, part="text"),
+            query=_query(options),
+            options=options,
+            notice=notice,
+            generation=self.desk.generation,
+            phone=PHONE_WIDTH,
+            desktop=DESKTOP_WIDTH,
+        )
+
+    async def email_html(self, request: Request) -> Response:
+        outcome = await run_in_threadpool(self.desk.result, request.path_params["name"])
+        if isinstance(outcome, Failure):
+            return _failure(request.path_params["name"], outcome, self.desk.generation)
+        recipient, _ = self.recipient(request)
+        html = placeholders.fill(outcome.email.html, recipient, part="html")
+        if request.query_params.get("dark"):
+            html = force_dark(html)
+        return HTMLResponse(html)
+
+    async def email_text(self, request: Request) -> Response:
+        outcome = await run_in_threadpool(self.desk.result, request.path_params["name"])
+        if isinstance(outcome, Failure):
+            return PlainTextResponse("\n".join(outcome.lines), status_code=outcome.status)
+        recipient, _ = self.recipient(request)
+        return PlainTextResponse(placeholders.fill(outcome.email.text, recipient, part="text"))
+
+    async def report(self, request: Request) -> Response:
+        outcome = await run_in_threadpool(self.desk.result, request.path_params["name"])
+        if isinstance(outcome, Failure):
+            body = {"error": outcome.title, "problems": list(outcome.lines)}
+            return Response(json.dumps(body), outcome.status, media_type="application/json")
+        return Response(json.dumps(outcome.report.as_dict()), media_type="application/json")
+
+    async def events(self, request: Request) -> Response:
+        since = request.query_params.get("since", "")
+        return StreamingResponse(
+            self._stream(int(since) if since.isdigit() else None),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _stream(self, since: int | None) -> AsyncIterator[str]:
+        queue = self.desk.subscribe()
+        try:
+            # A save between the page's render and this connection must not be missed.
+            if since is not None and since != self.desk.generation:
+                yield _sse({"generation": self.desk.generation, "files": []})
+            yield ": connected\n\n"
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if not event:
+                    return
+                yield _sse(event)
+        finally:
+            self.desk.unsubscribe(queue)
+
+    def recipient(self, request: Request) -> tuple[Recipient, str]:
+        """Who the placeholders are filled for, and a notice when the choice was not found."""
+        return resolve_recipient(
+            request.query_params.get("as", ""), self.desk.settings, self.lookup
+        )
+
+
+def _where(problem: Problem, root: Path) -> str:
+    path = problem.file
+    if path is not None and path.is_absolute() and path.is_relative_to(root):
+        path = path.relative_to(root)
+    where = f"{path or ''}" + (f":{problem.line}" if problem.line else "")
+    return f"{where} [{problem.field}]" if problem.field else where
+
+
+def _sse(event: dict[str, Any]) -> str:
+    return f"event: reload\nid: {event['generation']}\ndata: {json.dumps(event)}\n\n"
+
+
+def _options(request: Request) -> dict[str, str]:
+    return {k: request.query_params.get(k, "") for k in ("as", "dark")}
+
+
+def _query(options: dict[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({k: v for k, v in options.items() if v})
+
+
+def sample_recipient(settings: Settings) -> Recipient:
+    return Recipient(
+        email="aida@example.org",
+        first_name="Aida",
+        unsubscribe_url=f"{settings.base_url.rstrip('/')}/u/preview-only-not-a-real-token",
+    )
+
+
+def resolve_recipient(
+    choice: str,
+    settings: Settings,
+    lookup: Lookup | None,
+) -> tuple[Recipient, str]:
+    """'' is the sample reader; 'NAME,EMAIL' a made-up one; 'EMAIL' an existing subscriber."""
+    from newsletter.build import preview_recipient
+
+    choice = choice.strip()
+    if not choice or choice == "sample":
+        return sample_recipient(settings), ""
+    if "," in choice:
+        try:
+            return preview_recipient(choice, settings), ""
+        except NewsletterError as exc:
+            return sample_recipient(settings), str(exc)
+    found = lookup(choice) if lookup else None
+    if found is None:
+        return sample_recipient(settings), (
+            f"no subscriber {choice!r} found; showing the sample reader. "
+            "Write NAME,EMAIL to preview a made-up one."
+        )
+    return found, ""
+
+
+_DARK = re.compile(r"\(\s*prefers-color-scheme\s*:\s*dark\s*\)", re.IGNORECASE)
+_LIGHT = re.compile(r"\(\s*prefers-color-scheme\s*:\s*light\s*\)", re.IGNORECASE)
+
+
+def force_dark(html: str) -> str:
+    """The email as a dark-mode client shows it, whatever the preview browser prefers.
+
+    An iframe cannot be told to prefer dark, so the email's dark media queries are made
+    always-true (and light ones never-true), and the page's color-scheme is dark.
+    """
+    html = _DARK.sub("(min-width: 0px)", html)
+    html = _LIGHT.sub("(max-width: 0px)", html)
+    style = "<style>:root { color-scheme: dark; }</style>"
+    return html.replace("</head>", f"{style}</head>", 1) if "</head>" in html else style + html
+
+
+# ---- pages --------------------------------------------------------------------------------
+
+
+def _failure(name: str, failure: Failure, generation: int) -> Response:
+    return _page(
+        "error.html", status=failure.status, name=name, failure=failure, generation=generation
+    )
+
+
+def _page(template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_TEMPLATES.get_template(template).render(context), status_code=status)
+
+
+_STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 0; background: #f4f5f7; color: #1f2933; }
+header { display: flex; gap: 1.5rem; align-items: center; padding: .6rem 1.2rem;
+         background: #0b2540; color: #fff; flex-wrap: wrap; }
+header a { color: #c7d7e8; } header h1 { font-size: 1.1rem; margin: 0; }
+header form { display: flex; gap: .6rem; align-items: center; margin-left: auto; }
+main { padding: 1rem 1.2rem; }
+.inbox { background: #fff; border: 1px solid #d9dde3; padding: .6rem .9rem; max-width: 1040px;
+         white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.inbox .from { font-weight: 600; margin-right: 1rem; } .inbox .pre { color: #6b7785; }
+.inbox.phone { max-width: 343px; margin-top: .4rem; }  /* a 375 px screen less its margins */
+.inbox.phone div { overflow: hidden; text-overflow: ellipsis; }
+.counts { color: #6b7785; font-size: 13px; margin: .3rem 0 1rem; }
+.frames { display: flex; gap: 1.5rem; align-items: flex-start; flex-wrap: wrap; }
+figure { margin: 0; } figcaption { font-size: 13px; color: #52606d; margin-bottom: .3rem; }
+iframe { border: 1px solid #c5ccd6; background: #fff; height: 1400px; }
+pre { background: #fff; border: 1px solid #d9dde3; padding: .8rem; max-width: 1040px;
+      white-space: pre-wrap; font-size: 13px; }
+table { border-collapse: collapse; background: #fff; max-width: 1040px; }
+td, th { border: 1px solid #d9dde3; padding: .3rem .5rem; text-align: left; vertical-align: top; }
+.error { color: #b42318; font-weight: 600; } .warning { color: #9a6700; font-weight: 600; }
+.ok { color: #1e7b34; font-weight: 600; } .notice { background: #fff4ce; padding: .4rem .8rem; }
+.failure pre { border-color: #b42318; }
+"""
+
+_RELOAD = """
+<script>
+  // Reload when a template, issue, article or rate file is saved (server-sent events).
+  const source = new EventSource("/events?since={{ generation }}");
+  source.addEventListener("reload", () => location.reload());
+</script>
+"""
+
+_TEMPLATES = jinja2.Environment(
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    loader=jinja2.DictLoader(
+        {
+            "base.html": """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>{% block title %}{% endblock %} · newsletter preview</title>
+<style>"""
+            + _STYLE
+            + """</style></head><body>
+<header><a href="/">All issues</a><h1>{{ self.title() }}</h1>
+{% block tools %}{% endblock %}</header>
+<main>{% block main %}{% endblock %}</main>"""
+            + _RELOAD
+            + """</body></html>""",
+            "index.html": """{% extends "base.html" %}{% block title %}Issues{% endblock %}
+{% block main %}<table><tr><th>Issue</th><th>Subject</th></tr>
+{% for name, info, fine in rows %}<tr><td><a href="/issues/{{ name }}">{{ name }}</a></td>
+<td{% if not fine %} class="error"{% endif %}>{{ info }}</td></tr>
+{% else %}<tr><td colspan="2">No issue files in {{ issues_dir }}/ yet.
+</td></tr>{% endfor %}</table>{% endblock %}""",
+            "error.html": """{% extends "base.html" %}{% block title %}{{ name }}{% endblock %}
+{% block main %}<section class="failure"><h2 class="error">{{ failure.title }}</h2>
+<pre>{% for line in failure.lines %}{{ line }}
+{% endfor %}</pre><p>Fix the file and save: this page reloads by itself.</p></section>
+{% endblock %}""",
+            "issue.html": """{% extends "base.html" %}{% block title %}{{ name }}{% endblock %}
+{% block tools %}<form method="get">
+<label>Render as <input name="as" value="{{ options['as'] }}" size="28"
+ placeholder="sample, NAME,EMAIL or a subscriber's EMAIL"></label>
+<label><input type="checkbox" name="dark" value="1" {% if options['dark'] %}checked{% endif %}
+ onchange="this.form.submit()"> Dark mode</label><button>Apply</button></form>{% endblock %}
+{% block main %}{% if notice %}<p class="notice">{{ notice }}</p>{% endif %}
+<div class="inbox" title="Desktop inbox"><span class="from">{{ email.from_name }}</span>
+<span class="subject">{{ email.subject }}</span> <span class="pre">— {{ email.preheader }}</span>
+</div>
+<div class="inbox phone" title="Phone inbox"><div class="from">{{ email.from_name }}</div>
+<div class="subject">{{ email.subject }}</div><div class="pre">{{ email.preheader }}</div></div>
+<p class="counts">From {{ email.from_name }} &lt;{{ email.from_email }}&gt; · subject
+ {{ email.subject|length }} characters · preheader {{ email.preheader|length }} characters ·
+ HTML {{ '%.1f'|format(report.html_bytes / 1024) }} KB</p>
+<section class="preflight"><h2>Preflight
+{% if report.ok %}<span class="ok">no errors</span>{% else %}<span class="error">
+{{ report.errors|length }} error(s)</span>{% endif %}, {{ report.warnings|length }} warning(s)</h2>
+{% if findings %}<table>{% for severity, where, message in findings %}<tr>
+<td class="{{ severity }}">{{ severity }}</td><td>{{ where }}</td><td>{{ message }}</td></tr>
+{% endfor %}</table>{% endif %}
+</section>
+<div class="frames">
+<figure><figcaption>Phone · {{ phone }} px</figcaption><iframe title="Phone preview"
+ width="{{ phone }}" src="/issues/{{ name }}/email.html?{{ query }}"></iframe></figure>
+<figure><figcaption>Desktop · {{ desktop }} px</figcaption><iframe title="Desktop preview"
+ width="{{ desktop }}" src="/issues/{{ name }}/email.html?{{ query }}"></iframe></figure>
+<figure><figcaption>Plain-text part</figcaption><pre class="text">{{ text }}</pre></figure>
+</div>
+<script>
+  // Size each frame to its email so the page, not the frame, scrolls.
+  for (const frame of document.querySelectorAll("iframe")) {
+    frame.addEventListener("load", () => {
+      frame.style.height = frame.contentDocument.documentElement.scrollHeight + "px";
+    });
+  }
+</script>{% endblock %}""",
+        }
+    ),
+)
+
+
+# ---- serving ------------------------------------------------------------------------------
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Listen on host:port now, so a taken port is a clear error before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PreviewError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}. Another program (another "
+            f"preview?) may be using it; pass --port {port + 1} or stop that program."
+        ) from exc
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _PreviewServer(uvicorn.Server):
+    """Ends the never-ending event streams first, so Ctrl-C stops the preview at once."""
+
+    def __init__(self, config: uvicorn.Config, desk: Desk) -> None:
+        super().__init__(config)
+        self.desk = desk
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.desk.close()
+        await super().shutdown(sockets)
+
+
+def server(app: Starlette, *, log_level: str = "warning") -> uvicorn.Server:
+    """A uvicorn server for `app`; run it with `.run(sockets=[bind(...)])`."""
+    # An event stream that outlives Desk.close() (a stuck client) gets a second at shutdown.
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=1, lifespan="on")
+    return _PreviewServer(config, app.state.desk)

@@ -1,0 +1,221 @@
+"""The built sample issue in a real headless Chromium at phone and desktop widths."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from newsletter.config import Settings, load_settings
+from newsletter.issues import load_issue
+from newsletter.render import render
+from newsletter.snapshot import browser, image_sizes, open_email, preview_html, take
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+REPO = Path(__file__).resolve().parent.parent
+PHONE, DESKTOP, WIDE = 375, 640, 1024
+
+
+@dataclass(frozen=True)
+class Sample:
+    html: str
+    images: dict[str, tuple[int, int]]
+    intro: str
+    summaries: tuple[str, ...]
+
+
+@pytest.fixture(scope="session")
+def desk_settings() -> Settings:
+    return load_settings(REPO, env={})
+
+
+@pytest.fixture(scope="session")
+def chromium(desk_settings: Settings) -> Iterator[Browser]:
+    if not (desk_settings.chromium_path or shutil.which("chromium")):
+        pytest.fail("Chromium is missing: apt-get install chromium (.ci/run installs it).")
+    with browser(desk_settings) as launched:
+        yield launched
+
+
+@pytest.fixture(scope="session")
+def sample(desk_settings: Settings) -> Sample:
+    issue = load_issue(REPO / "issues" / "2025-12-10.yaml", desk_settings)
+    email = render(issue, desk_settings)
+    cards = [a.summary for s in issue.sections if s.style == "cards" for a in s.articles]
+    return Sample(
+        preview_html(email, desk_settings), image_sizes(issue), issue.spec.intro, tuple(cards)
+    )
+
+
+@pytest.fixture(scope="session")
+def page_at(chromium: Browser, sample: Sample) -> Iterator[Any]:
+    """The sample email opened once per width, shared by the tests that only read it."""
+    pages: dict[int, Page] = {}
+
+    def open_at(width: int) -> Page:
+        if width not in pages:
+            pages[width] = open_email(chromium, sample.html, width=width, images=sample.images)
+        return pages[width]
+
+    yield open_at
+    for page in pages.values():
+        page.context.close()
+
+
+def test_phone_width_has_no_horizontal_scroll(page_at: Any) -> None:
+    page = page_at(PHONE)
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.body.scrollWidth]")
+    assert max(widths) <= PHONE
+
+
+# Each multi-column row: the left, top and width of its columns, and the row's own width.
+_ROWS = """() => {
+  const rows = new Map();
+  for (const col of document.querySelectorAll('[class*="mj-column-per-"]')) {
+    const row = col.parentElement;
+    if (!rows.has(row)) rows.set(row, []);
+    const r = col.getBoundingClientRect();
+    rows.get(row).push({left: r.left, top: r.top, width: r.width});
+  }
+  return [...rows].filter(([, cols]) => cols.length > 1)
+    .map(([row, cols]) => ({width: row.getBoundingClientRect().width, cols}));
+}"""
+
+
+def test_multi_column_rows_stack_on_a_phone_and_sit_side_by_side_on_desktop(
+    page_at: Any,
+) -> None:
+    phone_rows = page_at(PHONE).evaluate(_ROWS)
+    assert phone_rows, "the sample issue should have a multi-column row (image beside text)"
+    for row in phone_rows:
+        tops = [c["top"] for c in row["cols"]]
+        assert tops == sorted(tops)
+        assert len(set(tops)) == len(tops)  # one above the other
+        assert all(c["width"] >= row["width"] - 1 for c in row["cols"])
+    for row in page_at(DESKTOP).evaluate(_ROWS):
+        assert len({round(c["top"]) for c in row["cols"]}) == 1  # side by side
+
+
+_IMAGES = """() => [...document.images].map(img => {
+  const r = img.getBoundingClientRect(), p = img.parentElement.getBoundingClientRect();
+  return {src: img.src, loaded: img.complete && img.naturalWidth > 0, left: r.left,
+          right: r.right, width: r.width, parentLeft: p.left, parentRight: p.right};
+})"""
+
+
+@pytest.mark.parametrize("width", [PHONE, DESKTOP])
+def test_images_load_and_fit_their_container(page_at: Any, width: int) -> None:
+    images = page_at(width).evaluate(_IMAGES)
+    assert len(images) == 6
+    for image in images:
+        assert image["loaded"], image["src"]
+        assert image["left"] >= image["parentLeft"] - 0.5, image["src"]
+        assert image["right"] <= image["parentRight"] + 0.5, image["src"]
+        assert image["right"] <= width
+
+
+_FONT_SIZE_OF = """(snippets) => snippets.map(snippet => {
+  const candidates = [...document.querySelectorAll('body *')]
+    .filter(el => el.textContent.includes(snippet));
+  const innermost = candidates[candidates.length - 1];
+  return innermost ? parseFloat(getComputedStyle(innermost).fontSize) : null;
+})"""
+_ARTICLE_BODY = """() => [...document.querySelectorAll('.article-body p, .article-body li')]
+  .map(el => parseFloat(getComputedStyle(el).fontSize))"""
+
+
+def test_body_text_is_at_least_14px_on_a_phone(page_at: Any, sample: Sample) -> None:
+    page = page_at(PHONE)
+    snippets = [" ".join(t.split())[:40] for t in (sample.intro, *sample.summaries)]
+    sizes = page.evaluate(_FONT_SIZE_OF, snippets)
+    assert None not in sizes, "every intro and summary is on the page"
+    body = page.evaluate(_ARTICLE_BODY)
+    assert body, "the lead story is shown in full"
+    assert min(sizes + body) >= 14
+
+
+_CONTAINER = """() => {
+  const box = [...document.querySelectorAll('body div')]
+    .find(el => el.style.maxWidth === '600px').getBoundingClientRect();
+  return {left: box.left, right: innerWidth - box.right, width: box.width};
+}"""
+
+
+@pytest.mark.parametrize("width", [DESKTOP, WIDE])
+def test_desktop_content_is_centered_at_its_maximum_width(page_at: Any, width: int) -> None:
+    box = page_at(width).evaluate(_CONTAINER)
+    assert box["width"] == 600
+    assert abs(box["left"] - box["right"]) <= 1
+    assert box["left"] > 0
+
+
+def test_snapshots_are_four_pngs_at_phone_and_desktop_widths(
+    chromium: Browser, sample: Sample, tmp_path: Path
+) -> None:
+    paths = take(chromium, sample.html, tmp_path, sample.images)
+    assert [p.name for p in paths] == [
+        "phone-light.png",
+        "phone-dark.png",
+        "desktop-light.png",
+        "desktop-dark.png",
+    ]
+    widths = [struct.unpack(">I", p.read_bytes()[16:20])[0] for p in paths]
+    assert widths == [PHONE, PHONE, DESKTOP, DESKTOP]
+    assert paths[0].read_bytes() != paths[1].read_bytes()  # dark mode changes the picture
+
+
+# ---- the preview page itself ---------------------------------------------------------------
+
+
+def test_preview_page_shows_both_widths_and_reloads_itself_on_save(
+    chromium: Browser, preview_url: str, project: Path
+) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{preview_url}/issues/2025-12-10")
+        widths = page.evaluate("[...document.querySelectorAll('iframe')].map(f => f.clientWidth)")
+        assert widths == [PHONE, DESKTOP]
+        page.evaluate("window.notReloaded = true")
+        article = project / "content/articles/kyrgyzstan-dried-apricot-exports-china.md"
+        edited = article.read_text().replace(
+            "title: Kyrgyzstan Begins Dried Apricot Exports to China", "title: Apricots Go East"
+        )
+        for _ in range(20):  # the watcher starts with the server: save until it sees a save
+            article.write_text(edited)
+            try:
+                page.wait_for_function("() => !window.notReloaded", timeout=500)
+                break
+            except PlaywrightTimeout:
+                continue
+        else:
+            raise AssertionError("the preview page did not reload after the article was saved")
+        title = page.frame_locator("iframe").first.get_by_text("Apricots Go East").first
+        title.wait_for(state="visible", timeout=5000)
+    finally:
+        context.close()
+
+
+def test_preview_dark_mode_toggle_darkens_the_email(chromium: Browser, preview_url: str) -> None:
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    background = "getComputedStyle(document.querySelector('.bg-page')).backgroundColor"
+    try:
+        page = context.new_page()
+        page.goto(f"{preview_url}/issues/2025-12-10")
+        assert page.frames[1].evaluate(background) == "rgb(238, 241, 244)"
+        with page.expect_navigation():
+            page.get_by_label("Dark mode").check()
+        page.wait_for_load_state("load")
+        assert "dark=1" in page.url
+        assert page.frames[1].evaluate(background) == "rgb(17, 20, 24)"
+    finally:
+        context.close()
