@@ -13,6 +13,7 @@ import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.utils import getaddresses, parseaddr
 from typing import Any
 
 # Absolute import: this module is `newsletter.sendgrid`, the package below is the real one.
@@ -91,6 +92,48 @@ def build_payload(
     return payload
 
 
+# Headers SendGrid sets itself, or takes from their own fields of the payload.
+_OWN_FIELDS = {
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "content-type",
+    "content-transfer-encoding",
+    "mime-version",
+}
+
+
+def message_payload(message: EmailMessage) -> dict[str, Any]:
+    """A complete RFC 5322 message as a Mail Send body (for transactional mail)."""
+    sender = parseaddr(str(message["From"]))
+    payload: dict[str, Any] = {
+        "personalizations": [
+            {"to": [_address(a) for a in getaddresses(message.get_all("To", []))]}
+        ],
+        "from": _address(sender),
+        "subject": str(message["Subject"]),
+        "content": [
+            {"type": f"text/{kind}", "value": part.get_content()}
+            for kind in ("plain", "html")
+            if (part := message.get_body((kind,))) is not None
+        ],
+    }
+    headers = {k: str(v) for k, v in message.items() if k.lower() not in _OWN_FIELDS}
+    if headers:
+        payload["headers"] = headers
+    return payload
+
+
+def _address(pair: tuple[str, str]) -> dict[str, str]:
+    name, address = pair
+    return {"email": address, "name": name} if name else {"email": address}
+
+
 def check_batch(batch: SendBatch) -> None:
     """SendGrid rejects the whole request over 1000 personalizations or on a repeated address."""
     if len(batch.recipients) > MAX_PERSONALIZATIONS:
@@ -159,9 +202,13 @@ class SendGridMailer:
         return self.post_payload(payload, batch.keys)
 
     def send_message(self, message: EmailMessage) -> str:
-        raise MailerError(
-            "The sendgrid mailer sends rendered issues only; use `newsletter send --test`."
-        )
+        """One transactional message (a confirmation, say); returns SendGrid's message id."""
+        outcome = self.post_payload(message_payload(message), ("message",))
+        result = outcome.results[0] if outcome.results else None
+        if result is None or result.state not in ("sent", "validated"):
+            why = result.error if result else "too large (HTTP 413)"
+            raise MailerError(f"SendGrid did not take the message to {message['To']}: {why}.")
+        return result.message_id
 
     def post_payload(self, payload: dict[str, Any], keys: tuple[str, ...]) -> BatchOutcome:
         """Post one body; retry only what SendGrid certainly did not accept."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import socket
 import time
+from email.headerregistry import Address
+from email.message import EmailMessage
 
 import pytest
 
 from newsletter.config import Settings
-from newsletter.errors import AuthError, UnreachableError
+from newsletter.errors import AuthError, MailerError, UnreachableError
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
 from newsletter.sendgrid import RetryPolicy, SendGridMailer
 from tests.conftest import CANARY_KEY
@@ -181,3 +183,36 @@ def test_a_scheduled_send_gets_a_batch_id_that_cancels_it(
     batch_id = client.create_batch_id()
     client.cancel_scheduled(batch_id)
     assert fake_sendgrid.cancelled == [batch_id]
+
+
+def confirmation() -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = Address("Central Asia Weekly", addr_spec="digest@news.example.org")
+    message["To"] = Address("Aida", addr_spec="aida@example.org")
+    message["Subject"] = "Confirm your subscription to weekly"
+    message["Message-ID"] = "<c1@news.example.org>"
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content("Confirm here:\nhttps://news.example.org/confirm/abc\n")
+    return message
+
+
+def test_a_transactional_message_goes_out_as_one_mail_send(
+    sendgrid_settings: Settings, fake_sendgrid: FakeSendGrid
+) -> None:
+    fake_sendgrid.push(Reply(headers=(("X-Message-Id", "m-9"),)))
+    assert mailer(sendgrid_settings).send_message(confirmation()) == "m-9"
+    body = fake_sendgrid.mail_sends()[0].body
+    assert body["personalizations"] == [{"to": [{"email": "aida@example.org", "name": "Aida"}]}]
+    assert body["from"] == {"email": "digest@news.example.org", "name": "Central Asia Weekly"}
+    assert body["content"] == [
+        {"type": "text/plain", "value": "Confirm here:\nhttps://news.example.org/confirm/abc\n"}
+    ]
+    assert body["headers"] == {"Auto-Submitted": "auto-generated"}
+
+
+def test_a_transactional_message_sendgrid_refuses_is_an_error(
+    sendgrid_settings: Settings, fake_sendgrid: FakeSendGrid
+) -> None:
+    fake_sendgrid.push(Reply(400, body=errors_body("Invalid to.", "personalizations.0.to")))
+    with pytest.raises(MailerError, match="Invalid to"):
+        mailer(sendgrid_settings).send_message(confirmation())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from email.headerregistry import Address
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError
 from newsletter.models import Recipient, RenderedEmail, SendBatch
-from newsletter.sendgrid import build_payload, check_send_at
+from newsletter.sendgrid import build_payload, check_send_at, message_payload
 
 SCHEMA = (
     Path(__file__).resolve().parents[2] / "shared/sendgrid-oai/twilio-sendgrid-oai/tsg_mail_v3.json"
@@ -129,7 +131,17 @@ def shapes(rendered: RenderedEmail, settings: Settings) -> dict[str, dict[str, A
             rendered, batch(people(1, url=False), subject_prefix="[TEST] "), settings
         ),
         "nameless": build_payload(rendered, batch((Recipient("x@example.org"),)), settings),
+        "transactional": message_payload(transactional()),
     }
+
+
+def transactional() -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = Address("Central Asia Weekly", addr_spec="digest@news.example.org")
+    message["To"] = Address("Aida", addr_spec="aida@example.org")
+    message["Subject"] = "Confirm your subscription to weekly"
+    message.set_content("Confirm here: https://news.example.org/confirm/abc\n")
+    return message
 
 
 def test_every_payload_shape_validates_against_sendgrids_official_schema(

@@ -92,7 +92,7 @@ class FakeSendGrid:
 def deliveries(body: Any) -> list[tuple[str, str]]:
     """(issue, address) for every personalization of an accepted body."""
     return [
-        (p["custom_args"]["newsletter_issue"], p["to"][0]["email"])
+        (p.get("custom_args", {}).get("newsletter_issue", ""), p["to"][0]["email"])
         for p in body.get("personalizations", [])
     ]
 
