@@ -23,7 +23,7 @@ from newsletter.models import (
     SendBatch,
     SendResult,
 )
-from newsletter.schema import suppressions
+from newsletter.schema import ALL_LISTS, suppressions
 from newsletter.sendgrid import check_send_at
 
 TEST_PREFIX = "[TEST] "
@@ -307,7 +307,7 @@ def _suppressed_pending(conn: Connection, issue: str, list_name: str) -> int:
             rows.c.issue == issue,
             rows.c.state.in_(("pending", "validated")),
             rows.c.email.in_(
-                select(suppressions.c.email).where(suppressions.c.scope.in_(["", list_name]))
+                select(suppressions.c.email).where(suppressions.c.scope.in_([ALL_LISTS, list_name]))
             ),
         )
     )

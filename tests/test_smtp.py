@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import email
 import email.policy
@@ -12,13 +13,17 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from sqlalchemy.engine import Engine
 
+from newsletter import audience, db, dispatch
 from newsletter.config import Secret, Settings, load_settings
 from newsletter.errors import AuthError, UnreachableError
-from newsletter.models import Recipient, RenderedEmail, SendBatch
+from newsletter.models import AudienceSpec, Recipient, RenderedEmail, SendBatch
 from newsletter.smtp import SmtpMailer
+from tests.conftest import populate
 
 REFUSED = "refused@example.org"
+DROPPED = "dropped@example.org"  # the server takes this message, then the connection dies
 
 
 class Inbox:
@@ -37,6 +42,8 @@ class Inbox:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((list(envelope.rcpt_tos), bytes(envelope.content)))
+        if envelope.rcpt_tos == [DROPPED]:
+            server.transport.close()
         return "250 Message accepted"
 
 
@@ -134,3 +141,37 @@ def test_no_server_is_unreachable_and_nothing_was_sent(
     settings = load_settings(tmp_path, env={"NEWSLETTER_SMTP_PORT": str(free_port())})
     with pytest.raises(UnreachableError, match="nothing was sent"):
         SmtpMailer(settings).send_batch(rendered, batch(Recipient("a@example.org")))
+
+
+def test_a_connection_lost_mid_batch_is_unknown_and_the_rest_go_back(
+    smtp_settings: Settings, inbox: tuple[Inbox, int], rendered: RenderedEmail
+) -> None:
+    people = (Recipient("first@example.org"), Recipient(DROPPED), Recipient("third@example.org"))
+    outcome = SmtpMailer(smtp_settings).send_batch(rendered, batch(*people))
+    assert [(r.keys, r.state) for r in outcome.results] == [
+        (("0",), "sent"),
+        (("1",), "unknown"),
+        (("2",), "released"),
+    ]
+    assert [to for to, _ in inbox[0].messages] == [["first@example.org"], [DROPPED]]
+
+
+def test_through_the_ledger_the_rest_of_a_broken_batch_is_sent_on_a_new_connection(
+    engine: Engine, smtp_settings: Settings, inbox: tuple[Inbox, int], rendered: RenderedEmail
+) -> None:
+    first = populate(engine, 3)
+    later = ["later1@example.org", "later2@example.org"]
+    with db.writing(engine) as conn:  # ids in order: the three, the dropped one, the later two
+        for address in [DROPPED, *later]:
+            audience.add_subscriber(conn, address, "weekly", confirmed=True)
+    report = dispatch.send_issue(
+        engine,
+        rendered,
+        AudienceSpec("weekly"),
+        SmtpMailer(smtp_settings),
+        lambda public_id: f"https://news.test/u/{public_id}",
+        dispatch.SendOptions(),
+    )
+    assert (report.sent, report.unknown) == (5, 1)
+    delivered = collections.Counter(to[0] for to, _ in inbox[0].messages)
+    assert delivered == collections.Counter([*first, DROPPED, *later])
