@@ -141,7 +141,7 @@ def open_send(
     )
     record = send_record(conn, issue)
     assert record is not None
-    if record.content_hash != content_hash and not allow_changed:
+    if record.content_hash != content_hash and not allow_changed and _reached_anyone(conn, issue):
         raise DispatchError(
             f"Issue {issue} was already sent (in part) with different content "
             f"({record.content_hash[:12]}, now {content_hash[:12]}). Recipients of the earlier "
@@ -151,6 +151,14 @@ def open_send(
     if record.content_hash != content_hash:
         _update_record(conn, issue, content_hash=content_hash)
     return SendRecord(issue, record.list_name, content_hash, record.batch_id, record.send_at)
+
+
+def _reached_anyone(conn: Connection, issue: str) -> bool:
+    """Whether some recipient may have the earlier version (sent, or possibly sent)."""
+    query = select(send_ledger.c.id).where(
+        send_ledger.c.issue == issue, send_ledger.c.state.in_(("sent", "unknown", "claimed"))
+    )
+    return conn.execute(query.limit(1)).first() is not None
 
 
 def send_record(conn: Connection, issue: str) -> SendRecord | None:

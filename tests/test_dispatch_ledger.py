@@ -189,6 +189,20 @@ def test_changed_content_is_refused_unless_allowed(
     assert received(fake_sendgrid) == collections.Counter(weekly_readers)
 
 
+def test_changed_content_before_anyone_got_it_needs_no_flag(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    fake_sendgrid.push(Reply(401, accept=False))
+    with pytest.raises(AuthError):
+        send(engine, rendered, mailer)
+    fixed = dataclasses.replace(rendered, content_hash="f1xed")
+    assert send(engine, fixed, mailer).sent == AUDIENCE_SIZE
+
+
 def test_two_senders_at_once_never_both_claim_a_recipient(
     engine: Engine,
     db_settings: Settings,
