@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from newsletter import audience, db, ledger
-from newsletter.errors import DispatchError, MailerError
+from newsletter.errors import DispatchError, MailerError, StorageError
 from newsletter.mailer import Mailer, Scheduler
 from newsletter.models import (
     AudienceSpec,
@@ -92,10 +93,15 @@ def send_issue(
     run = _Run(engine, _start_run(engine, email.issue_name), email, spec.list, mailer, links)
     try:
         _enqueue(engine, email.issue_name, spec)
-        return _deliver(run, schedule, _batch_size(mailer, options), progress)
-    finally:
-        with db.writing(engine) as conn:
-            ledger.finish_run(conn, run.run_id)
+        report = _deliver(run, schedule, _batch_size(mailer, options), progress)
+    except BaseException:
+        # Not masking what stopped the run: if the database is what failed, the next run
+        # finds this process gone and settles its claims then.
+        with contextlib.suppress(StorageError):
+            _finish_run(engine, run.run_id)
+        raise
+    _finish_run(engine, run.run_id)
+    return report
 
 
 def send_tests(
@@ -193,6 +199,11 @@ def _prepare(
 def _start_run(engine: Engine, issue: str) -> int:
     with db.writing(engine) as conn:
         return ledger.start_run(conn, issue)
+
+
+def _finish_run(engine: Engine, run_id: int) -> None:
+    with db.writing(engine) as conn:
+        ledger.finish_run(conn, run_id)
 
 
 def _enqueue(engine: Engine, issue: str, spec: AudienceSpec) -> None:

@@ -202,8 +202,19 @@ def start_run(conn: Connection, issue: str) -> int:
     return int(key[0])
 
 
-def finish_run(conn: Connection, run_id: int) -> None:
+def finish_run(conn: Connection, run_id: int) -> int:
+    """End a run; claims it still holds (it was interrupted) become `unknown`."""
+    left = conn.execute(
+        update(send_ledger)
+        .where(send_ledger.c.run_id == run_id, send_ledger.c.state == "claimed")
+        .values(
+            state="unknown",
+            error="the send was interrupted while this request may have been in flight",
+            updated_at=now(),
+        )
+    ).rowcount
     conn.execute(update(send_runs).where(send_runs.c.id == run_id).values(finished_at=now()))
+    return int(left)
 
 
 def recover(conn: Connection, issue: str, lease: dt.timedelta) -> int:

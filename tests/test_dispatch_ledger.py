@@ -171,6 +171,27 @@ def test_an_unsubscribe_that_lands_mid_send_is_honoured_by_later_batches(
     assert states(engine)[leaving] == "skipped"
 
 
+def test_an_interrupted_send_leaves_its_claims_unknown_not_stuck(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    calls = 0
+
+    def interrupted_in_batch_two(public_id: str) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 11:  # the first recipient of the second batch, claimed already
+            raise KeyboardInterrupt
+        return link(public_id)
+
+    with pytest.raises(KeyboardInterrupt):
+        dispatch.send_issue(engine, rendered, WEEKLY, mailer, interrupted_in_batch_two, SMALL)
+    assert collections.Counter(states(engine).values()) == {"sent": 10, "unknown": 10, "pending": 5}
+
+
 def test_changed_content_is_refused_unless_allowed(
     engine: Engine,
     weekly_readers: list[str],
