@@ -216,3 +216,26 @@ def test_a_transactional_message_sendgrid_refuses_is_an_error(
     fake_sendgrid.push(Reply(400, body=errors_body("Invalid to.", "personalizations.0.to")))
     with pytest.raises(MailerError, match="Invalid to"):
         mailer(sendgrid_settings).send_message(confirmation())
+
+
+@pytest.mark.parametrize(
+    ("addresses", "message"),
+    [
+        ([f"r{i}@example.org" for i in range(1001)], "1000 or fewer"),
+        (["same@example.org", "Same@example.org"], "should be unique"),
+    ],
+)
+def test_the_fake_refuses_what_sendgrid_refuses(
+    addresses: list[str], message: str, sendgrid_settings: Settings, fake_sendgrid: FakeSendGrid
+) -> None:
+    """The fake's own limits, so a batching bug in send_issue would fail loudly."""
+    body = {
+        "personalizations": [{"to": [{"email": a}]} for a in addresses],
+        "from": {"email": "digest@news.example.org"},
+        "subject": "s",
+        "content": [{"type": "text/plain", "value": "t"}],
+    }
+    result = only(mailer(sendgrid_settings).post_payload(body, ("1",)))
+    assert result.state == "failed"
+    assert message in result.error
+    assert fake_sendgrid.delivered == []
