@@ -51,6 +51,7 @@ class Settings:
     build_dir: Path = Path("build")
     outbox_dir: Path = Path("outbox")
     database_url: str = ""  # empty: sqlite file `newsletter.db` under root
+    database_busy_timeout: float = 30.0  # seconds a SQLite writer waits for another writer
     base_url: str = "https://news.example.org"
     from_name: str = "Central Asia Weekly"
     from_email: str = "digest@news.example.org"

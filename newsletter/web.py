@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from newsletter import audience, db, tokens
 from newsletter.config import Settings
-from newsletter.errors import AudienceError, MailerError, TokenError
+from newsletter.errors import AudienceError, MailerError, StorageError, TokenError
 from newsletter.mailer import get_mailer
 from newsletter.schema import ALL_LISTS, lists, subscribers
 
@@ -278,6 +278,11 @@ def create_app(settings: Settings) -> Starlette:
     async def missing(_request: Request, _exc: Exception) -> Response:
         return not_found()
 
+    async def unavailable(_request: Request, exc: Exception) -> Response:
+        log.warning("Storage error while serving a request: %s", exc)
+        body = "<p>Please try again in a minute; nothing was changed.</p>"
+        return page("Temporarily unavailable", body, status=503)
+
     routes = [
         Route("/u/{token}", handlers.unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", handlers.unsubscribe, methods=["POST"]),
@@ -290,5 +295,6 @@ def create_app(settings: Settings) -> Starlette:
         Route("/confirm/{token}", handlers.confirm_page, methods=["GET"]),
         Route("/confirm/{token}", handlers.confirm, methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: missing})
+    handlers_for: dict[Any, Any] = {404: missing, StorageError: unavailable}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers_for)
 

@@ -7,6 +7,7 @@ import email.policy
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
 from newsletter import audience, db, tokens
-from newsletter.config import Secret, Settings
+from newsletter.config import Secret, Settings, load_settings
 from newsletter.errors import ConfigError
 from newsletter.models import AudienceSpec
 from newsletter.schema import memberships, subscribers, suppressions
@@ -202,6 +203,22 @@ def test_subscribe_refuses_header_injection(client: TestClient, engine: Engine) 
     )
     assert response.status_code == 400
     assert state(engine) == before
+
+
+def test_a_locked_sqlite_database_is_a_503_and_changes_nothing(tmp_path: Path) -> None:
+    """SQLite only: its whole-database write lock is what a long import holds."""
+    env = {"NEWSLETTER_SECRET_KEY": "k", "NEWSLETTER_DATABASE_BUSY_TIMEOUT": "0.05"}
+    impatient = load_settings(root=tmp_path, env=env)
+    engine = db.connect(impatient)
+    with db.writing(engine) as conn:
+        audience.create_list(conn, "weekly")
+        reader = audience.add_subscriber(conn, "reader@example.org", "weekly", confirmed=True)
+    url = path_of(tokens.unsubscribe_url(impatient, reader, "weekly"))
+    with TestClient(create_app(impatient)) as client, db.writing(engine):
+        response = client.post(url, data=ONE_CLICK)
+    assert response.status_code == 503
+    assert recipients(engine) == ["reader@example.org"]
+    engine.dispose()
 
 
 def test_missing_secret_key_stops_the_app(settings: Settings) -> None:
