@@ -181,3 +181,33 @@ def run_status(sender: Sender) -> tuple[int, str]:
         check=False,
     )
     return done.returncode, (done.stdout + done.stderr).decode()
+
+
+def test_two_send_processes_on_one_issue_share_it_without_overlap(
+    project: Path, database_url: str, fake_sendgrid: FakeSendGrid
+) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "NEWSLETTER_DATABASE_URL": database_url,
+        "NEWSLETTER_SECRET_KEY": "crash-test-signing-key-0123456789",
+        "NEWSLETTER_SEND_BATCH_SIZE": "5",
+        "NEWSLETTER_SENDGRID_API_URL": fake_sendgrid.url,
+        "SENDGRID_API_KEY": CANARY_KEY,
+    }
+    engine = db.connect(load_settings(project, env=env))
+    readers = populate(engine, READERS)
+    engine.dispose()
+    fake_sendgrid.push(*[Reply(delay=0.3)] * (READERS // 5))  # slow enough to overlap
+    command = [sys.executable, "-m", "newsletter", "send", f"issues/{ISSUE}.yaml", "--yes"]
+    both = [
+        subprocess.Popen(
+            command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=90)[0].decode() for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    assert received(fake_sendgrid) == collections.Counter(readers)
+    runs = [int(out.split("sent ")[-1].split(" ")[0]) for out in outputs]
+    assert sum(runs) == READERS, runs
+    assert min(runs) > 0, runs  # they really ran side by side
