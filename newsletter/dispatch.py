@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from itertools import islice
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
@@ -91,9 +92,10 @@ def send_issue(
     """Send the issue to every recipient the ledger has not yet claimed."""
     schedule = _prepare(engine, email, spec, mailer, options)
     run = _Run(engine, _start_run(engine, email.issue_name), email, spec.list, mailer, links)
+    size = _batch_size(mailer, options)
     try:
-        _enqueue(engine, email.issue_name, spec)
-        report = _deliver(run, schedule, _batch_size(mailer, options), progress)
+        report = _deliver_new(run, spec, schedule, size, DispatchReport(email.issue_name), progress)
+        report = _deliver_left(run, schedule, size, report, progress)
     except BaseException:
         # Not masking what stopped the run: if the database is what failed, the next run
         # finds this process gone and settles its claims then.
@@ -206,16 +208,33 @@ def _finish_run(engine: Engine, run_id: int) -> None:
         ledger.finish_run(conn, run_id)
 
 
-def _enqueue(engine: Engine, issue: str, spec: AudienceSpec) -> None:
-    with db.writing(engine) as conn:
-        ledger.enqueue(conn, issue, audience.select_recipients(conn, spec))
-
-
-def _deliver(
-    run: _Run, schedule: _Schedule, size: int, progress: Progress | None
+def _deliver_new(
+    run: _Run,
+    spec: AudienceSpec,
+    schedule: _Schedule,
+    size: int,
+    report: DispatchReport,
+    progress: Progress | None,
 ) -> DispatchReport:
-    """Claim (committed), send, record; until nothing claimable is left."""
-    report = DispatchReport(run.email.issue_name)
+    """The audience page by page: recipients new to the ledger are inserted as claimed
+    (committed) and sent; those it already has are left to `_deliver_left` or are done."""
+    with db.errors(run.engine), run.engine.connect() as source:
+        members = audience.select_recipients(source, spec)
+        while page := list(islice(members, size)):
+            # No snapshot held while sending: SQLite's WAL can checkpoint meanwhile.
+            source.commit()
+            with db.writing(run.engine) as conn:
+                claimed, skipped = ledger.claim_new(
+                    conn, run.email.issue_name, run.run_id, page, run.list_name
+                )
+            report = _send_claimed(run, claimed, skipped, schedule, report, progress)
+    return report
+
+
+def _deliver_left(
+    run: _Run, schedule: _Schedule, size: int, report: DispatchReport, progress: Progress | None
+) -> DispatchReport:
+    """Rows earlier runs left pending (given back, resent on purpose, only validated)."""
     while True:
         with db.writing(run.engine) as conn:
             claimed, skipped = ledger.claim(
@@ -223,10 +242,24 @@ def _deliver(
             )
         if not claimed and not skipped:
             return report
-        results = _send(run, _batch(run, claimed, schedule)) if claimed else []
-        report = _tally(report, results, skipped)
-        if progress is not None:
-            progress(report)
+        report = _send_claimed(run, claimed, skipped, schedule, report, progress)
+
+
+def _send_claimed(
+    run: _Run,
+    claimed: list[ledger.Claimed],
+    skipped: int,
+    schedule: _Schedule,
+    report: DispatchReport,
+    progress: Progress | None,
+) -> DispatchReport:
+    if not claimed and not skipped:
+        return report
+    results = _send(run, _batch(run, claimed, schedule)) if claimed else []
+    report = _tally(report, results, skipped)
+    if progress is not None:
+        progress(report)
+    return report
 
 
 def _batch(run: _Run, claimed: Sequence[ledger.Claimed], schedule: _Schedule) -> SendBatch:

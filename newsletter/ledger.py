@@ -14,7 +14,7 @@ import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import (
     CheckConstraint,
@@ -32,7 +32,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from newsletter.audience import insert_ignoring_duplicates
 from newsletter.errors import DispatchError
@@ -311,13 +311,53 @@ def claim(
         update(send_ledger)
         .where(send_ledger.c.id.in_(candidates))
         .values(state="claimed", run_id=run_id, updated_at=now())
-        .returning(
-            send_ledger.c.id,
-            send_ledger.c.email,
-            send_ledger.c.first_name,
-            send_ledger.c.subscriber_public_id,
-        )
+        .returning(*_ADDRESSING)
     ).all()
+    return _screen(conn, run_id, taken, list_name)
+
+
+def claim_new(
+    conn: Connection, issue: str, run_id: int, people: Sequence[Addressee], list_name: str
+) -> tuple[list[Claimed], int]:
+    """Insert recipients the ledger does not have yet straight as `claimed` by this run.
+
+    One statement, one row per recipient: those already in the ledger (sent, or held by
+    another sender) are left alone and not returned. Same contract as `claim`.
+    """
+    if not people:
+        return [], 0
+    moment = now()
+    taken = conn.execute(
+        insert_ignoring_duplicates(conn, send_ledger).returning(*_ADDRESSING),
+        [
+            {
+                "issue": issue,
+                "email": p.email,
+                "subscriber_public_id": p.subscriber_id,
+                "first_name": p.first_name,
+                "state": "claimed",
+                "run_id": run_id,
+                "updated_at": moment,
+            }
+            for p in people
+        ],
+    ).all()
+    return _screen(conn, run_id, taken, list_name)
+
+
+_ADDRESSING = (
+    send_ledger.c.id,
+    send_ledger.c.email,
+    send_ledger.c.first_name,
+    send_ledger.c.subscriber_public_id,
+)
+
+
+def _screen(
+    conn: Connection, run_id: int, taken: Sequence[Row[Any]], list_name: str
+) -> tuple[list[Claimed], int]:
+    """Suppressed addresses among freshly claimed rows become `skipped` (checked now, so an
+    unsubscribe that landed mid-send counts); the rest are returned in ledger order."""
     if not taken:
         return [], 0
     blocked = suppressed(conn, [r.email for r in taken], list_name)
@@ -326,9 +366,8 @@ def claim(
         _set(conn, skipped, state="skipped", error="suppressed when claimed")
     conn.execute(update(send_runs).where(send_runs.c.id == run_id).values(heartbeat_at=now()))
     claimed = sorted((r for r in taken if r.email not in blocked), key=lambda r: int(r.id))
-    return [Claimed(str(r.id), r.email, r.first_name, r.subscriber_public_id) for r in claimed], (
-        len(taken) - len(claimed)
-    )
+    rows = [Claimed(str(r.id), r.email, r.first_name, r.subscriber_public_id) for r in claimed]
+    return rows, len(taken) - len(claimed)
 
 
 def suppressed(conn: Connection, emails: Sequence[str], list_name: str) -> set[str]:
