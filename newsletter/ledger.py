@@ -2,8 +2,10 @@
 
 States: ``pending -> claimed -> sent | failed | unknown`` (plus ``skipped`` for a recipient
 suppressed at claim time, and ``validated`` for a sandbox run, which a real run sends again).
-A claim is committed before the request goes out, so after a crash a row is never
-``pending`` if its request may have left; rows a dead run left ``claimed`` become ``unknown``.
+A recipient new to the ledger gets a row the moment their batch is claimed (inserted as
+``claimed``); ``pending`` rows are those given back or set aside to send again. A claim is
+committed before the request goes out, so after a crash a row is never ``pending`` if its
+request may have left; rows a dead run left ``claimed`` become ``unknown``.
 """
 
 from __future__ import annotations
