@@ -173,3 +173,11 @@ def test_any_name_survives_both_parts(name: str) -> None:
     assert subs["-first_name-"] == name
     assert "<" not in subs["-first_name_html-"]
     assert '"' not in subs["-first_name_html-"]
+
+
+def test_our_sendgrid_module_uses_the_real_sendgrid_package() -> None:
+    """`newsletter/sendgrid.py` must not shadow the `sendgrid` package it imports."""
+    import newsletter.sendgrid as ours
+
+    assert ours.sendgrid.__name__ == "sendgrid"
+    assert hasattr(ours.sendgrid, "SendGridAPIClient")
