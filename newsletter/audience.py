@@ -467,6 +467,36 @@ def resubscribe(
     set_membership(conn, subscriber_id, lid, "confirmed", source)
 
 
+def request_subscription(
+    conn: Connection, address: str, name: str, list_name: str
+) -> tuple[str, str, str, str] | None:
+    """Record an unconfirmed membership; what to mail (id, address, name, list) or None.
+
+    Nothing is mailed to an address that is confirmed already or suppressed everywhere
+    (bounced, reported spam). An existing subscriber's stored name is never changed
+    from this unauthenticated form.
+    """
+    lid = list_id(conn, list_name)
+    if suppression_reason(conn, address, ALL_LISTS) is not None:
+        return None
+    row = conn.execute(
+        select(subscribers.c.id, subscribers.c.public_id, subscribers.c.name).where(
+            subscribers.c.email == address
+        )
+    ).first()
+    if row is None:
+        sid, public_id = ensure_subscriber(conn, address, name)
+        stored_name = name
+    else:
+        sid, public_id, stored_name = row.id, row.public_id, row.name
+    status = membership_status(conn, sid, lid)
+    if status == "confirmed":
+        return None
+    if status is None:
+        set_membership(conn, sid, lid, "unconfirmed", "web")
+    return public_id, address, stored_name, list_name
+
+
 # --- Who receives an issue ------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
@@ -25,6 +27,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # waits it out instead of failing.
 BUSY_TIMEOUT_MS = 30_000
 _WRITE = "newsletter_write"  # execution option: this transaction will write
+MIGRATION_LOCK = 0x6E6C5F6D6967  # PostgreSQL advisory lock key held while migrating
 
 
 def masked(url: str) -> str:
@@ -59,8 +62,8 @@ def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         # Take transaction control away from the sqlite3 module so BEGIN is ours (see below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        _use_wal(cursor, busy_timeout_ms / 1000)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -70,6 +73,19 @@ def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         # when another writer got in between; writers therefore take the lock up front.
         immediate = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _use_wal(cursor: Any, patience: float) -> None:
+    """Switch the file to WAL (it stays so); retried, because SQLite does not apply the busy
+    timeout to this switch while another process is creating the same new file."""
+    deadline = time.monotonic() + patience
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def connect(settings: Settings, migrate: bool = True) -> Engine:
@@ -89,7 +105,10 @@ def _alembic_config(connection: Connection) -> Config:
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest revision; an existing database is upgraded in place."""
-    with errors(engine), engine.begin() as conn:
+    with writing(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            # Processes starting together on an empty database must not both create tables.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         current = MigrationContext.configure(conn).get_current_revision()
         script = ScriptDirectory.from_config(_alembic_config(conn))
         if current is not None and not _known(script, current):
@@ -97,7 +116,10 @@ def upgrade(engine: Engine) -> None:
                 f"The database {masked(str(engine.url))} is at schema revision {current}, "
                 "which this version of newsletter does not know. Upgrade newsletter."
             )
-        command.upgrade(_alembic_config(conn), "head")
+        try:
+            command.upgrade(_alembic_config(conn), "head")
+        except CommandError as exc:
+            raise StorageError(f"Cannot migrate {masked(str(engine.url))}: {exc}.") from exc
 
 
 def _known(script: ScriptDirectory, revision: str) -> bool:

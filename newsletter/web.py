@@ -30,7 +30,7 @@ from newsletter import audience, db, tokens
 from newsletter.config import Settings
 from newsletter.errors import AudienceError, MailerError, StorageError, TokenError
 from newsletter.mailer import get_mailer
-from newsletter.schema import ALL_LISTS, lists, subscribers
+from newsletter.schema import lists
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,8 @@ class _App:
             return page("Please check the form", f"<p>{html.escape(str(exc))}</p>", status=400)
         try:
             pending = await self.run(
-                True, lambda conn: request_subscription(conn, address, name.strip(), list_name)
+                True,
+                lambda conn: audience.request_subscription(conn, address, name.strip(), list_name),
             )
         except AudienceError:
             return page("Unknown list", "<p>There is no such newsletter.</p>", status=400)
@@ -213,36 +214,6 @@ class _App:
             True, lambda conn: audience.resubscribe(conn, sid, list_name, source="double opt-in")
         )
         return page("Subscribed", f"<p>You are subscribed to <b>{html.escape(list_name)}</b>.</p>")
-
-
-def request_subscription(
-    conn: Connection, address: str, name: str, list_name: str
-) -> tuple[str, str, str, str] | None:
-    """Record an unconfirmed membership; what to mail (id, address, name, list) or None.
-
-    Nothing is mailed to an address that is confirmed already or suppressed everywhere
-    (bounced, reported spam). An existing subscriber's stored name is never changed
-    from this unauthenticated form.
-    """
-    lid = audience.list_id(conn, list_name)
-    if audience.suppression_reason(conn, address, ALL_LISTS) is not None:
-        return None
-    row = conn.execute(
-        select(subscribers.c.id, subscribers.c.public_id, subscribers.c.name).where(
-            subscribers.c.email == address
-        )
-    ).first()
-    if row is None:
-        sid, public_id = audience.ensure_subscriber(conn, address, name)
-        stored_name = name
-    else:
-        sid, public_id, stored_name = row.id, row.public_id, row.name
-    status = audience.membership_status(conn, sid, lid)
-    if status == "confirmed":
-        return None
-    if status is None:
-        audience.set_membership(conn, sid, lid, "unconfirmed", "web")
-    return public_id, address, stored_name, list_name
 
 
 def confirmation(

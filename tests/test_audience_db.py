@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,24 @@ def test_locked_sqlite_database_is_a_storage_error(tmp_path: Path) -> None:
     finally:
         engine.dispose()
         impatient.dispose()
+
+
+def test_processes_starting_together_migrate_once(database_url: str, tmp_path: Path) -> None:
+    settings = load_settings(root=tmp_path, env={"NEWSLETTER_DATABASE_URL": database_url})
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            db.connect(settings).dispose()
+        except BaseException as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == []
+    engine = db.engine_for(database_url)
+    assert db.current_revision(engine) == db.head_revision()
+    engine.dispose()
