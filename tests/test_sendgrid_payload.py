@@ -179,5 +179,6 @@ def test_our_sendgrid_module_uses_the_real_sendgrid_package() -> None:
     """`newsletter/sendgrid.py` must not shadow the `sendgrid` package it imports."""
     import newsletter.sendgrid as ours
 
-    assert ours.sendgrid.__name__ == "sendgrid"
-    assert hasattr(ours.sendgrid, "SendGridAPIClient")
+    imported = vars(ours)["sendgrid"]
+    assert imported.__name__ == "sendgrid"
+    assert hasattr(imported, "SendGridAPIClient")
