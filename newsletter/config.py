@@ -69,6 +69,7 @@ class Settings:
     smtp_username: str = ""
     smtp_password: Secret | None = None
     smtp_timeout: float = 10.0
+    smtp_ca_file: str = ""  # CA bundle to trust instead of the system's (an internal relay)
     secret_keys: tuple[Secret, ...] = ()
     serve_host: str = "127.0.0.1"
     serve_port: int = 8025

@@ -72,12 +72,13 @@ class SmtpMailer:
 
 
 def _open(s: Settings) -> smtplib.SMTP:
+    # Certificates are always verified; smtp_ca_file names the CA to trust, never "none".
+    context = ssl.create_default_context(cafile=s.smtp_ca_file or None)
     if s.smtp_security == "tls":
-        context = ssl.create_default_context()
         return smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout, context=context)
     client = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
     if s.smtp_security == "starttls":
-        client.starttls(context=ssl.create_default_context())
+        client.starttls(context=context)
     return client
 
 

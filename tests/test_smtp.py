@@ -7,7 +7,10 @@ import dataclasses
 import email
 import email.policy
 import socket
+import ssl
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -175,3 +178,71 @@ def test_through_the_ledger_the_rest_of_a_broken_batch_is_sent_on_a_new_connecti
     assert (report.sent, report.unknown) == (5, 1)
     delivered = collections.Counter(to[0] for to, _ in inbox[0].messages)
     assert delivered == collections.Counter([*first, DROPPED, *later])
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (the test trusts it through smtp_ca_file)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_tls_and_starttls_verify_the_server_and_log_in_over_it(
+    security: str, certificate: tuple[Path, Path], tmp_path: Path, rendered: RenderedEmail
+) -> None:
+    key, cert = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    handler, port = Inbox(), free_port()
+    options: dict[str, Any] = (
+        {"tls_context": server_tls, "require_starttls": True}
+        if security == "starttls"
+        # aiosmtpd only counts STARTTLS as TLS for AUTH; this connection is TLS from the start.
+        else {"ssl_context": server_tls, "auth_require_tls": False}
+    )
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, authenticator=check_login, **options
+    )
+    controller.start()
+    try:
+        settings = load_settings(
+            tmp_path,
+            env={
+                "NEWSLETTER_SMTP_PORT": str(port),
+                "NEWSLETTER_SMTP_SECURITY": security,
+                "NEWSLETTER_SMTP_CA_FILE": str(cert),
+                "NEWSLETTER_SMTP_USERNAME": "editor",
+                "NEWSLETTER_SMTP_PASSWORD": "s3cret",
+            },
+        )
+        outcome = SmtpMailer(settings).send_batch(rendered, batch(Recipient("a@example.org")))
+        untrusted = dataclasses.replace(settings, smtp_ca_file="")
+        with pytest.raises(UnreachableError):  # the system does not trust a self-signed cert
+            SmtpMailer(untrusted).send_batch(rendered, batch(Recipient("b@example.org")))
+    finally:
+        controller.stop()
+    assert [r.state for r in outcome.results] == ["sent"]
+    assert [to for to, _ in handler.messages] == [["a@example.org"]]
