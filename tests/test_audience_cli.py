@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from newsletter.config import Settings, load_settings
@@ -86,3 +89,52 @@ def test_unreachable_database_is_named_without_password(settings: Settings) -> N
     assert result.returncode == 1
     assert "s3cret" not in result.stderr + result.stdout
     assert "127.0.0.1:1/x" in result.stderr
+
+
+def test_serve_without_a_secret_key_names_the_setting(settings: Settings) -> None:
+    env_without_key = {"NEWSLETTER_DATABASE_URL": settings.database, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from newsletter.cli import main; main()", "serve"],
+        cwd=settings.root,
+        env=env_without_key,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "NEWSLETTER_SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_answers_on_127_0_0_1(settings: Settings) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "NEWSLETTER_DATABASE_URL": settings.database,
+        "NEWSLETTER_SECRET_KEY": "serve-test-key",
+        "PATH": "/usr/bin:/bin",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from newsletter.cli import main; main()", "serve",
+         "--port", str(port)],
+        cwd=settings.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/subscribe", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        assert response.status_code == 200
+        assert "Subscribe" in response.text
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

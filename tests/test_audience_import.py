@@ -243,3 +243,32 @@ def test_import_export_import_is_stable(
     assert again.added == again.updated == again.rejected == 0
     assert exports[0] == exports[1]
     assert stored[0] == stored[1]  # the export carried every value back unchanged
+
+
+csv_text = st.lists(
+    st.lists(st.text(alphabet=st.sampled_from('ab@.x",\r\n =é'), max_size=8), max_size=3),
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=csv_text, raw_tail=st.text(alphabet=st.sampled_from('a@"\r\n,'), max_size=6))
+def test_any_file_is_counted_in_full_or_refused_whole(
+    rows: list[list[str]], raw_tail: str, weekly: Engine, tmp_path: Path
+) -> None:
+    """Every data record is added, updated, unchanged or rejected; or the file is refused
+    with an ImportFileError and the database is as it was."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([["email", "name"], *rows])
+    text = buffer.getvalue() + raw_tail
+    path = write(tmp_path, text, "fuzz.csv")
+    before = snapshot(weekly)
+    try:
+        report = import_csv(weekly, path, "weekly")
+    except ImportFileError:
+        assert snapshot(weekly) == before
+        return
+    records = [r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r][1:]
+    assert report.added + report.updated + report.unchanged + report.rejected == len(records)
