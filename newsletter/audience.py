@@ -141,9 +141,7 @@ def all_lists(conn: Connection) -> list[ListInfo]:
     for lid, status, count in conn.execute(query):
         counts.setdefault(lid, {})[status] = count
     rows = conn.execute(select(lists).order_by(lists.c.name))
-    return [
-        ListInfo(r.name, r.title, aware(r.created_at), counts.get(r.id, {})) for r in rows
-    ]
+    return [ListInfo(r.name, r.title, aware(r.created_at), counts.get(r.id, {})) for r in rows]
 
 
 def get_list(conn: Connection, name: str) -> ListInfo:
@@ -386,9 +384,7 @@ def _applies(address: Any, list_name: str | None) -> ColumnElement[bool]:
     if list_name is None:
         same: ColumnElement[bool] = suppressions.c.email == address
         return same
-    return and_(
-        suppressions.c.email == address, suppressions.c.scope.in_([ALL_LISTS, list_name])
-    )
+    return and_(suppressions.c.email == address, suppressions.c.scope.in_([ALL_LISTS, list_name]))
 
 
 def suppression_reason(conn: Connection, address: str, list_name: str | None) -> str | None:
@@ -534,9 +530,7 @@ def _where(key: str, value: str) -> ColumnElement[bool]:
     return condition
 
 
-def select_recipients(
-    conn: Connection, spec: AudienceSpec, page: int = PAGE
-) -> Iterator[Member]:
+def select_recipients(conn: Connection, spec: AudienceSpec, page: int = PAGE) -> Iterator[Member]:
     """Confirmed, unsuppressed members of the spec's list matching every `where` pair.
 
     Pages through the table by id, so memory stays bounded and no cursor stays open
@@ -566,4 +560,3 @@ def select_recipients(
         if len(rows) < page:
             return
         after = rows[-1].id
-

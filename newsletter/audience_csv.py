@@ -247,9 +247,7 @@ def _staged_row(
     try:
         email = audience.normalize_email(values["email"])
         name = audience.check_header_text("name", values.get("name", ""), audience.MAX_NAME)
-        locale = audience.check_header_text(
-            "locale", values.get("locale", ""), audience.MAX_LOCALE
-        )
+        locale = audience.check_header_text("locale", values.get("locale", ""), audience.MAX_LOCALE)
     except AudienceError as exc:
         shown = values["email"][:80].encode("unicode_escape").decode("ascii")
         report.reject(line, f"{shown or '(no address)'}: {exc}")
@@ -489,8 +487,7 @@ def _leave(
         memberships.c.subscriber_id.in_(staged_ids),
     )
     leaving_row = (
-        exists()
-        .where(
+        exists().where(
             memberships.c.subscriber_id == subscribers.c.id,
             subscribers.c.email == stage.c.email,
             memberships.c.list_id == lid,

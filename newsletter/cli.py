@@ -345,8 +345,9 @@ def subscribers_export(
     list_name: Annotated[
         str | None, typer.Option("--list", "-l", help="Only members of this list.")
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File; default stdout.")]
-    = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File; default stdout.")
+    ] = None,
     include_unsubscribed: bool = False,
 ) -> None:
     """Export subscribers as spreadsheet-safe CSV (UTF-8 with BOM when written to a file)."""
@@ -414,8 +415,9 @@ def subscribers_show(email: str) -> None:
 @subscribers_app.command("list")
 def subscribers_list(
     list_name: ListOption = "weekly",
-    status: Annotated[str | None, typer.Option(help="confirmed | unconfirmed | unsubscribed")]
-    = None,
+    status: Annotated[
+        str | None, typer.Option(help="confirmed | unconfirmed | unsubscribed")
+    ] = None,
     limit: int = 100,
 ) -> None:
     """Members of a list, oldest first."""
@@ -432,8 +434,9 @@ def subscribers_list(
 
 @app.command("serve")
 def serve(
-    host: Annotated[str | None, typer.Option(help="Default 127.0.0.1 (setting serve_host).")]
-    = None,
+    host: Annotated[
+        str | None, typer.Option(help="Default 127.0.0.1 (setting serve_host).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Default 8025 (setting serve_port).")] = None,
 ) -> None:
     """Serve unsubscribe, resubscribe and double opt-in pages."""
@@ -443,7 +446,6 @@ def serve(
 
     chosen = settings(serve_host=host, serve_port=port)
     uvicorn.run(create_app(chosen), host=chosen.serve_host, port=chosen.serve_port)
-
 
 
 def _fail(message: str) -> NoReturn:

@@ -11,6 +11,11 @@ from newsletter import placeholders
 from newsletter.config import Settings
 from newsletter.models import Recipient, RenderedEmail
 
+# RFC 5322 allows 998 characters a header line. At the default 78, the email package turns
+# a long unsubscribe URL (no spaces to fold at) into an RFC 2047 encoded-word that no client
+# follows. Bodies are encoded under SMTP (78) first: quoted-printable lines must stay <= 76.
+WIRE = SMTP.clone(max_line_length=998)
+
 
 def build_message(
     email: RenderedEmail,
@@ -41,11 +46,12 @@ def build_message(
     msg["Message-ID"] = f"<{email.issue_name}.{key}@{domain}>"
     msg["List-Unsubscribe"] = f"<{unsubscribe}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg.set_content(text, subtype="plain", charset="utf-8")
-    msg.add_alternative(html, subtype="html", charset="utf-8")
+    msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     msg.set_boundary(f"=_newsletter_{key}")
+    msg.policy = WIRE  # from here on only header folding is affected
     return msg
 
 
 def to_bytes(message: EmailMessage) -> bytes:
-    return message.as_bytes(policy=SMTP)
+    return message.as_bytes(policy=WIRE)

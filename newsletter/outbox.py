@@ -15,9 +15,6 @@ from newsletter.message import build_message
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
-# RFC 5322 allows 998 characters a line. At 78, the email package turns a long unsubscribe
-# URL (no spaces to fold at) into an RFC 2047 encoded-word that no mail client can follow.
-WIRE = SMTP.clone(max_line_length=998)
 
 
 def personal_message(
@@ -28,7 +25,6 @@ def personal_message(
     subject = placeholders.fill(batch.subject_prefix + email.subject, recipient, part="text")
     message.replace_header("Subject", subject)
     message["List-Id"] = list_id(settings, batch.list_name)
-    message.policy = WIRE
     return message
 
 

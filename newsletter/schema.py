@@ -77,9 +77,7 @@ memberships = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("confirmed_at", DateTime(timezone=True), nullable=True),
     Column("unsubscribed_at", DateTime(timezone=True), nullable=True),
-    CheckConstraint(
-        "status IN ('unconfirmed', 'confirmed', 'unsubscribed')", name="status"
-    ),
+    CheckConstraint("status IN ('unconfirmed', 'confirmed', 'unsubscribed')", name="status"),
 )
 
 # An address, not a subscriber: a suppression outlives a deleted subscriber and can exist

@@ -111,9 +111,8 @@ class _App:
         found = await self.claims(request, "unsubscribe")
         if found is None:
             return not_found()
-        body = (
-            f"<p>Stop receiving <b>{html.escape(found[1])}</b>?</p>"
-            + form(request.url.path, "Unsubscribe", {"List-Unsubscribe": "One-Click"})
+        body = f"<p>Stop receiving <b>{html.escape(found[1])}</b>?</p>" + form(
+            request.url.path, "Unsubscribe", {"List-Unsubscribe": "One-Click"}
         )
         return page("Unsubscribe", body)
 
@@ -258,9 +257,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/u/{token}", handlers.unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", handlers.unsubscribe, methods=["POST"]),
         Route("/u/{token}/resubscribe", handlers.resubscribe_page, methods=["GET"]),
-        Route(
-            "/u/{token}/resubscribe", handlers.resubscribe, methods=["POST"], name="resubscribe"
-        ),
+        Route("/u/{token}/resubscribe", handlers.resubscribe, methods=["POST"], name="resubscribe"),
         Route("/subscribe", handlers.subscribe_page, methods=["GET"]),
         Route("/subscribe", handlers.subscribe, methods=["POST"]),
         Route("/confirm/{token}", handlers.confirm_page, methods=["GET"]),
@@ -268,4 +265,3 @@ def create_app(settings: Settings) -> Starlette:
     ]
     handlers_for: dict[Any, Any] = {404: missing, StorageError: unavailable}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers_for)
-

@@ -146,3 +146,17 @@ def test_cli_rates_import_reports_bad_line(project: Path, tmp_path: Path) -> Non
     assert done.returncode == 1
     assert "ticker.txt:2" in done.stderr
     assert not (project / "content" / "rates" / "2025-12-11.yaml").exists()
+
+
+def test_long_unsubscribe_url_stays_a_plain_header(settings: Settings, tmp_path: Path) -> None:
+    long_url = "https://news.example.org/u/" + "A" * 300
+    from newsletter.build import build_issue
+    from newsletter.message import build_message, to_bytes
+    from newsletter.models import Recipient
+
+    built = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
+    raw = to_bytes(build_message(built, settings, Recipient("a@example.org", "A", long_url)))
+    assert f"List-Unsubscribe: <{long_url}>\r\n".encode() in raw
+    headers, _, body = raw.partition(b"\r\n\r\n")
+    assert b"=?utf-8?" not in headers  # no encoded-words in the headers
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 for QP
