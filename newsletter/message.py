@@ -13,8 +13,10 @@ from newsletter.models import Recipient, RenderedEmail
 
 # RFC 5322 allows 998 characters a header line. At the default 78, the email package turns
 # a long unsubscribe URL (no spaces to fold at) into an RFC 2047 encoded-word that no client
-# follows. Bodies are encoded under SMTP (78) first: quoted-printable lines must stay <= 76.
+# follows. Bodies are encoded first under BODY: the email package wraps quoted-printable at
+# the policy's line length, and RFC 2045 allows 76.
 WIRE = SMTP.clone(max_line_length=998)
+BODY = SMTP.clone(max_line_length=76)
 
 
 def build_message(
@@ -34,7 +36,7 @@ def build_message(
         html = placeholders.fill(html, recipient, part="html")
         text = placeholders.fill(text, recipient, part="text")
         unsubscribe = recipient.unsubscribe_url
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=BODY)
     msg["From"] = formataddr((email.from_name, email.from_email))
     if recipient is not None:
         msg["To"] = formataddr((recipient.first_name, recipient.email))
