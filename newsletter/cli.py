@@ -157,7 +157,7 @@ def preview(
     """Serve a live preview that reloads within a second of saving any issue, article,
     rate or template file."""
     from newsletter.config import load_settings
-    from newsletter.preview import bind, create_app, server
+    from newsletter.preview import bind, create_app, database_lookup, server
 
     settings = load_settings(overrides={"preview_host": host, "preview_port": port})
     issues_dir = settings.path("issues_dir").resolve()
@@ -170,7 +170,7 @@ def preview(
         f"Preview on http://{settings.preview_host}:{bound_port}/{page} "
         "· reloads on save · Ctrl-C stops it"
     )
-    app = create_app(settings, warm=issue.stem if issue else None)
+    app = create_app(settings, lookup=database_lookup(settings), warm=issue.stem if issue else None)
     server(app, log_level="warning").run(sockets=[sock])
 
 

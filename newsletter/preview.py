@@ -547,3 +547,35 @@ def server(app: Starlette, *, log_level: str = "warning") -> uvicorn.Server:
     # An event stream that outlives Desk.close() (a stuck client) gets a second at shutdown.
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=1, lifespan="on")
     return _PreviewServer(config, app.state.desk)
+
+
+def database_lookup(settings: Settings) -> Lookup | None:
+    """ "Render as" an existing subscriber, read from the audience database.
+
+    None when there is no database yet: a preview must not create one as a side effect.
+    The unsubscribe link is really signed when a secret key is set, so the preview shows
+    the link the subscriber would get; without a key it is the preview-only URL.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return None
+
+    def lookup(address: str) -> Recipient | None:
+        from newsletter import audience, db, tokens
+
+        try:
+            engine = db.connect(settings)
+            with db.reading(engine) as conn:
+                found = audience.subscriber(conn, address)
+        except NewsletterError:
+            return None
+        lists = [m.list for m in found.memberships] or ["weekly"]
+        link = sample_recipient(settings).unsubscribe_url
+        if settings.secret_keys:
+            link = tokens.unsubscribe_url(settings, found.public_id, lists[0])
+        first = found.name.split()[0] if found.name.strip() else ""
+        return Recipient(found.email, first, link, found.public_id)
+
+    return lookup

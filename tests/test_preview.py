@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 
 from newsletter.config import Settings, load_settings
@@ -244,3 +245,35 @@ def test_preview_command_exits_cleanly_when_the_port_is_taken(project: Path) -> 
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_render_as_an_existing_subscriber_reads_the_database(
+    engine: Engine, db_settings: Settings
+) -> None:
+    from newsletter import audience, db, tokens
+    from newsletter.preview import database_lookup, resolve_recipient
+
+    with db.writing(engine) as conn:
+        audience.create_list(conn, "weekly")
+        public_id = audience.add_subscriber(
+            conn, "Dana@Example.org", "weekly", name="Dana Ospanova", confirmed=True
+        )
+    lookup = database_lookup(db_settings)
+    assert lookup is not None
+    found, note = resolve_recipient("dana@example.org", db_settings, lookup)
+    assert note == ""
+    assert (found.email, found.first_name) == ("dana@example.org", "Dana")
+    token = found.unsubscribe_url.rsplit("/", 1)[1]
+    claims = tokens.verify(db_settings, "unsubscribe", token)
+    assert (claims.subscriber_id, claims.list_name) == (public_id, "weekly")
+    missing, note = resolve_recipient("nobody@example.org", db_settings, lookup)
+    assert missing.first_name == "Aida"  # the sample reader, with a note saying why
+    assert "no subscriber 'nobody@example.org' found" in note
+
+
+def test_render_as_never_creates_a_database(tmp_path: Path) -> None:
+    from newsletter.preview import database_lookup
+
+    settings = load_settings(tmp_path, env={})
+    assert database_lookup(settings) is None
+    assert not (tmp_path / "newsletter.db").exists()
