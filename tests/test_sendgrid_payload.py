@@ -19,9 +19,8 @@ from newsletter.errors import ConfigError
 from newsletter.models import Recipient, RenderedEmail, SendBatch
 from newsletter.sendgrid import build_payload, check_send_at, message_payload
 
-SCHEMA = (
-    Path(__file__).resolve().parents[2] / "shared/sendgrid-oai/twilio-sendgrid-oai/tsg_mail_v3.json"
-)
+# SendGrid's official Mail Send OpenAPI schema, vendored unchanged (MIT; see SOURCE.md there).
+SCHEMA = Path(__file__).parent / "data" / "sendgrid-oai" / "tsg_mail_v3.json"
 BODY = "#/components/requestBodies/PostMailSend/content/application~1json/schema"
 NOW = dt.datetime(2025, 12, 10, 1, 0, tzinfo=dt.UTC)
 
