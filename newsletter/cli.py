@@ -13,7 +13,9 @@ from newsletter.errors import IssueError, NewsletterError
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
+    from newsletter import audience
     from newsletter.build import BuildResult
     from newsletter.config import Settings
     from newsletter.preflight import Report
@@ -29,9 +31,13 @@ app.add_typer(rates_app, name="rates")
 
 
 def _console(stderr: bool = False) -> Console:
+    """A console that never parses markup: user text ("[subject]", "[/x]") prints as is.
+
+    Styles are passed with `style=` or as rich Text instead.
+    """
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -66,13 +72,11 @@ def _preflight(result: BuildResult, settings: Settings) -> Report:
 
 
 def _print_summary(result: BuildResult) -> None:
-    from rich.markup import escape
-
     console = _console()
     email = result.email
-    console.print(f"[bold]{result.issue.spec.title}[/] · {email.subject}")
+    console.print(f"{result.issue.spec.title} · {email.subject}", style="bold")
     for section in result.issue.sections:
-        console.print(f"  [bold]{section.heading}[/] ({section.style})")
+        console.print(f"  {section.heading} ({section.style})", style="bold")
         for article in section.articles:
             console.print(f"    • {article.title}")
     kb = email.html_bytes / 1024
@@ -81,7 +85,7 @@ def _print_summary(result: BuildResult) -> None:
         f"text {len(email.text.encode()) / 1024:.1f} KB"
     )
     for warning in email.warnings:
-        console.print(f"[yellow]{escape(str(warning))}[/]")
+        console.print(str(warning), style="yellow")
     for path in result.files:
         console.print(f"  wrote {path}")
 
@@ -118,18 +122,20 @@ def check(
 
 
 def _print_report(report: Report) -> None:
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     console = _console()
     size = f"HTML {report.html_bytes / 1024:.1f} KB" if report.html_bytes else "does not build"
-    verdict = "[green]ok[/]" if report.ok else "[red]blocked[/]"
     console.print(
-        f"[bold]{escape(report.issue_name)}[/] · {size} · {len(report.errors)} error(s), "
-        f"{len(report.warnings)} warning(s) · {verdict}"
+        Text.assemble(
+            (report.issue_name, "bold"),
+            f" · {size} · {len(report.errors)} error(s), {len(report.warnings)} warning(s) · ",
+            ("ok", "green") if report.ok else ("blocked", "red"),
+        )
     )
     for block in report.blocks:
-        console.print(f"  [dim]{block.label}: {block.size / 1024:.1f} KB[/]")
+        console.print(f"  {block.label}: {block.size / 1024:.1f} KB", style="dim")
     if not report.problems:
         return
     table = Table(show_edge=False, pad_edge=False, expand=False)
@@ -139,10 +145,7 @@ def _print_report(report: Report) -> None:
         colour = "red" if problem.severity == "error" else "yellow"
         where = _short(problem.file) + (f":{problem.line}" if problem.line else "")
         where += f" [{problem.field}]" if problem.field else ""
-        # Fields look like markup ("[subject]"): escape, or Rich swallows them.
-        table.add_row(
-            f"[{colour}]{problem.severity}[/]", escape(where.strip()), escape(problem.message)
-        )
+        table.add_row(Text(problem.severity, style=colour), where.strip(), problem.message)
     console.print(table)
 
 
@@ -234,17 +237,6 @@ def rates_import(
 
 # --- Audience: db, lists, subscribers, serve (merged from the audience branch) -----------
 
-import os  # noqa: E402
-from typing import Any  # noqa: E402
-
-from rich.console import Console as _RichConsole  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from newsletter import audience, db  # noqa: E402
-from newsletter.audience_csv import MODES, Mode, export_csv, import_csv  # noqa: E402
-from newsletter.config import Settings, load_settings  # noqa: E402
-from newsletter.errors import AudienceError  # noqa: E402
-
 subscribers_app = typer.Typer(no_args_is_help=True, help="Subscribers: import, export, add, show.")
 lists_app = typer.Typer(no_args_is_help=True, help="Mailing lists.")
 db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
@@ -252,18 +244,17 @@ app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(lists_app, name="lists")
 app.add_typer(db_app, name="db")
 
-out = _RichConsole(highlight=False)
-err = _RichConsole(stderr=True, highlight=False)
-
 ListOption = Annotated[str, typer.Option("--list", "-l", help="The list's name.")]
 
 
-def settings(**overrides: Any) -> Settings:
+def _settings(**overrides: object) -> Settings:
+    from newsletter.config import load_settings
+
     return load_settings(overrides=overrides)
 
 
 def say(text: str) -> None:
-    out.print(text, markup=False, soft_wrap=True)
+    _console().print(text)
 
 
 # --- db -------------------------------------------------------------------------------
@@ -272,7 +263,9 @@ def say(text: str) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create the database or upgrade it to the newest schema (keeps every row)."""
-    engine = db.connect(settings())
+    from newsletter import db
+
+    engine = db.connect(_settings())
     say(f"Database {db.masked(str(engine.url))} is at revision {db.current_revision(engine)}.")
 
 
@@ -284,12 +277,16 @@ def lists_create(
     name: str, title: Annotated[str, typer.Option(help="A title for people.")] = ""
 ) -> None:
     """Create a mailing list."""
-    with db.writing(db.connect(settings())) as conn:
+    from newsletter import audience, db
+
+    with db.writing(db.connect(_settings())) as conn:
         audience.create_list(conn, name, title)
     say(f"Created list {name}.")
 
 
 def _list_table(infos: list[audience.ListInfo]) -> Table:
+    from rich.table import Table
+
     table = Table("list", "title", "confirmed", "unconfirmed", "unsubscribed", "created")
     for info in infos:
         table.add_row(
@@ -304,15 +301,19 @@ def _list_table(infos: list[audience.ListInfo]) -> Table:
 @lists_app.command("list")
 def lists_list() -> None:
     """Every list with its member counts."""
-    with db.reading(db.connect(settings())) as conn:
-        out.print(_list_table(audience.all_lists(conn)))
+    from newsletter import audience, db
+
+    with db.reading(db.connect(_settings())) as conn:
+        _console().print(_list_table(audience.all_lists(conn)))
 
 
 @lists_app.command("show")
 def lists_show(name: str) -> None:
     """One list with its member counts."""
-    with db.reading(db.connect(settings())) as conn:
-        out.print(_list_table([audience.get_list(conn, name)]))
+    from newsletter import audience, db
+
+    with db.reading(db.connect(_settings())) as conn:
+        _console().print(_list_table([audience.get_list(conn, name)]))
 
 
 # --- subscribers ----------------------------------------------------------------------
@@ -326,10 +327,14 @@ def subscribers_import(
     confirmed: Annotated[bool, typer.Option(help="Mark new members confirmed.")] = False,
 ) -> None:
     """Import subscribers from CSV, all or nothing."""
+    from newsletter import db
+    from newsletter.audience_csv import MODES, Mode, import_csv
+    from newsletter.errors import AudienceError
+
     if mode not in MODES:
         raise AudienceError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}.")
     chosen: Mode = mode  # checked just above
-    report = import_csv(db.connect(settings()), file, list_name, chosen, confirmed)
+    report = import_csv(db.connect(_settings()), file, list_name, chosen, confirmed)
     say(
         f"{file} -> {list_name} ({mode}): {report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged, {report.rejected} rejected."
@@ -351,8 +356,13 @@ def subscribers_export(
     include_unsubscribed: bool = False,
 ) -> None:
     """Export subscribers as spreadsheet-safe CSV (UTF-8 with BOM when written to a file)."""
+    import os
+
+    from newsletter import db
+    from newsletter.audience_csv import export_csv
+
     statuses = ["confirmed", "unconfirmed"] + (["unsubscribed"] if include_unsubscribed else [])
-    with db.reading(db.connect(settings())) as conn:
+    with db.reading(db.connect(_settings())) as conn:
         if output is None:
             export_csv(conn, sys.stdout, list_name, statuses)
             return
@@ -360,7 +370,7 @@ def subscribers_export(
         with partial.open("w", encoding="utf-8-sig", newline="") as handle:
             count = export_csv(conn, handle, list_name, statuses)
         os.replace(partial, output)  # a reader never sees half a file
-    err.print(f"Wrote {count} subscribers to {output}.", markup=False)
+    _console(stderr=True).print(f"Wrote {count} subscribers to {output}.")
 
 
 @subscribers_app.command("add")
@@ -372,7 +382,9 @@ def subscribers_add(
     confirmed: Annotated[bool, typer.Option(help="Skip double opt-in.")] = False,
 ) -> None:
     """Add one address to a list."""
-    with db.writing(db.connect(settings())) as conn:
+    from newsletter import audience, db
+
+    with db.writing(db.connect(_settings())) as conn:
         public_id = audience.add_subscriber(
             conn, email, list_name, name=name, locale=locale, confirmed=confirmed
         )
@@ -382,7 +394,9 @@ def subscribers_add(
 @subscribers_app.command("remove")
 def subscribers_remove(email: str, list_name: ListOption = "weekly") -> None:
     """Unsubscribe an address from a list; it stays suppressed there."""
-    with db.writing(db.connect(settings())) as conn:
+    from newsletter import audience, db
+
+    with db.writing(db.connect(_settings())) as conn:
         changed = audience.remove_subscriber(conn, email, list_name)
     state = "is now" if changed else "was already"
     say(f"{audience.normalize_email(email)} {state} unsubscribed from {list_name}.")
@@ -391,7 +405,11 @@ def subscribers_remove(email: str, list_name: ListOption = "weekly") -> None:
 @subscribers_app.command("show")
 def subscribers_show(email: str) -> None:
     """Everything stored about one address."""
-    with db.reading(db.connect(settings())) as conn:
+    from rich.table import Table
+
+    from newsletter import audience, db
+
+    with db.reading(db.connect(_settings())) as conn:
         info = audience.subscriber(conn, email)
     table = Table("field", "value", show_header=False)
     for label, value in [
@@ -409,7 +427,7 @@ def subscribers_show(email: str) -> None:
         ),
     ]:
         table.add_row(label, value)
-    out.print(table)
+    _console().print(table)
 
 
 @subscribers_app.command("list")
@@ -421,12 +439,16 @@ def subscribers_list(
     limit: int = 100,
 ) -> None:
     """Members of a list, oldest first."""
-    with db.reading(db.connect(settings())) as conn:
+    from rich.table import Table
+
+    from newsletter import audience, db
+
+    with db.reading(db.connect(_settings())) as conn:
         rows = audience.subscribers_in(conn, list_name, status, limit)
     table = Table("email", "name", "locale", "status", "id")
     for row in rows:
         table.add_row(row.email, row.name, row.locale, row.status, row.public_id)
-    out.print(table)
+    _console().print(table)
 
 
 # --- serve ----------------------------------------------------------------------------
@@ -444,12 +466,14 @@ def serve(
 
     from newsletter.web import create_app
 
-    chosen = settings(serve_host=host, serve_port=port)
+    chosen = _settings(serve_host=host, serve_port=port)
     uvicorn.run(create_app(chosen), host=chosen.serve_host, port=chosen.serve_port)
 
 
 def _fail(message: str) -> NoReturn:
-    _console(stderr=True).print(f"[red]error:[/] {message}", markup=True)
+    from rich.text import Text
+
+    _console(stderr=True).print(Text.assemble(("error: ", "red"), message))
     raise SystemExit(1)
 
 
@@ -595,7 +619,7 @@ def _print_plan(plan: DispatchPlan) -> None:
     console = _console()
     when = f" at {plan.send_at.isoformat()}" if plan.send_at else " now"
     console.print(
-        f"[bold]{plan.issue_name}[/] → list [bold]{plan.list_name}[/] via {plan.mailer}{when}"
+        f"{plan.issue_name} → list {plan.list_name} via {plan.mailer}{when}", style="bold"
     )
     console.print(
         f"  recipients {plan.recipients} · already sent {plan.already_sent} · "
@@ -613,8 +637,9 @@ def _print_dispatch_report(report: DispatchReport) -> None:
     )
     if report.unknown:
         console.print(
-            "[yellow]unknown: SendGrid may or may not have taken these; they are not retried. "
-            "`newsletter status ISSUE --details` lists them; `--resend-unknown` sends again.[/]"
+            "unknown: SendGrid may or may not have taken these; they are not retried. "
+            "`newsletter status ISSUE --details` lists them; `--resend-unknown` sends again.",
+            style="yellow",
         )
 
 
@@ -634,7 +659,9 @@ def status(
     if record is None:
         console.print(f"{name}: not sent yet.")
         return
-    console.print(f"[bold]{name}[/] · list {record.list_name} · content {record.content_hash[:12]}")
+    console.print(
+        f"{name} · list {record.list_name} · content {record.content_hash[:12]}", style="bold"
+    )
     if record.send_at:
         console.print(f"  scheduled for {record.send_at.isoformat()} (batch {record.batch_id})")
     console.print(

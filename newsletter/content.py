@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from newsletter import yamlfile
-from newsletter.errors import ContentError, Problem
+from newsletter.errors import ArticleFileError, Problem
 from newsletter.models import Article, Image
 
 ARTICLE_KEYS = {"slug", "title", "date", "url", "summary", "image", "tags", "author", "credit"}
@@ -38,14 +38,6 @@ def load_articles(directory: Path) -> dict[str, Article]:
     if problems:
         raise ArticleFileError(problems)
     return articles
-
-
-class ArticleFileError(ContentError):
-    """One or more article files are malformed."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("Fix these article files:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def parse_article(path: Path) -> Article:

@@ -7,6 +7,8 @@ boundary where they happen, with ``raise ... from``::
     NewsletterError
     ├── ConfigError            a setting is missing or malformed (names the setting)
     ├── ContentError           an article or rate file is malformed (names file and line)
+    │   ├── YamlSyntaxError    a file is not valid YAML (carries file and line)
+    │   ├── ArticleFileError   article files are malformed (carries every Problem)
     │   └── RatesError         ticker text or a rate snapshot cannot be read
     ├── IssueError             an issue definition failed validation (carries every Problem)
     ├── RenderError            a template failed to render or compile
@@ -64,6 +66,23 @@ class ConfigError(NewsletterError):
 
 class ContentError(NewsletterError):
     """An article or rate snapshot cannot be read."""
+
+
+class YamlSyntaxError(ContentError):
+    """A file is not valid YAML; `problem` says where."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+class ArticleFileError(ContentError):
+    """One or more article files are malformed; `problems` holds every finding."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"Fix these article files:\n{lines}")
 
 
 class RatesError(ContentError):

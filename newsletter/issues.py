@@ -12,7 +12,7 @@ from newsletter import rates as rates_mod
 from newsletter import yamlfile
 from newsletter.config import Settings
 from newsletter.content import load_articles
-from newsletter.errors import IssueError, NewsletterError, Problem
+from newsletter.errors import IssueError, NewsletterError, Problem, YamlSyntaxError
 from newsletter.models import (
     Article,
     AudienceSpec,
@@ -55,11 +55,14 @@ def load_issue(path: Path, settings: Settings) -> Issue:
 
 def parse_issue(path: Path) -> tuple[IssueSpec | None, yamlfile.Checker]:
     """The spec as written (None if unreadable) and a checker holding the problems so far."""
+    check = yamlfile.Checker(yamlfile.YamlDoc(None, {}, path))
     try:
         doc = yamlfile.memoized(path, "yaml", yamlfile.load)
-    except NewsletterError as exc:
-        check = yamlfile.Checker(yamlfile.YamlDoc(None, {}, path))
-        check.problems.append(Problem(str(exc), path))
+    except YamlSyntaxError as exc:
+        check.problems.append(exc.problem)
+        return None, check
+    except NewsletterError as exc:  # unreadable: the message already names the file
+        check.problems.append(Problem(str(exc)))
         return None, check
     check = yamlfile.Checker(doc)
     if not isinstance(doc.data, dict):

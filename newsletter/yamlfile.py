@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 
 import yaml
 
-from newsletter.errors import ContentError, Problem, Severity
+from newsletter.errors import ContentError, Problem, Severity, YamlSyntaxError
 
 MAX_BYTES = 1_000_000  # an issue, article or snapshot is a few KB; a cap stops YAML bombs
 Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -54,17 +54,26 @@ def parse(text: str, path: Path | None = None, line_offset: int = 0) -> YamlDoc:
     try:
         # One pass: compose the node tree (for line numbers), then build data from it.
         node = loader.get_single_node()
+        lines: dict[tuple[str | int, ...], int] = {}
+        if node is not None:
+            _index(node, (), lines, set(), path, line_offset)  # before data: refuses aliases
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1 + line_offset}" if mark is not None else ""
+        line = mark.line + 1 + line_offset if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ContentError(f"{path or '<yaml>'}{line}: invalid YAML: {problem}.") from exc
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if (
+            context
+            and start is not None
+            and line is not None
+            and start.line + 1 + line_offset != line
+        ):
+            # The mistake is often where the construct began, not where parsing gave up.
+            problem += f" ({context} that starts on line {start.line + 1 + line_offset})"
+        raise YamlSyntaxError(Problem(f"invalid YAML: {problem}.", path, line=line)) from exc
     finally:
         loader.dispose()
-    lines: dict[tuple[str | int, ...], int] = {}
-    if node is not None:
-        _index(node, (), lines)
     return YamlDoc(data, lines, path, line_offset)
 
 
@@ -96,16 +105,45 @@ def memoized(path: Path, kind: str, build: Callable[[Path], T]) -> T:
     return value
 
 
-def _index(node: yaml.Node, prefix: tuple[str | int, ...], out: dict[Any, int]) -> None:
+def _index(
+    node: yaml.Node,
+    prefix: tuple[str | int, ...],
+    out: dict[Any, int],
+    seen: set[int],
+    path: Path | None,
+    offset: int,
+) -> None:
+    """Record the line of every key and item; refuse aliases.
+
+    An alias (`*name`) makes the composer hand back a node already placed elsewhere, and a
+    few nested aliases expand exponentially ("billion laughs"): a 400-byte file can exhaust
+    memory. Editors have no need for them, so a node met twice is an error.
+    """
+    if id(node) in seen:
+        # The node's own mark is where it was anchored; the alias sits under the nearest
+        # mapping key of `prefix` (a list item's recorded line is the anchored node's too).
+        owner = prefix
+        while owner and isinstance(owner[-1], int):
+            owner = owner[:-1]
+        line = out.get(owner, node.start_mark.line + 1) + offset
+        raise YamlSyntaxError(
+            Problem(
+                "YAML anchors and aliases (&name, *name) are not allowed; "
+                "write the value out in full.",
+                path,
+                line=line,
+            )
+        )
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = (*prefix, str(key_node.value))
             out[key] = key_node.start_mark.line + 1
-            _index(value_node, key, out)
+            _index(value_node, key, out, seen, path, offset)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             out[(*prefix, i)] = item.start_mark.line + 1
-            _index(item, (*prefix, i), out)
+            _index(item, (*prefix, i), out, seen, path, offset)
 
 
 class Checker:

@@ -160,3 +160,18 @@ def test_long_unsubscribe_url_stays_a_plain_header(settings: Settings, tmp_path:
     headers, _, body = raw.partition(b"\r\n\r\n")
     assert b"=?utf-8?" not in headers  # no encoded-words in the headers
     assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 for QP
+
+
+def test_cli_prints_user_text_literally_never_as_markup(project: Path) -> None:
+    issue = project / "issues" / "2025-12-10.yaml"
+    issue.write_text(issue.read_text().replace("heading: Lead story", "heading: Lead [/] [b]story"))
+    done = run_cli("build", "issues/2025-12-10.yaml", "--out", "out", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "Lead [/] [b]story" in done.stdout
+    text = issue.read_text()
+    subject = next(line for line in text.splitlines() if line.startswith("subject:"))
+    issue.write_text(text.replace(subject, 'subject: "[/x]\\nsecond line"'))
+    done = run_cli("build", "issues/2025-12-10.yaml", cwd=project)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "[subject]: error: must be a single line." in done.stderr

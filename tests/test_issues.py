@@ -164,8 +164,11 @@ def test_every_problem_is_reported_in_one_run(settings: Settings) -> None:
 def test_malformed_yaml_names_file_and_line(settings: Settings) -> None:
     found = problems(settings, GOOD.replace("subject: A subject", "subject: [unclosed"))
     assert len(found) == 1
-    assert "2025-12-10.yaml:" in found[0].message
-    assert "invalid YAML" in found[0].message
+    assert found[0].file is not None
+    assert found[0].file.name == "2025-12-10.yaml"
+    assert found[0].line == 4  # where the parser gave up ...
+    assert found[0].message.startswith("invalid YAML")
+    assert "flow sequence that starts on line 3" in found[0].message  # ... and the culprit
 
 
 def test_header_injection_in_subject_is_refused(settings: Settings) -> None:
@@ -210,3 +213,12 @@ def test_query_tags_any_all_window_order_limit() -> None:
     assert [a.slug for a in select(POOL, Query(days=8, order="oldest"), day)] == ["c", "b", "a"]
     assert [a.slug for a in select(POOL, Query(days=8, order="title"), day)] == ["b", "c", "a"]
     assert [a.slug for a in select(POOL, Query(days=8, limit=1), day)] == ["a"]
+
+
+def test_yaml_alias_bomb_is_refused_at_once(settings: Settings) -> None:
+    # "Billion laughs": nine nested levels of ten aliases each would expand to 10^9 items.
+    levels = "".join(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 9))
+    found = problems(settings, GOOD + "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + levels)
+    assert len(found) == 1
+    assert "anchors and aliases" in found[0].message
+    assert found[0].line == 14  # the first line that uses an alias
