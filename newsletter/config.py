@@ -6,7 +6,7 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -50,7 +50,8 @@ class Settings:
     templates_dir: Path = Path("templates")
     build_dir: Path = Path("build")
     outbox_dir: Path = Path("outbox")
-    database_url: str = ""  # empty: sqlite file `newsletter.db` under root
+    # empty: sqlite file `newsletter.db` under root. Not in the repr: a URL may hold a password.
+    database_url: str = field(default="", repr=False)
     database_busy_timeout: float = 30.0  # seconds a SQLite writer waits for another writer
     base_url: str = "https://news.example.org"
     from_name: str = "Central Asia Weekly"
@@ -104,6 +105,7 @@ def load_settings(
     config_file = root / CONFIG_FILE
     if config_file.is_file():
         for key, value in _read_toml(config_file).items():
+            _refuse_secret(key, f"{config_file} key '{key}'")
             raw[key] = (value, f"{config_file} key '{key}'")
     for name, value in env.items():
         key = _env_key(name)
@@ -111,6 +113,7 @@ def load_settings(
             raw[key] = (value, f"environment variable {name}")
     for key, value in (overrides or {}).items():
         if value is not None:
+            _refuse_secret(key, f"option --{key.replace('_', '-')}")
             raw[key] = (value, f"option --{key.replace('_', '-')}")
     values = {key: _coerce(key, value, origin) for key, (value, origin) in raw.items()}
     values["root"] = root
@@ -121,6 +124,23 @@ def _env_key(name: str) -> str:
     if name in ENV_ALIASES:
         return ENV_ALIASES[name]
     return name[len(ENV_PREFIX) :].lower() if name.startswith(ENV_PREFIX) else ""
+
+
+# Secrets come from the environment only: newsletter.toml usually lives in git, and flags
+# end up in shell history and process listings.
+ENV_ONLY = {
+    "sendgrid_api_key": "SENDGRID_API_KEY",
+    "secret_keys": "NEWSLETTER_SECRET_KEY",
+    "smtp_password": "NEWSLETTER_SMTP_PASSWORD",
+}
+
+
+def _refuse_secret(key: str, origin: str) -> None:
+    if key in ENV_ONLY:
+        raise ConfigError(
+            f"{origin}: {key} is a secret and is read only from the environment; remove it "
+            f"there and set {ENV_ONLY[key]} instead."
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

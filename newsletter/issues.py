@@ -42,6 +42,8 @@ UTM_KEYS = {"source", "medium", "campaign", "term", "content"}
 AUDIENCE_KEYS = {"list", "where"}
 ORDERS = ("newest", "oldest", "title")
 TEMPLATE_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+# The file name is the issue's name: it goes into Message-IDs, folders and SendGrid fields.
+ISSUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def load_issue(path: Path, settings: Settings) -> Issue:
@@ -65,6 +67,14 @@ def parse_issue(path: Path) -> tuple[IssueSpec | None, yamlfile.Checker]:
         check.problems.append(Problem(str(exc)))
         return None, check
     check = yamlfile.Checker(doc)
+    if not ISSUE_NAME.match(path.stem):
+        check.problems.append(
+            Problem(
+                f"the file name '{path.stem}' is the issue's name: use letters, digits, '.', "
+                "'_' and '-' only (e.g. 2025-12-10.yaml).",
+                path,
+            )
+        )
     if not isinstance(doc.data, dict):
         check.problem((), "an issue definition is a mapping of keys (title, date, sections...).")
         return None, check

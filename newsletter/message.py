@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
@@ -45,7 +46,7 @@ def build_message(
     msg["Date"] = format_datetime(dt.datetime.combine(date, dt.time(6, 0), tzinfo=dt.UTC))
     key = email.content_hash[:32]
     domain = settings.from_email.rpartition("@")[2] or "localhost"
-    msg["Message-ID"] = f"<{email.issue_name}.{key}@{domain}>"
+    msg["Message-ID"] = f"<{email.issue_name}.{key}{_personal(recipient, subject_prefix)}@{domain}>"
     msg["List-Unsubscribe"] = f"<{unsubscribe}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
@@ -53,6 +54,15 @@ def build_message(
     msg.set_boundary(f"=_newsletter_{key}")
     msg.policy = WIRE  # from here on only header folding is affected
     return msg
+
+
+def _personal(recipient: Recipient | None, subject_prefix: str) -> str:
+    """A per-copy part of the Message-ID: clients such as Gmail drop a message whose id they
+    have already seen, so a test copy and each recipient's copy need their own."""
+    if recipient is None:
+        return ""
+    seed = f"{recipient.email}\0{subject_prefix}".encode()
+    return "." + hashlib.sha256(seed).hexdigest()[:16]
 
 
 def to_bytes(message: EmailMessage) -> bytes:

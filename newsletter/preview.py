@@ -18,6 +18,8 @@ import jinja2
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -220,7 +222,11 @@ def create_app(
         Route("/issues/{name}/email.txt", pages.email_text),
         Route("/issues/{name}/report.json", pages.report),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # The preview shows subscribers' data ("render as"): only this machine may ask, and a
+    # page elsewhere cannot reach it through DNS rebinding (it would send its own Host).
+    hosts = sorted({"127.0.0.1", "localhost", "[::1]", settings.preview_host})
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.desk = desk
     return app
 
@@ -562,11 +568,14 @@ def database_lookup(settings: Settings) -> Lookup | None:
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
         return None
 
-    def lookup(address: str) -> Recipient | None:
-        from newsletter import audience, db, tokens
+    from newsletter import db
 
-        try:
-            engine = db.connect(settings)
+    engine = db.engine_for(settings.database, int(settings.database_busy_timeout * 1000))
+
+    def lookup(address: str) -> Recipient | None:
+        from newsletter import audience, tokens
+
+        try:  # read-only: no migration, no write lock, one engine for the server's life
             with db.reading(engine) as conn:
                 found = audience.subscriber(conn, address)
         except NewsletterError:

@@ -175,3 +175,21 @@ def test_cli_prints_user_text_literally_never_as_markup(project: Path) -> None:
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "[subject]: error: must be a single line." in done.stderr
+
+
+def test_every_copy_has_its_own_message_id(settings: Settings) -> None:
+    from newsletter.build import build_issue
+    from newsletter.message import build_message
+    from newsletter.models import Recipient
+
+    built = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
+    ids = {
+        build_message(built, settings, Recipient(address, "A", "https://x.org/u/t"), prefix)[
+            "Message-ID"
+        ]
+        for address in ("a@example.org", "b@example.org")
+        for prefix in ("", "[TEST] ")
+    }
+    assert len(ids) == 4
+    again = build_message(built, settings, Recipient("a@example.org", "A", "https://x.org/u/t"))
+    assert again["Message-ID"] in ids  # still deterministic

@@ -43,3 +43,18 @@ def test_unknown_key_in_config_file_names_the_file(tmp_path: Path) -> None:
 def test_malformed_number_names_its_origin(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="NEWSLETTER_SMTP_PORT"):
         load_settings(tmp_path, env={"NEWSLETTER_SMTP_PORT": "twenty-five"})
+
+
+@pytest.mark.parametrize("key", ["sendgrid_api_key", "secret_keys", "smtp_password"])
+def test_secrets_in_the_config_file_are_refused(tmp_path: Path, key: str) -> None:
+    (tmp_path / "newsletter.toml").write_text(f'{key} = "SG.committed-by-mistake"\n')
+    with pytest.raises(ConfigError, match=f"{key} is a secret .* environment") as info:
+        load_settings(tmp_path, env={})
+    assert "SG.committed-by-mistake" not in str(info.value)
+
+
+def test_database_password_is_not_in_the_repr(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://editor:hunter2@db.internal/newsletter"
+    settings = load_settings(tmp_path, env={"NEWSLETTER_DATABASE_URL": url})
+    assert settings.database == url
+    assert "hunter2" not in repr(settings)

@@ -222,3 +222,10 @@ def test_yaml_alias_bomb_is_refused_at_once(settings: Settings) -> None:
     assert len(found) == 1
     assert "anchors and aliases" in found[0].message
     assert found[0].line == 14  # the first line that uses an alias
+
+
+@pytest.mark.parametrize("name", ["two words", "a<b>", "ünï"])
+def test_issue_file_name_must_be_a_safe_name(settings: Settings, name: str) -> None:
+    with pytest.raises(IssueError) as info:
+        load_issue(write(settings, GOOD, f"{name}.yaml"), settings)
+    assert "is the issue's name" in str(info.value)

@@ -39,10 +39,12 @@ class Client:
     def __init__(self, app: Starlette) -> None:
         self.app = app
 
-    def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+    def get(
+        self, path: str, params: dict[str, str] | None = None, host: str = "127.0.0.1"
+    ) -> httpx.Response:
         async def fetch() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://desk") as http:
+            async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as http:
                 return await http.get(path, params=params)
 
         # A thread of its own: Playwright's sync API (test_browser) keeps an event loop
@@ -277,3 +279,11 @@ def test_render_as_never_creates_a_database(tmp_path: Path) -> None:
     settings = load_settings(tmp_path, env={})
     assert database_lookup(settings) is None
     assert not (tmp_path / "newsletter.db").exists()
+
+
+def test_only_this_machine_may_ask_the_preview(client: Client) -> None:
+    # A page elsewhere that rebinds its DNS name to 127.0.0.1 still sends its own Host.
+    rebound = client.get("/issues/2025-12-10/email.txt", {"as": "dana@example.org"}, "evil.test")
+    assert rebound.status_code == 400
+    assert "Dana" not in rebound.text
+    assert client.get("/", host="localhost").status_code == 200
