@@ -89,6 +89,6 @@ def _image(check: yamlfile.Checker) -> Image | None:
     return Image(
         url=url,
         alt=check.text(("image", "alt")),
-        width=check.integer(("image", "width"), minimum=1),
-        height=check.integer(("image", "height"), minimum=1),
+        width=check.integer(("image", "width"), minimum=1, maximum=10_000),
+        height=check.integer(("image", "height"), minimum=1, maximum=10_000),
     )

@@ -12,7 +12,13 @@ from newsletter import rates as rates_mod
 from newsletter import yamlfile
 from newsletter.config import Settings
 from newsletter.content import load_articles
-from newsletter.errors import IssueError, NewsletterError, Problem, YamlSyntaxError
+from newsletter.errors import (
+    ArticleFileError,
+    IssueError,
+    NewsletterError,
+    Problem,
+    YamlSyntaxError,
+)
 from newsletter.models import (
     Article,
     AudienceSpec,
@@ -174,7 +180,8 @@ def _audience(check: yamlfile.Checker) -> AudienceSpec:
 def resolve(spec: IssueSpec, settings: Settings, check: yamlfile.Checker) -> Issue:
     """Resolve against content, rates and templates; problems are added to `check`."""
     articles = _load_articles(settings, check)
-    sections = _resolve_sections(spec, articles, check)
+    # With broken article files every section would also "select nothing": say it once.
+    sections = _resolve_sections(spec, articles, check) if articles is not None else ()
     snapshot, trend = (
         (None, ()) if spec.date == dt.date.min else (_resolve_rates(spec, settings, check))
     )
@@ -183,12 +190,14 @@ def resolve(spec: IssueSpec, settings: Settings, check: yamlfile.Checker) -> Iss
     return Issue(spec, sections, snapshot, trend, warnings)
 
 
-def _load_articles(settings: Settings, check: yamlfile.Checker) -> dict[str, Article]:
+def _load_articles(settings: Settings, check: yamlfile.Checker) -> dict[str, Article] | None:
     try:
         return load_articles(settings.path("content_dir") / "articles")
+    except ArticleFileError as exc:
+        check.problems.extend(exc.problems)
     except NewsletterError as exc:
         check.problems.append(Problem(str(exc)))
-        return {}
+    return None
 
 
 def _resolve_sections(

@@ -122,9 +122,14 @@ def _offline_router(images: ImageSizes) -> Callable[[Route], None]:
     return route
 
 
+MAX_SIDE = 2400  # a declared 100000 x 100000 image must not make us build 30 GB of pixels
+
+
 @lru_cache(maxsize=16)
 def placeholder_png(width: int, height: int) -> bytes:
-    """A PNG of the given size: a blue-grey vertical gradient, visibly a picture."""
+    """A PNG of the given shape, at most MAX_SIDE a side: a blue-grey gradient."""
+    scale = min(1.0, MAX_SIDE / max(width, height, 1))
+    width, height = max(1, int(width * scale)), max(1, int(height * scale))
     rows = []
     for y in range(height):
         shade = 150 + (y * 60) // max(height - 1, 1)

@@ -220,12 +220,16 @@ class Checker:
         self.problem(field, f"expected a date as YYYY-MM-DD, got {value!r}.")
         return None
 
-    def integer(self, field: tuple[str | int, ...], *, minimum: int = 0) -> int | None:
+    def integer(
+        self, field: tuple[str | int, ...], *, minimum: int = 0, maximum: int = 10**9
+    ) -> int | None:
         value = self.get(field)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.problem(field, f"expected a whole number >= {minimum}, got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            self.problem(
+                field, f"expected a whole number from {minimum} to {maximum}, got {value!r}."
+            )
             return None
         return value
 

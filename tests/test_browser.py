@@ -219,3 +219,16 @@ def test_preview_dark_mode_toggle_darkens_the_email(chromium: Browser, preview_u
         assert page.frames[1].evaluate(background) == "rgb(17, 20, 24)"
     finally:
         context.close()
+
+
+def test_placeholder_images_keep_their_shape_within_a_size_cap() -> None:
+    import struct
+
+    from newsletter.snapshot import MAX_SIDE, placeholder_png
+
+    def size(png: bytes) -> tuple[int, int]:
+        width, height = struct.unpack(">II", png[16:24])
+        return width, height
+
+    assert size(placeholder_png(1200, 675)) == (1200, 675)
+    assert size(placeholder_png(100_000, 50_000)) == (MAX_SIDE, MAX_SIDE // 2)

@@ -139,7 +139,7 @@ def test_wrong_types(settings: Settings) -> None:
     found = problems(settings, text)
     assert "expected a date" in only(found, "date").message
     assert "expected text, got a list" in only(found, "subject").message
-    assert "whole number >= 1" in only(found, "sections[1].query.days").message
+    assert "whole number from 1" in only(found, "sections[1].query.days").message
 
 
 def test_unknown_keys_with_suggestion(settings: Settings) -> None:
@@ -229,3 +229,15 @@ def test_issue_file_name_must_be_a_safe_name(settings: Settings, name: str) -> N
     with pytest.raises(IssueError) as info:
         load_issue(write(settings, GOOD, f"{name}.yaml"), settings)
     assert "is the issue's name" in str(info.value)
+
+
+def test_absurd_image_size_in_an_article_is_refused(settings: Settings) -> None:
+    article = (
+        settings.path("content_dir") / "articles" / "kyrgyzstan-dried-apricot-exports-china.md"
+    )
+    article.write_text(article.read_text().replace("width: 1200", "width: 100000"))
+    found = problems(settings, GOOD)
+    assert len(found) == 1  # the article's problem, not also "section selects nothing"
+    assert "from 1 to 10000, got 100000" in found[0].message
+    assert found[0].file == article
+    assert found[0].field == "image.width"
