@@ -7,7 +7,7 @@ from pathlib import Path
 
 from newsletter import placeholders
 from newsletter.config import Settings
-from newsletter.errors import NewsletterError
+from newsletter.errors import UsageError
 from newsletter.issues import load_issue
 from newsletter.message import build_message, to_bytes
 from newsletter.models import Issue, Recipient, RenderedEmail
@@ -54,7 +54,7 @@ def preview_recipient(spec: str, settings: Settings) -> Recipient:
     name, sep, address = spec.partition(",")
     if not sep or "@" not in address or "\n" in spec or "\r" in spec:
         example = "--as 'Aida,aida@example.org'"
-        raise NewsletterError(f"--as {spec!r}: expected NAME,EMAIL, e.g. {example}.")
+        raise UsageError(f"--as {spec!r}: expected NAME,EMAIL, e.g. {example}.")
     return Recipient(
         email=address.strip(),
         first_name=name.strip(),

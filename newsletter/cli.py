@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from newsletter.errors import IssueError, NewsletterError
+from newsletter.errors import IssueError, NewsletterError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -110,7 +110,7 @@ def check(
     settings = load_settings()
     paths = issues or sorted(settings.path("issues_dir").glob("*.yaml"))
     if not paths:
-        raise NewsletterError(f"no issue files in {settings.path('issues_dir')}; name one.")
+        raise UsageError(f"no issue files in {settings.path('issues_dir')}; name one.")
     reports = [report_for_file(path, settings) for path in paths]
     if json_:
         typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
@@ -165,7 +165,7 @@ def preview(
     settings = load_settings(overrides={"preview_host": host, "preview_port": port})
     issues_dir = settings.path("issues_dir").resolve()
     if issue is not None and (not issue.is_file() or issue.resolve().parent != issues_dir):
-        raise NewsletterError(f"{issue}: no such issue file in {issues_dir}; name one there.")
+        raise UsageError(f"{issue}: no such issue file in {issues_dir}; name one there.")
     sock = bind(settings.preview_host, settings.preview_port)
     bound_port = sock.getsockname()[1]
     page = f"issues/{issue.stem}" if issue else ""
@@ -222,7 +222,7 @@ def rates_import(
     try:
         day = dt.date.fromisoformat(date)
     except ValueError:
-        raise NewsletterError(f"--date {date!r}: write the date as YYYY-MM-DD.") from None
+        raise UsageError(f"--date {date!r}: write the date as YYYY-MM-DD.") from None
     text = yamlfile.read_text(file)
     directory = settings.path("content_dir") / "rates"
     path, snapshot, changed = rates.import_ticker(text, str(file), day, directory, force=force)
@@ -562,7 +562,7 @@ def _parse_at(text: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise NewsletterError(
+        raise UsageError(
             f"--at {text!r}: write an ISO time with its zone, e.g. 2025-12-10T07:00+06:00."
         ) from None
     return moment
@@ -686,7 +686,7 @@ def cancel(
     settings = load_settings()
     mailer = get_mailer(settings)
     if not isinstance(mailer, Scheduler):
-        raise NewsletterError(f"Only the sendgrid mailer schedules sends; this is {mailer.name}.")
+        raise UsageError(f"Only the sendgrid mailer schedules sends; this is {mailer.name}.")
     name = Path(issue).stem
     count = dispatch.cancel_send(db.connect(settings), name, mailer)
     _console().print(

@@ -5,6 +5,7 @@ exits non-zero without a traceback. Foreign exceptions are translated once, at t
 boundary where they happen, with ``raise ... from``::
 
     NewsletterError
+    ├── UsageError             a command-line argument is malformed (names the option)
     ├── ConfigError            a setting is missing or malformed (names the setting)
     ├── ContentError           an article or rate file is malformed (names file and line)
     │   ├── YamlSyntaxError    a file is not valid YAML (carries file and line)
@@ -58,6 +59,10 @@ class Problem:
 
 class NewsletterError(Exception):
     """Base of every error the project raises on purpose."""
+
+
+class UsageError(NewsletterError):
+    """A command-line argument is malformed or names nothing."""
 
 
 class ConfigError(NewsletterError):
