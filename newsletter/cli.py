@@ -545,6 +545,7 @@ def send(
         allow_changed=allow_changed,
         send_at=_parse_at(at) if at else None,
     )
+    links = _links(settings, spec.list)  # no secret key: say so before any database work
     engine = db.connect(settings)
     plan = dispatch.plan_send(engine, email, spec, mailer, options)
     _print_plan(plan)
@@ -552,9 +553,7 @@ def send(
         return
     if not yes and not typer.confirm(f"Send {email.issue_name} to {plan.to_send} recipients?"):
         raise typer.Exit(1)
-    report = _send_with_progress(
-        engine, email, spec, mailer, _links(settings, spec.list), options, plan
-    )
+    report = _send_with_progress(engine, email, spec, mailer, links, options, plan)
     _print_dispatch_report(report)
 
 

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from newsletter import audience, db, tokens
+from newsletter import archive, audience, db, tokens
 from newsletter.config import Settings
 from newsletter.errors import AudienceError, MailerError, StorageError, TokenError
 from newsletter.mailer import get_mailer
@@ -262,6 +262,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/subscribe", handlers.subscribe, methods=["POST"]),
         Route("/confirm/{token}", handlers.confirm_page, methods=["GET"]),
         Route("/confirm/{token}", handlers.confirm, methods=["POST"]),
+        *archive.routes(settings, engine, not_found),
     ]
     handlers_for: dict[Any, Any] = {404: missing, StorageError: unavailable}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers_for)
