@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from newsletter import placeholders
+from newsletter.atomic import write_bytes
 from newsletter.config import Settings
 from newsletter.errors import UsageError
 from newsletter.issues import load_issue
@@ -45,7 +46,7 @@ def build_to_disk(
         "email.mjml": email.mjml.encode("utf-8"),
         "message.eml": message,
     }
-    files = tuple(_write(directory / name, data) for name, data in outputs.items())
+    files = tuple(write_bytes(directory / name, data) for name, data in outputs.items())
     return BuildResult(issue, email, directory, files)
 
 
@@ -60,11 +61,3 @@ def preview_recipient(spec: str, settings: Settings) -> Recipient:
         first_name=name.strip(),
         unsubscribe_url=f"{settings.base_url.rstrip('/')}/u/preview-only-not-a-real-token",
     )
-
-
-def _write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # readers (a browser, the preview) never see half a file
-    return path

@@ -356,9 +356,8 @@ def subscribers_export(
     include_unsubscribed: bool = False,
 ) -> None:
     """Export subscribers as spreadsheet-safe CSV (UTF-8 with BOM when written to a file)."""
-    import os
-
     from newsletter import db
+    from newsletter.atomic import replacing_text
     from newsletter.audience_csv import export_csv
 
     statuses = ["confirmed", "unconfirmed"] + (["unsubscribed"] if include_unsubscribed else [])
@@ -366,10 +365,8 @@ def subscribers_export(
         if output is None:
             export_csv(conn, sys.stdout, list_name, statuses)
             return
-        partial = output.with_name(output.name + ".partial")
-        with partial.open("w", encoding="utf-8-sig", newline="") as handle:
+        with replacing_text(output, encoding="utf-8-sig") as handle:
             count = export_csv(conn, handle, list_name, statuses)
-        os.replace(partial, output)  # a reader never sees half a file
     _console(stderr=True).print(f"Wrote {count} subscribers to {output}.")
 
 

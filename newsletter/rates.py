@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from newsletter import yamlfile
+from newsletter.atomic import write_bytes
 from newsletter.errors import RatesError
 from newsletter.models import Rate, RateSnapshot
 
@@ -286,8 +287,5 @@ def import_ticker(
                 f"{path} already holds other rates for {date}; "
                 "pass --force to replace it (the old file is then overwritten)."
             )
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(new_text, encoding="utf-8")
-    tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half
+    write_bytes(path, new_text.encode("utf-8"))  # the old file or the new one, never half
     return path, snapshot, True
