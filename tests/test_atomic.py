@@ -12,9 +12,14 @@ from newsletter.atomic import replacing_text, write_bytes
 def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path: Path) -> None:
     target = tmp_path / "out" / "weekly.csv"
     write_bytes(target, b"old contents\n")
-    with pytest.raises(RuntimeError), replacing_text(target) as handle:
-        handle.write("half of the new")
-        raise RuntimeError("the database went away mid-export")
+
+    def export_that_dies() -> None:
+        with replacing_text(target) as handle:
+            handle.write("half of the new")
+            raise RuntimeError("the database went away mid-export")
+
+    with pytest.raises(RuntimeError):
+        export_that_dies()
     assert target.read_bytes() == b"old contents\n"
     assert [p.name for p in target.parent.iterdir()] == ["weekly.csv"]
 
