@@ -60,10 +60,12 @@ def now() -> dt.datetime:
 
 
 def normalize_email(text: str) -> str:
-    """Validate an address (syntax only, no DNS) and return it in lower case.
+    """Validate an address (syntax only, no DNS) and return its ASCII form in lower case.
 
     Case variants are one subscriber: mailbox providers treat local parts
-    case-insensitively in practice, so we do too.
+    case-insensitively in practice, so we do too. A Unicode domain is stored in its
+    IDNA (punycode) form, so both spellings are one subscriber and every mailer can put
+    it in a header. A non-ASCII local part is refused: only SMTPUTF8 can carry it.
     """
     candidate = text.strip()
     if "\r" in candidate or "\n" in candidate:
@@ -85,10 +87,15 @@ def _checked_domain(domain: str) -> str:
 
 def _validated(candidate: str) -> str:
     try:
-        result = validate_email(candidate, check_deliverability=False)
+        result = validate_email(candidate, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
+        if not candidate.rpartition("@")[0].isascii():
+            raise AddressError(
+                "The address has non-ASCII characters before the @: it needs SMTPUTF8, "
+                "which we do not send. Ask the subscriber for another address."
+            ) from exc
         raise AddressError(f"Not a valid email address: {exc}") from exc
-    return str(result.normalized).lower()
+    return str(result.ascii_email).lower()
 
 
 def check_header_text(field: str, value: str, limit: int) -> str:

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from newsletter.config import Settings
 from newsletter.errors import AuthError, ConfigError, UnreachableError
 from newsletter.models import BatchOutcome, RenderedEmail, SendBatch, SendResult
-from newsletter.outbox import personal_message
+from newsletter.outbox import UNBUILDABLE, personal_message, unbuildable
 
 SECURITY = ("none", "starttls", "tls")
 
@@ -40,7 +40,11 @@ class SmtpMailer:
             for index, (recipient, key) in enumerate(
                 zip(batch.recipients, batch.keys, strict=True)
             ):
-                message = personal_message(email, self.settings, recipient, batch)
+                try:
+                    message = personal_message(email, self.settings, recipient, batch)
+                except UNBUILDABLE as exc:
+                    results.append(unbuildable(key, exc))
+                    continue
                 result = _deliver(client, message, recipient.email, key)
                 results.append(result)
                 if result.state == "unknown":

@@ -121,6 +121,16 @@ def test_a_refused_address_fails_alone(
     assert outcome.results[0].error.startswith("550")
 
 
+def test_an_unbuildable_recipient_fails_alone(
+    smtp_settings: Settings, inbox: tuple[Inbox, int], rendered: RenderedEmail
+) -> None:
+    people = (Recipient("ñandú@example.org"), Recipient("ok@example.org"))
+    outcome = SmtpMailer(smtp_settings).send_batch(rendered, batch(*people))
+    assert [r.state for r in outcome.results] == ["failed", "sent"]
+    assert "cannot be built" in outcome.results[0].error
+    assert [to for to, _ in inbox[0].messages] == [["ok@example.org"]]
+
+
 def test_login_with_the_configured_credentials(
     smtp_settings: Settings, inbox: tuple[Inbox, int], rendered: RenderedEmail
 ) -> None:

@@ -205,6 +205,27 @@ def test_subscribe_refuses_header_injection(client: TestClient, engine: Engine) 
     assert state(engine) == before
 
 
+def test_subscribe_refuses_an_smtputf8_address_with_the_reason(
+    client: TestClient, settings: Settings, engine: Engine
+) -> None:
+    before = state(engine)
+    response = client.post("/subscribe", data={"email": "ñandú@example.org", "list": "weekly"})
+    assert response.status_code == 400
+    assert "needs SMTPUTF8, which we do not send" in response.text
+    assert state(engine) == before
+    assert outbox_messages(settings) == []
+
+
+def test_subscribe_stores_an_idn_domain_as_punycode(
+    client: TestClient, settings: Settings, engine: Engine
+) -> None:
+    assert client.post("/subscribe", data={"email": "a@bücher.de", "list": "weekly"}).is_success
+    [message] = outbox_messages(settings)
+    assert message["To"] == "a@xn--bcher-kva.de"
+    with db.reading(engine) as conn:
+        assert audience.subscriber(conn, "a@xn--bcher-kva.de").email == "a@xn--bcher-kva.de"
+
+
 def test_a_locked_sqlite_database_is_a_503_and_changes_nothing(tmp_path: Path) -> None:
     """SQLite only: its whole-database write lock is what a long import holds."""
     env = {"NEWSLETTER_SECRET_KEY": "k", "NEWSLETTER_DATABASE_BUSY_TIMEOUT": "0.05"}
