@@ -47,6 +47,9 @@ PAGE = 1000  # rows per query when streaming recipients
 LIST_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}\Z")
 MAX_NAME = 200
 MAX_LOCALE = 35
+# At most one confirmation message per address and list in this time, so the public form
+# cannot be used to flood somebody's inbox.
+CONFIRMATION_INTERVAL = dt.timedelta(hours=24)
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -60,10 +63,12 @@ def now() -> dt.datetime:
 
 
 def normalize_email(text: str) -> str:
-    """Validate an address (syntax only, no DNS) and return it in lower case.
+    """Validate an address (syntax only, no DNS) and return its ASCII form in lower case.
 
     Case variants are one subscriber: mailbox providers treat local parts
-    case-insensitively in practice, so we do too.
+    case-insensitively in practice, so we do too. A Unicode domain is stored in its
+    IDNA (punycode) form, so both spellings are one subscriber and every mailer can put
+    it in a header. A non-ASCII local part is refused: only SMTPUTF8 can carry it.
     """
     candidate = text.strip()
     if "\r" in candidate or "\n" in candidate:
@@ -85,10 +90,15 @@ def _checked_domain(domain: str) -> str:
 
 def _validated(candidate: str) -> str:
     try:
-        result = validate_email(candidate, check_deliverability=False)
+        result = validate_email(candidate, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
+        if not candidate.rpartition("@")[0].isascii():
+            raise AddressError(
+                "The address has non-ASCII characters before the @: it needs SMTPUTF8, "
+                "which we do not send. Ask the subscriber for another address."
+            ) from exc
         raise AddressError(f"Not a valid email address: {exc}") from exc
-    return str(result.normalized).lower()
+    return str(result.ascii_email).lower()
 
 
 def check_header_text(field: str, value: str, limit: int) -> str:
@@ -449,8 +459,8 @@ def subscriber_id_for(conn: Connection, public_id: str) -> int | None:
 def resubscribe(
     conn: Connection, subscriber_id: int, list_name: str, source: str = "resubscribe"
 ) -> None:
-    """Undo an unsubscribe from a list (or confirm an opt-in); a bounce or spam report for
-    every list stays. Only the subscriber's own signed link leads here."""
+    """Undo an unsubscribe from a list; a bounce or spam report for every list stays.
+    Only the subscriber's own signed resubscribe link leads here."""
     lid = list_id(conn, list_name)
     address = conn.execute(
         select(subscribers.c.email).where(subscribers.c.id == subscriber_id)
@@ -468,12 +478,13 @@ def request_subscription(
 ) -> tuple[str, str, str, str] | None:
     """Record an unconfirmed membership; what to mail (id, address, name, list) or None.
 
-    Nothing is mailed to an address that is confirmed already or suppressed everywhere
-    (bounced, reported spam). An existing subscriber's stored name is never changed
-    from this unauthenticated form.
+    Nothing is mailed to an address that is confirmed or unsubscribed already, suppressed
+    for the list or everywhere, or was sent a confirmation for the list within
+    CONFIRMATION_INTERVAL. An existing subscriber's stored name is never changed from
+    this unauthenticated form.
     """
     lid = list_id(conn, list_name)
-    if suppression_reason(conn, address, ALL_LISTS) is not None:
+    if suppression_reason(conn, address, list_name) is not None:
         return None
     row = conn.execute(
         select(subscribers.c.id, subscribers.c.public_id, subscribers.c.name).where(
@@ -486,11 +497,64 @@ def request_subscription(
     else:
         sid, public_id, stored_name = row.id, row.public_id, row.name
     status = membership_status(conn, sid, lid)
-    if status == "confirmed":
-        return None
     if status is None:
         set_membership(conn, sid, lid, "unconfirmed", "web")
+    elif status != "unconfirmed" or not _confirmation_due(conn, sid, lid):
+        return None
     return public_id, address, stored_name, list_name
+
+
+def _confirmation_due(conn: Connection, subscriber_id: int, lid: int) -> bool:
+    """Claim the next confirmation of an unconfirmed membership; False within the interval.
+
+    An unconfirmed membership's updated_at is when its last confirmation was asked for.
+    One conditional UPDATE, so two simultaneous requests cannot both win.
+    """
+    stamp = now()
+    claimed = conn.execute(
+        update(memberships)
+        .where(
+            memberships.c.subscriber_id == subscriber_id,
+            memberships.c.list_id == lid,
+            memberships.c.status == "unconfirmed",
+            memberships.c.updated_at <= stamp - CONFIRMATION_INTERVAL,
+        )
+        .values(updated_at=stamp)
+    )
+    return bool(claimed.rowcount)
+
+
+def confirm_subscription(conn: Connection, subscriber_id: int, list_name: str) -> bool:
+    """Confirm a double opt-in; False unless the membership still awaits confirmation.
+
+    So an old confirmation link cannot undo a later unsubscribe or suppression: only the
+    resubscribe link does that.
+    """
+    lid = list_id(conn, list_name)
+    address = conn.execute(
+        select(subscribers.c.email).where(subscribers.c.id == subscriber_id)
+    ).scalar_one()
+    if suppression_reason(conn, address, list_name) is not None:
+        return False
+    stamp = now()
+    # Conditional on the status, so an unsubscribe committed meanwhile wins.
+    confirmed = conn.execute(
+        update(memberships)
+        .where(
+            memberships.c.subscriber_id == subscriber_id,
+            memberships.c.list_id == lid,
+            memberships.c.status == "unconfirmed",
+        )
+        .values(status="confirmed", updated_at=stamp, confirmed_at=stamp)
+    )
+    if not confirmed.rowcount:
+        return False
+    conn.execute(
+        update(subscribers)
+        .where(subscribers.c.id == subscriber_id, subscribers.c.confirmed_at.is_(None))
+        .values(confirmed_at=stamp)
+    )
+    return True
 
 
 # --- Who receives an issue ------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from email.errors import MessageError
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
@@ -15,6 +16,9 @@ from newsletter.message import build_message
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+# What the email package raises for a message it cannot build or serialize (a non-ASCII
+# address is a UnicodeEncodeError, a ValueError).
+UNBUILDABLE = (ValueError, MessageError)
 
 
 def personal_message(
@@ -26,6 +30,11 @@ def personal_message(
     message.replace_header("Subject", subject)
     message["List-Id"] = list_id(settings, batch.list_name)
     return message
+
+
+def unbuildable(key: str, exc: Exception) -> SendResult:
+    """The result for a recipient whose message cannot be built: that recipient alone fails."""
+    return SendResult((key,), "failed", error=f"the message cannot be built: {exc}")
 
 
 class OutboxMailer:
@@ -48,8 +57,12 @@ class OutboxMailer:
         folder = self.directory / (batch.issue_name + ("-test" if batch.subject_prefix else ""))
         results = []
         for recipient, key in zip(batch.recipients, batch.keys, strict=True):
-            message = personal_message(email, self.settings, recipient, batch)
-            path = _write(folder / file_name(recipient.email), message.as_bytes())
+            try:
+                data = personal_message(email, self.settings, recipient, batch).as_bytes()
+            except UNBUILDABLE as exc:
+                results.append(unbuildable(key, exc))
+                continue
+            path = _write(folder / file_name(recipient.email), data)
             results.append(SendResult((key,), "sent", message_id=path.name))
         return BatchOutcome(tuple(results))
 

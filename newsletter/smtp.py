@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -9,7 +10,7 @@ from email.message import EmailMessage
 from newsletter.config import Settings
 from newsletter.errors import AuthError, ConfigError, UnreachableError
 from newsletter.models import BatchOutcome, RenderedEmail, SendBatch, SendResult
-from newsletter.outbox import personal_message
+from newsletter.outbox import UNBUILDABLE, personal_message, unbuildable
 
 SECURITY = ("none", "starttls", "tls")
 
@@ -24,6 +25,7 @@ class SmtpMailer:
             raise ConfigError(
                 f"Setting smtp_security is {settings.smtp_security!r}; use none, starttls or tls."
             )
+        _refuse_clear_text_login(settings)
         self.settings = settings
 
     def __repr__(self) -> str:
@@ -40,10 +42,14 @@ class SmtpMailer:
             for index, (recipient, key) in enumerate(
                 zip(batch.recipients, batch.keys, strict=True)
             ):
-                message = personal_message(email, self.settings, recipient, batch)
+                try:
+                    message = personal_message(email, self.settings, recipient, batch)
+                except UNBUILDABLE as exc:
+                    results.append(unbuildable(key, exc))
+                    continue
                 result = _deliver(client, message, recipient.email, key)
                 results.append(result)
-                if result.state == "unknown":
+                if result.state == "unknown" or client.sock is None:
                     # The connection is gone: nobody after this one was attempted.
                     rest = batch.keys[index + 1 :]
                     if rest:
@@ -71,6 +77,26 @@ class SmtpMailer:
         return client
 
 
+def _refuse_clear_text_login(s: Settings) -> None:
+    """Without TLS the password crosses the network in clear; only loopback is safe."""
+    if s.smtp_security != "none" or not s.smtp_username or _is_loopback(s.smtp_host):
+        return
+    raise ConfigError(
+        f"Setting smtp_security is 'none' but smtp_username is set, so the password would "
+        f"cross the network to smtp_host {s.smtp_host!r} in clear. Set smtp_security to "
+        "starttls or tls, or use a loopback smtp_host (127.0.0.1, ::1, localhost)."
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: not resolved here, so not trusted
+        return False
+
+
 def _open(s: Settings) -> smtplib.SMTP:
     # Certificates are always verified; smtp_ca_file names the CA to trust, never "none".
     context = ssl.create_default_context(cafile=s.smtp_ca_file or None)
@@ -90,11 +116,23 @@ def _deliver(client: smtplib.SMTP, message: EmailMessage, address: str, key: str
         return SendResult((key,), "failed", error=f"{code} {_text(reason)}")
     except smtplib.SMTPResponseException as exc:
         # The server answered: it did not take this message (sender or data refused).
-        client.rset()
+        _reset(client)
         return SendResult((key,), "failed", error=f"{exc.smtp_code} {_text(exc.smtp_error)}")
+    except smtplib.SMTPNotSupportedError as exc:
+        # Raised before MAIL FROM (e.g. the address needs SMTPUTF8): nothing was sent.
+        return SendResult((key,), "failed", error=str(exc))
     except (smtplib.SMTPServerDisconnected, OSError) as exc:
         return SendResult((key,), "unknown", error=f"connection lost ({type(exc).__name__})")
     return SendResult((key,), "sent")
+
+
+def _reset(client: smtplib.SMTP) -> None:
+    """Abort the refused transaction; if the server hung up (e.g. after a 421), close
+    our side so send_batch releases the rest instead of the run aborting."""
+    try:
+        client.rset()
+    except (smtplib.SMTPException, OSError):
+        client.close()
 
 
 def _text(value: bytes | str) -> str:

@@ -209,9 +209,11 @@ class _App:
         if found is None:
             return not_found()
         sid, list_name = found
-        await self.run(
-            True, lambda conn: audience.resubscribe(conn, sid, list_name, source="double opt-in")
+        confirmed = await self.run(
+            True, lambda conn: audience.confirm_subscription(conn, sid, list_name)
         )
+        if not confirmed:  # confirmed already, or unsubscribed since: the link is spent
+            return not_found()
         return page("Subscribed", f"<p>You are subscribed to <b>{html.escape(list_name)}</b>.</p>")
 
 

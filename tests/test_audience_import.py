@@ -82,6 +82,16 @@ def test_import_handles_bom_crlf_quoted_newlines_and_reports_lines(
     assert [r.email for r in recipients] == ["ana@example.org", "bob@example.org"]
 
 
+def test_import_refuses_smtputf8_and_merges_idn_spellings(weekly: Engine, tmp_path: Path) -> None:
+    text = "email\nñandú@example.org\na@bücher.de\nA@xn--bcher-kva.de\n"
+    report = import_csv(weekly, write(tmp_path, text), "weekly", confirmed=True)
+    assert counts(report) == (1, 0, 0, 2)
+    reasons = {r.line: r.reason for r in report.rejections}
+    assert "needs SMTPUTF8, which we do not send" in reasons[2]
+    assert "duplicate of line 3" in reasons[4]
+    assert [row[0] for row in stored_subscribers(weekly)] == ["a@xn--bcher-kva.de"]
+
+
 def test_reimport_counts_updated_and_unchanged(weekly: Engine, tmp_path: Path) -> None:
     first = write(tmp_path, "email,name\na@example.org,A\nb@example.org,B\n", "1.csv")
     assert counts(import_csv(weekly, first, "weekly")) == (2, 0, 0, 0)

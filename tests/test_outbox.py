@@ -101,3 +101,22 @@ def test_a_long_unsubscribe_url_stays_a_plain_header(
     OutboxMailer(settings.path("outbox_dir"), settings).send_batch(rendered, batch)
     data = (tmp_path / "outbox" / "2025-12-10" / "a@example.org.eml").read_bytes()
     assert f"List-Unsubscribe: <{url}>\r\n".encode() in data
+
+
+def test_an_unbuildable_recipient_fails_alone_and_the_others_are_delivered(
+    tmp_path: Path, rendered: RenderedEmail
+) -> None:
+    """An address stored before SMTPUTF8 addresses were refused cannot go in a To header."""
+    settings = load_settings(tmp_path, env={})
+    people = (Recipient("a@example.org"), Recipient("ñandú@example.org"), Recipient("b@x.org"))
+    outcome = OutboxMailer(settings.path("outbox_dir"), settings).send_batch(
+        rendered, SendBatch("2025-12-10", "weekly", people, ("1", "2", "3"))
+    )
+    assert [(r.keys, r.state) for r in outcome.results] == [
+        (("1",), "sent"),
+        (("2",), "failed"),
+        (("3",), "sent"),
+    ]
+    assert "cannot be built" in outcome.results[1].error
+    folder = tmp_path / "outbox" / "2025-12-10"
+    assert sorted(p.name for p in folder.iterdir()) == ["a@example.org.eml", "b@x.org.eml"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import email
+import email.message
 import email.policy
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -20,13 +22,14 @@ from sqlalchemy.engine import Engine
 
 from newsletter import audience, db, dispatch
 from newsletter.config import Secret, Settings, load_settings
-from newsletter.errors import AuthError, UnreachableError
+from newsletter.errors import AuthError, ConfigError, UnreachableError
 from newsletter.models import AudienceSpec, Recipient, RenderedEmail, SendBatch
-from newsletter.smtp import SmtpMailer
+from newsletter.smtp import SmtpMailer, _deliver
 from tests.conftest import populate
 
 REFUSED = "refused@example.org"
 DROPPED = "dropped@example.org"  # the server takes this message, then the connection dies
+CLOSING = "closing@example.org"  # the server answers 421 to this DATA and hangs up
 
 
 class Inbox:
@@ -44,6 +47,8 @@ class Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if envelope.rcpt_tos == [CLOSING]:
+            return "421 4.3.2 Service shutting down"
         self.messages.append((list(envelope.rcpt_tos), bytes(envelope.content)))
         if envelope.rcpt_tos == [DROPPED]:
             server.transport.close()
@@ -121,6 +126,16 @@ def test_a_refused_address_fails_alone(
     assert outcome.results[0].error.startswith("550")
 
 
+def test_an_unbuildable_recipient_fails_alone(
+    smtp_settings: Settings, inbox: tuple[Inbox, int], rendered: RenderedEmail
+) -> None:
+    people = (Recipient("ñandú@example.org"), Recipient("ok@example.org"))
+    outcome = SmtpMailer(smtp_settings).send_batch(rendered, batch(*people))
+    assert [r.state for r in outcome.results] == ["failed", "sent"]
+    assert "cannot be built" in outcome.results[0].error
+    assert [to for to, _ in inbox[0].messages] == [["ok@example.org"]]
+
+
 def test_login_with_the_configured_credentials(
     smtp_settings: Settings, inbox: tuple[Inbox, int], rendered: RenderedEmail
 ) -> None:
@@ -157,6 +172,56 @@ def test_a_connection_lost_mid_batch_is_unknown_and_the_rest_go_back(
         (("2",), "released"),
     ]
     assert [to for to, _ in inbox[0].messages] == [["first@example.org"], [DROPPED]]
+
+
+def test_a_refusal_that_closes_the_connection_fails_one_and_releases_the_rest(
+    smtp_settings: Settings, inbox: tuple[Inbox, int], rendered: RenderedEmail
+) -> None:
+    people = (Recipient("first@example.org"), Recipient(CLOSING), Recipient("third@example.org"))
+    outcome = SmtpMailer(smtp_settings).send_batch(rendered, batch(*people))
+    assert [(r.keys, r.state) for r in outcome.results] == [
+        (("0",), "sent"),
+        (("1",), "failed"),
+        (("2",), "released"),
+    ]
+    assert outcome.results[1].error.startswith("421")
+    assert [to for to, _ in inbox[0].messages] == [["first@example.org"]]
+
+
+def test_an_address_needing_smtputf8_fails_and_the_connection_goes_on() -> None:
+    """A server without SMTPUTF8 (as many are): smtplib refuses before sending anything."""
+    handler, port = Inbox(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
+    message = email.message.EmailMessage()
+    message["From"] = "digest@news.example.org"
+    message["Subject"] = "Hello"
+    message.set_content("Hello\n")
+    controller.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
+            client.ehlo()
+            refused = _deliver(client, message, "ñandú@example.org", "k1")
+            accepted = _deliver(client, message, "ok@example.org", "k2")
+    finally:
+        controller.stop()
+    assert (refused.state, accepted.state) == ("failed", "sent")
+    assert "SMTPUTF8" in refused.error
+    assert [to for to, _ in handler.messages] == [["ok@example.org"]]
+
+
+@pytest.mark.parametrize("host", ["mail.example.org", "192.0.2.10", "localhost.example.org"])
+def test_a_clear_text_login_to_a_remote_host_is_refused(tmp_path: Path, host: str) -> None:
+    env = {"NEWSLETTER_SMTP_HOST": host, "NEWSLETTER_SMTP_USERNAME": "editor"}
+    with pytest.raises(ConfigError, match=r"smtp_security.*smtp_username.*smtp_host"):
+        SmtpMailer(load_settings(tmp_path, env=env))
+    SmtpMailer(load_settings(tmp_path, env={**env, "NEWSLETTER_SMTP_SECURITY": "starttls"}))
+    SmtpMailer(load_settings(tmp_path, env={"NEWSLETTER_SMTP_HOST": host}))  # no login
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "LOCALHOST"])
+def test_a_clear_text_login_over_loopback_is_allowed(tmp_path: Path, host: str) -> None:
+    env = {"NEWSLETTER_SMTP_HOST": host, "NEWSLETTER_SMTP_USERNAME": "editor"}
+    assert SmtpMailer(load_settings(tmp_path, env=env)).settings.smtp_host == host
 
 
 def test_through_the_ledger_the_rest_of_a_broken_batch_is_sent_on_a_new_connection(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import threading
@@ -16,7 +17,7 @@ import uvicorn
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
@@ -196,6 +197,59 @@ def test_subscribe_answers_the_same_whatever_the_state(
     assert [m["To"] for m in outbox_messages(settings)] == ["fresh@example.org"]
 
 
+def confirm_link(message: email.message.EmailMessage) -> str:
+    return path_of(next(ln for ln in message.get_content().splitlines() if "/confirm/" in ln))
+
+
+def test_one_confirmation_per_address_and_list_a_day(
+    client: TestClient, settings: Settings, engine: Engine
+) -> None:
+    form = {"email": "target@example.org", "list": "weekly"}
+    texts = {client.post("/subscribe", data=form).text for _ in range(3)}
+    assert len(texts) == 1
+    assert len(outbox_messages(settings)) == 1
+    with db.writing(engine) as conn:  # as if the last confirmation went out 25 hours ago
+        day_ago = audience.now() - dt.timedelta(hours=25)
+        conn.execute(update(memberships).values(updated_at=day_ago))
+    assert client.post("/subscribe", data=form).text in texts
+    assert client.post("/subscribe", data=form).text in texts
+    assert len(outbox_messages(settings)) == 2
+
+
+def test_an_unsubscribe_blocks_subscribe_until_the_resubscribe_link(
+    client: TestClient, settings: Settings, engine: Engine, reader: str
+) -> None:
+    unsubscribe = path_of(tokens.unsubscribe_url(settings, reader, "weekly"))
+    assert client.post(unsubscribe, data=ONE_CLICK).status_code == 200
+    fresh = client.post("/subscribe", data={"email": "fresh@example.org", "list": "weekly"})
+    again = client.post("/subscribe", data={"email": "reader@example.org", "list": "weekly"})
+    assert again.text == fresh.text
+    assert [m["To"] for m in outbox_messages(settings)] == ["fresh@example.org"]
+    forged_confirm = path_of(tokens.confirm_url(settings, reader, "weekly"))
+    assert client.post(forged_confirm).text == client.post("/confirm/not-a-token").text
+    assert recipients(engine) == []
+    assert client.post(f"{unsubscribe}/resubscribe").status_code == 200
+    assert recipients(engine) == ["reader@example.org"]
+
+
+def test_an_old_confirmation_link_cannot_undo_a_later_unsubscribe(
+    client: TestClient, settings: Settings, engine: Engine
+) -> None:
+    client.post("/subscribe", data={"email": "new@example.org", "list": "weekly"})
+    [message] = outbox_messages(settings)
+    link = confirm_link(message)
+    assert client.post(link).status_code == 200
+    invalid = client.post("/confirm/not-a-token")
+    assert client.post(link).text == invalid.text  # spent once confirmed
+    with db.reading(engine) as conn:
+        public_id = audience.subscriber(conn, "new@example.org").public_id
+    unsubscribe = path_of(tokens.unsubscribe_url(settings, public_id, "weekly"))
+    assert client.post(unsubscribe, data=ONE_CLICK).status_code == 200
+    replay = client.post(link)
+    assert (replay.status_code, replay.text) == (invalid.status_code, invalid.text)
+    assert recipients(engine) == ["reader@example.org"]
+
+
 def test_subscribe_refuses_header_injection(client: TestClient, engine: Engine) -> None:
     before = state(engine)
     response = client.post(
@@ -203,6 +257,27 @@ def test_subscribe_refuses_header_injection(client: TestClient, engine: Engine) 
     )
     assert response.status_code == 400
     assert state(engine) == before
+
+
+def test_subscribe_refuses_an_smtputf8_address_with_the_reason(
+    client: TestClient, settings: Settings, engine: Engine
+) -> None:
+    before = state(engine)
+    response = client.post("/subscribe", data={"email": "ñandú@example.org", "list": "weekly"})
+    assert response.status_code == 400
+    assert "needs SMTPUTF8, which we do not send" in response.text
+    assert state(engine) == before
+    assert outbox_messages(settings) == []
+
+
+def test_subscribe_stores_an_idn_domain_as_punycode(
+    client: TestClient, settings: Settings, engine: Engine
+) -> None:
+    assert client.post("/subscribe", data={"email": "a@bücher.de", "list": "weekly"}).is_success
+    [message] = outbox_messages(settings)
+    assert message["To"] == "a@xn--bcher-kva.de"
+    with db.reading(engine) as conn:
+        assert audience.subscriber(conn, "a@xn--bcher-kva.de").email == "a@xn--bcher-kva.de"
 
 
 def test_a_locked_sqlite_database_is_a_503_and_changes_nothing(tmp_path: Path) -> None:
