@@ -10,6 +10,7 @@ from email.policy import SMTP
 from pathlib import Path
 
 from newsletter import placeholders
+from newsletter.atomic import write_bytes
 from newsletter.config import Settings
 from newsletter.mailer import list_id
 from newsletter.message import build_message
@@ -50,7 +51,7 @@ class OutboxMailer:
         data = message.as_bytes(policy=SMTP)
         # Named by content, so writing the same message twice is one file, not two.
         digest = hashlib.sha256(data).hexdigest()[:16]
-        return str(_write(self.directory / "messages" / f"{digest}.eml", data))
+        return str(write_bytes(self.directory / "messages" / f"{digest}.eml", data))
 
     def send_batch(self, email: RenderedEmail, batch: SendBatch) -> BatchOutcome:
         """One .eml per recipient under outbox/<issue>/ (test copies under <issue>-test/)."""
@@ -62,7 +63,7 @@ class OutboxMailer:
             except UNBUILDABLE as exc:
                 results.append(unbuildable(key, exc))
                 continue
-            path = _write(folder / file_name(recipient.email), data)
+            path = write_bytes(folder / file_name(recipient.email), data)
             results.append(SendResult((key,), "sent", message_id=path.name))
         return BatchOutcome(tuple(results))
 
@@ -73,11 +74,3 @@ def file_name(address: str) -> str:
     if safe != address or safe.startswith("."):
         safe = f"{safe.lstrip('.')}-{hashlib.sha256(address.encode()).hexdigest()[:8]}"
     return f"{safe}.eml"
-
-
-def _write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # a reader never sees half a message
-    return path
