@@ -138,12 +138,16 @@ def test_an_answer_slower_than_the_timeout_is_unknown_not_retried(
 ) -> None:
     settings = dataclasses.replace(sendgrid_settings, sendgrid_timeout=0.3)
     fake_sendgrid.push(Reply(delay=1.5))
-    started = time.monotonic()
     result = only(mailer(settings).send_batch(rendered, BATCH))
-    assert time.monotonic() - started < 1.2
     assert result.state == "unknown"
     assert "timed out" in result.error
+    # The body did reach the server (which took it): exactly why the outcome is unknown and
+    # why it is never posted again. How fast the timeout fires is for benchmarks/.
     assert len(fake_sendgrid.mail_sends()) == 1
+    assert fake_sendgrid.delivered == [
+        ("2025-12-10", "a@example.org"),
+        ("2025-12-10", "b@example.org"),
+    ]
 
 
 def test_a_dropped_connection_is_unknown(
