@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from newsletter import audience, db, ledger
-from newsletter.errors import DispatchError, MailerError, StorageError
+from newsletter.errors import DispatchError, InterruptedBeforeSending, MailerError, StorageError
 from newsletter.mailer import Mailer, Scheduler
 from newsletter.models import (
     AudienceSpec,
@@ -333,7 +333,7 @@ def _send(run: _Run, batch: SendBatch) -> list[SendResult]:
         part = waiting.pop()
         try:
             outcome = run.mailer.send_batch(run.email, part)
-        except MailerError:
+        except (MailerError, InterruptedBeforeSending):
             # Neither this part nor those still waiting reached the provider: give them back.
             unsent = [key for p in [part, *waiting] for key in p.keys]
             with db.writing(run.engine) as conn:

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 import pytest
 
 from newsletter.config import Settings
-from newsletter.errors import AuthError, MailerError, UnreachableError
+from newsletter.errors import AuthError, InterruptedBeforeSending, MailerError, UnreachableError
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
 from newsletter.sendgrid import RetryPolicy, SendGridMailer
 from tests.conftest import CANARY_KEY
@@ -84,6 +84,20 @@ def test_429_for_ever_gives_up_saying_nothing_was_accepted(
     fake_sendgrid.push(*[Reply(429)] * FAST.attempts)
     with pytest.raises(UnreachableError, match="nothing was accepted"):
         mailer(sendgrid_settings, []).send_batch(rendered, BATCH)
+    assert fake_sendgrid.delivered == []
+
+
+def test_ctrl_c_during_a_rate_limit_wait_says_nothing_went_out(
+    sendgrid_settings: Settings, fake_sendgrid: FakeSendGrid, rendered: RenderedEmail
+) -> None:
+    def ctrl_c(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    fake_sendgrid.push(Reply(429))
+    client = SendGridMailer(sendgrid_settings, retry=FAST, sleep=ctrl_c)
+    with pytest.raises(InterruptedBeforeSending):
+        client.send_batch(rendered, BATCH)
+    assert len(fake_sendgrid.mail_sends()) == 1
     assert fake_sendgrid.delivered == []
 
 
