@@ -152,7 +152,7 @@ def test_a_second_schedule_after_the_first_time_passed_cancels_only_its_own_rows
     mailer: SendGridMailer,
     fake_sendgrid: FakeSendGrid,
 ) -> None:
-    soon = ledger.now() + dt.timedelta(seconds=2)
+    soon = ledger.now() + dt.timedelta(seconds=3)
     assert send(engine, rendered, mailer, soon).sent == AUDIENCE_SIZE
     while ledger.now() <= soon:  # SendGrid delivers the first schedule at its time
         time.sleep(0.1)
