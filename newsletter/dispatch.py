@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from newsletter import audience, db, ledger
-from newsletter.errors import DispatchError, MailerError, StorageError
+from newsletter.errors import DispatchError, InterruptedBeforeSending, MailerError, StorageError
 from newsletter.mailer import Mailer, Scheduler
 from newsletter.models import (
     AudienceSpec,
@@ -91,7 +91,9 @@ def send_issue(
 ) -> DispatchReport:
     """Send the issue to every recipient the ledger has not yet claimed."""
     schedule = _prepare(engine, email, spec, mailer, options)
-    run = _Run(engine, _start_run(engine, email.issue_name), email, spec.list, mailer, links)
+    run = _Run(
+        engine, _start_run(engine, email.issue_name, schedule), email, spec.list, mailer, links
+    )
     size = _batch_size(mailer, options)
     try:
         report = _deliver_new(run, spec, schedule, size, DispatchReport(email.issue_name), progress)
@@ -121,7 +123,11 @@ def send_tests(
 
 
 def cancel_send(engine: Engine, issue: str, scheduler: Scheduler) -> int:
-    """Cancel a scheduled send; its recipients go back to `pending`. Returns how many."""
+    """Cancel a scheduled send; the recipients its batch carried go back to `pending`.
+
+    Returns how many. `_prepare` keeps one still-future schedule per issue at most, under a
+    batch_id of its own, so the recorded one is the only one left to cancel.
+    """
     with db.reading(engine) as conn:
         record = ledger.send_record(conn, issue)
     if record is None or record.batch_id is None or record.send_at is None:
@@ -133,7 +139,7 @@ def cancel_send(engine: Engine, issue: str, scheduler: Scheduler) -> int:
         )
     scheduler.cancel_scheduled(record.batch_id)
     with db.writing(engine) as conn:
-        return ledger.unschedule(conn, issue)
+        return ledger.unschedule(conn, issue, record.batch_id)
 
 
 def status(engine: Engine, issue: str) -> tuple[DispatchReport, ledger.SendRecord | None]:
@@ -182,6 +188,8 @@ def _prepare(
             email.content_hash,
             allow_changed=options.allow_changed,
         )
+        # Before anything else is written: a refusal rolls this transaction back whole.
+        _check_schedule(record, options.send_at)
         ledger.recover(conn, email.issue_name, LEASE)
         if options.resend_unknown:
             ledger.resend_unknown(conn, email.issue_name)
@@ -192,15 +200,54 @@ def _prepare(
     if not isinstance(mailer, Scheduler):
         raise DispatchError(f"--at needs the sendgrid mailer; the {mailer.name} mailer sends now.")
     check_send_at(options.send_at, ledger.now())
-    batch_id = record.batch_id or mailer.create_batch_id()
+    if _scheduled(record) and record.batch_id and record.send_at:
+        batch_id, send_at = record.batch_id, record.send_at  # resumed (checked above)
+    else:
+        # A schedule whose time has come is delivered: a later one gets a batch_id of its
+        # own, so cancelling it can never reach messages sent under the earlier one.
+        batch_id = mailer.create_batch_id()
+        # SQLite keeps no zone: store UTC, or the time read back is off by the offset.
+        send_at = options.send_at.astimezone(dt.UTC)
     with db.writing(engine) as conn:
-        ledger.set_schedule(conn, email.issue_name, batch_id, options.send_at)
-    return replace(schedule, send_at=options.send_at, batch_id=batch_id)
+        if not ledger.set_schedule(conn, email.issue_name, batch_id, send_at):
+            raise DispatchError(
+                f"Issue {email.issue_name} was scheduled by another sender meanwhile; "
+                "check `newsletter status` and rerun with its --at time."
+            )
+    return replace(schedule, send_at=send_at, batch_id=batch_id)
 
 
-def _start_run(engine: Engine, issue: str) -> int:
+def _scheduled(record: ledger.SendRecord) -> bool:
+    """Whether the issue has a scheduled send whose time has not come yet."""
+    if record.batch_id is None or record.send_at is None:
+        return False
+    return record.send_at > ledger.now()
+
+
+def _check_schedule(record: ledger.SendRecord, send_at: dt.datetime | None) -> None:
+    """Refuse what would mix a pending scheduled send with another time (or with now).
+
+    A cancel gives back exactly the rows its batch carried; a send at another time (or at
+    once) next to it would leave some recipients with a copy that the cancel does not stop.
+    """
+    if not _scheduled(record):
+        return
+    assert record.send_at is not None
+    if send_at is not None and int(send_at.timestamp()) == int(record.send_at.timestamp()):
+        return  # the same schedule, resumed (new recipients, a rerun after a crash)
+    planned = record.send_at.isoformat()
+    wanted = f"at {send_at.isoformat()}" if send_at is not None else "now"
+    raise DispatchError(
+        f"Issue {record.issue} is scheduled for {planned} (batch {record.batch_id}); "
+        f"sending it {wanted} as well is refused and nothing was changed. Rerun with "
+        f"--at {planned} to add the remaining recipients to that schedule, or cancel it "
+        f"first with `newsletter cancel {record.issue}`."
+    )
+
+
+def _start_run(engine: Engine, issue: str, schedule: _Schedule) -> int:
     with db.writing(engine) as conn:
-        return ledger.start_run(conn, issue)
+        return ledger.start_run(conn, issue, schedule.batch_id, schedule.send_at)
 
 
 def _finish_run(engine: Engine, run_id: int) -> None:
@@ -286,7 +333,7 @@ def _send(run: _Run, batch: SendBatch) -> list[SendResult]:
         part = waiting.pop()
         try:
             outcome = run.mailer.send_batch(run.email, part)
-        except MailerError:
+        except (MailerError, InterruptedBeforeSending):
             # Neither this part nor those still waiting reached the provider: give them back.
             unsent = [key for p in [part, *waiting] for key in p.keys]
             with db.writing(run.engine) as conn:

@@ -25,6 +25,9 @@ boundary where they happen, with ``raise ... from``::
     └── MailerError            a mailer could not deliver
         ├── AuthError          the provider refused our credentials; stop everything
         └── UnreachableError   the provider could not be reached; nothing was accepted
+
+Outside the tree, ``InterruptedBeforeSending`` is a ``KeyboardInterrupt`` (Ctrl-C stops the
+program as ever) that also tells the sender nothing of the batch in hand went out.
 """
 
 from __future__ import annotations
@@ -150,3 +153,8 @@ class DispatchError(NewsletterError):
 
 class UnreachableError(MailerError):
     """The provider could not be reached (or kept rate-limiting); it accepted nothing."""
+
+
+class InterruptedBeforeSending(KeyboardInterrupt):
+    """Ctrl-C while no request of the batch had gone out (a rate-limit wait, say): its rows
+    can go back to `pending` instead of `unknown`."""

@@ -31,6 +31,7 @@ from sqlalchemy import (
     and_,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -67,6 +68,10 @@ send_runs = Table(
     Column("started_at", WHEN, nullable=False),
     Column("heartbeat_at", WHEN, nullable=False),
     Column("finished_at", WHEN, nullable=True),
+    # The scheduled batch that carried this run's requests (None: it sent at once). Rows
+    # name their run, so this says which rows a cancel of that batch holds back.
+    Column("batch_id", String(100), nullable=True),
+    Column("send_at", WHEN, nullable=True),
 )
 
 send_ledger = Table(
@@ -175,8 +180,23 @@ def send_record(conn: Connection, issue: str) -> SendRecord | None:
     return SendRecord(row.issue, row.list_name, row.content_hash, row.batch_id, send_at)
 
 
-def set_schedule(conn: Connection, issue: str, batch_id: str, send_at: dt.datetime) -> None:
-    _update_record(conn, issue, batch_id=batch_id, send_at=send_at)
+def set_schedule(conn: Connection, issue: str, batch_id: str, send_at: dt.datetime) -> bool:
+    """Record the schedule; False (nothing changed) when another still-future one holds it.
+
+    One conditional statement, so two senders scheduling at once cannot both win.
+    """
+    moment = now()
+    free = or_(
+        send_issues.c.send_at.is_(None),
+        send_issues.c.send_at <= moment,
+        send_issues.c.batch_id == batch_id,  # the same schedule, resumed
+    )
+    changed = conn.execute(
+        update(send_issues)
+        .where(send_issues.c.issue == issue, free)
+        .values(batch_id=batch_id, send_at=send_at, updated_at=moment)
+    ).rowcount
+    return bool(changed)
 
 
 def _update_record(conn: Connection, issue: str, **values: object) -> None:
@@ -188,7 +208,13 @@ def _update_record(conn: Connection, issue: str, **values: object) -> None:
 # --- Runs: who holds the claims --------------------------------------------------------------
 
 
-def start_run(conn: Connection, issue: str) -> int:
+def start_run(
+    conn: Connection,
+    issue: str,
+    batch_id: str | None = None,
+    send_at: dt.datetime | None = None,
+) -> int:
+    """A new run; `batch_id` and `send_at` name the scheduled batch its requests carry."""
     moment = now()
     result = conn.execute(
         insert(send_runs).values(
@@ -197,6 +223,8 @@ def start_run(conn: Connection, issue: str) -> int:
             pid=os.getpid(),
             started_at=moment,
             heartbeat_at=moment,
+            batch_id=batch_id,
+            send_at=send_at,
         )
     )
     key = result.inserted_primary_key
@@ -467,12 +495,28 @@ def problems(conn: Connection, issue: str, limit: int = 1000) -> list[Problem]:
     return [Problem(*row) for row in conn.execute(query)]
 
 
-def unschedule(conn: Connection, issue: str) -> int:
-    """After a cancelled schedule: its rows go back to `pending` and the schedule is cleared."""
+def unschedule(conn: Connection, issue: str, batch_id: str) -> int:
+    """After `batch_id` was cancelled: the rows it carried go back to `pending`.
+
+    Only rows sent by runs under that batch whose send_at is still ahead: rows sent at once,
+    or under an earlier schedule whose time has come, were delivered and stay `sent`.
+    """
+    moment = now()
+    carriers = select(send_runs.c.id).where(
+        send_runs.c.issue == issue, send_runs.c.batch_id == batch_id, send_runs.c.send_at > moment
+    )
     changed = conn.execute(
         update(send_ledger)
-        .where(send_ledger.c.issue == issue, send_ledger.c.state == "sent")
-        .values(state="pending", run_id=None, message_id="", updated_at=now())
+        .where(
+            send_ledger.c.issue == issue,
+            send_ledger.c.state == "sent",
+            send_ledger.c.run_id.in_(carriers),
+        )
+        .values(state="pending", run_id=None, message_id="", updated_at=moment)
     ).rowcount
-    _update_record(conn, issue, batch_id=None, send_at=None)
+    conn.execute(
+        update(send_issues)
+        .where(send_issues.c.issue == issue, send_issues.c.batch_id == batch_id)
+        .values(batch_id=None, send_at=None, updated_at=moment)
+    )
     return int(changed)

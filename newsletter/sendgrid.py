@@ -22,7 +22,13 @@ import sendgrid
 
 from newsletter import placeholders
 from newsletter.config import Settings
-from newsletter.errors import AuthError, ConfigError, MailerError, UnreachableError
+from newsletter.errors import (
+    AuthError,
+    ConfigError,
+    InterruptedBeforeSending,
+    MailerError,
+    UnreachableError,
+)
 from newsletter.mailer import list_id
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
 
@@ -229,12 +235,20 @@ class SendGridMailer:
                 return _unknown(keys, f"no answer after the request was sent ({_describe(exc)})")
             else:
                 return self._answer_success(response, keys)
-            self.sleep(delay)
+            self._wait(delay)
         raise UnreachableError(
             f"SendGrid at {self.settings.sendgrid_api_url} did not take the request after "
             f"{self.retry.attempts} attempts (rate limited or unreachable); nothing was "
             "accepted. Run the same command again later."
         )
+
+    def _wait(self, seconds: float) -> None:
+        try:
+            self.sleep(seconds)
+        except KeyboardInterrupt as exc:
+            # Every attempt so far was refused (429) or never connected: SendGrid accepted
+            # nothing, so the caller may give the batch back rather than mark it unknown.
+            raise InterruptedBeforeSending from exc
 
     def _answer_success(self, response: Any, keys: tuple[str, ...]) -> BatchOutcome:
         if self.sandbox and response.status_code == 200:

@@ -168,6 +168,41 @@ def test_killed_mid_run_while_answers_are_slow(sender: Sender, fake_sendgrid: Fa
     assert_promise_kept(sender, fake_sendgrid, output)
 
 
+def interruptible(sender: Sender) -> subprocess.Popen[bytes]:
+    """`newsletter send` with Ctrl-C at its default (a shell may start the suite with SIGINT
+    ignored, which a child would inherit and Python would then keep ignoring)."""
+    command = [sys.executable, "-m", "newsletter", "send", f"issues/{ISSUE}.yaml", "--yes"]
+    return subprocess.Popen(
+        command,
+        cwd=sender.root,
+        env=sender.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def test_ctrl_c_during_a_rate_limit_wait_gives_the_batch_back(
+    sender: Sender, fake_sendgrid: FakeSendGrid
+) -> None:
+    # The first request is rate limited for long: the sender sleeps with its batch claimed.
+    reset = str(int(time.time()) + 600)
+    fake_sendgrid.push(Reply(429, headers=(("X-RateLimit-Reset", reset),), accept=False))
+    process = interruptible(sender)
+    wait_until(lambda: len(fake_sendgrid.mail_sends()) == 1)
+    time.sleep(1.5)  # the 429 answer is read and the sender is in its wait, not its request
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err.decode()
+    assert fake_sendgrid.delivered == []
+    # Nothing went out during the wait: the batch is pending again, not unknown.
+    assert collections.Counter(sender.states().values()) == {"pending": BATCH}
+    code, output = sender.run()
+    assert code == 0, output
+    assert received(fake_sendgrid) == collections.Counter(sender.readers)
+    assert_promise_kept(sender, fake_sendgrid, output)
+
+
 def run_status(sender: Sender) -> tuple[int, str]:
     done = subprocess.run(
         [sys.executable, "-m", "newsletter", "status", ISSUE, "--details"],

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 import pytest
 
 from newsletter.config import Settings
-from newsletter.errors import AuthError, MailerError, UnreachableError
+from newsletter.errors import AuthError, InterruptedBeforeSending, MailerError, UnreachableError
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
 from newsletter.sendgrid import RetryPolicy, SendGridMailer
 from tests.conftest import CANARY_KEY
@@ -87,6 +87,20 @@ def test_429_for_ever_gives_up_saying_nothing_was_accepted(
     assert fake_sendgrid.delivered == []
 
 
+def test_ctrl_c_during_a_rate_limit_wait_says_nothing_went_out(
+    sendgrid_settings: Settings, fake_sendgrid: FakeSendGrid, rendered: RenderedEmail
+) -> None:
+    def ctrl_c(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    fake_sendgrid.push(Reply(429))
+    client = SendGridMailer(sendgrid_settings, retry=FAST, sleep=ctrl_c)
+    with pytest.raises(InterruptedBeforeSending):
+        client.send_batch(rendered, BATCH)
+    assert len(fake_sendgrid.mail_sends()) == 1
+    assert fake_sendgrid.delivered == []
+
+
 def test_400_fails_with_sendgrids_field_and_message(
     sendgrid_settings: Settings, fake_sendgrid: FakeSendGrid, rendered: RenderedEmail
 ) -> None:
@@ -138,12 +152,16 @@ def test_an_answer_slower_than_the_timeout_is_unknown_not_retried(
 ) -> None:
     settings = dataclasses.replace(sendgrid_settings, sendgrid_timeout=0.3)
     fake_sendgrid.push(Reply(delay=1.5))
-    started = time.monotonic()
     result = only(mailer(settings).send_batch(rendered, BATCH))
-    assert time.monotonic() - started < 1.2
     assert result.state == "unknown"
     assert "timed out" in result.error
+    # The body did reach the server (which took it): exactly why the outcome is unknown and
+    # why it is never posted again. How fast the timeout fires is for benchmarks/.
     assert len(fake_sendgrid.mail_sends()) == 1
+    assert fake_sendgrid.delivered == [
+        ("2025-12-10", "a@example.org"),
+        ("2025-12-10", "b@example.org"),
+    ]
 
 
 def test_a_dropped_connection_is_unknown(

@@ -55,6 +55,12 @@ class FakeSendGrid:
     requests: list[Received] = field(default_factory=list)
     delivered: list[tuple[str, str]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    # Accepted bodies as (batch_id, send_at, deliveries), and when each batch was cancelled:
+    # what recipients end up receiving once scheduled sends are cancelled (see `inboxes`).
+    accepted: list[tuple[str | None, int | None, list[tuple[str, str]]]] = field(
+        default_factory=list
+    )
+    cancelled_at: dict[str, float] = field(default_factory=dict)
     release: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -75,6 +81,27 @@ class FakeSendGrid:
                 self.requests.append(received)
             if accepted:
                 self.delivered.extend(deliveries(received.body))
+                if self.keep_bodies:
+                    body = received.body
+                    self.accepted.append(
+                        (body.get("batch_id"), body.get("send_at"), deliveries(body))
+                    )
+
+    def cancel(self, batch_id: str) -> None:
+        with self.lock:
+            self.cancelled.append(batch_id)
+            self.cancelled_at.setdefault(batch_id, time.time())
+
+    def inboxes(self) -> collections.Counter[tuple[str, str]]:
+        """(issue, address) for what recipients get in the end: as SendGrid does, a cancelled
+        batch_id holds back every message of that batch whose send_at had not come yet."""
+        with self.lock:
+            return collections.Counter(
+                delivery
+                for batch_id, send_at, people in self.accepted
+                if not _held_back(batch_id, send_at, self.cancelled_at)
+                for delivery in people
+            )
 
     def stats(self) -> dict[str, int]:
         with self.lock:
@@ -87,6 +114,12 @@ class FakeSendGrid:
     def delivered_counts(self) -> collections.Counter[tuple[str, str]]:
         with self.lock:
             return collections.Counter(self.delivered)
+
+
+def _held_back(batch_id: str | None, send_at: int | None, cancelled_at: dict[str, float]) -> bool:
+    if batch_id is None or send_at is None or batch_id not in cancelled_at:
+        return False
+    return cancelled_at[batch_id] < send_at
 
 
 def deliveries(body: Any) -> list[tuple[str, str]]:
@@ -132,7 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/v3/mail/batch":
             self._answer(201, {"batch_id": uuid.uuid4().hex}, raw)
         elif self.path == "/v3/user/scheduled_sends":
-            fake.cancelled.append(json.loads(raw)["batch_id"])
+            fake.cancel(json.loads(raw)["batch_id"])
             self._answer(201, json.loads(raw), raw)
         elif self.path == "/v3/mail/send":
             self._mail_send(raw)

@@ -1,0 +1,166 @@
+"""Scheduled sends and `cancel`: whatever the order of sends, nobody gets the issue twice.
+
+The fake SendGrid holds back the messages of a cancelled batch_id whose send_at had not
+come (as SendGrid does), so `inboxes()` is what each recipient ends up receiving.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import time
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from newsletter import audience, db, dispatch, ledger
+from newsletter.config import Secret, Settings
+from newsletter.dispatch import SendOptions
+from newsletter.errors import DispatchError
+from newsletter.models import AudienceSpec, DispatchReport, RenderedEmail
+from newsletter.sendgrid import RetryPolicy, SendGridMailer
+from tests.conftest import AUDIENCE_SIZE
+from tests.fakes.sendgrid_server import FakeSendGrid
+
+ISSUE = "2025-12-10"
+WEEKLY = AudienceSpec("weekly")
+SMALL = SendOptions(batch_size=10)
+LATE = 5  # readers who subscribe after the first send
+
+
+@pytest.fixture
+def mailer(db_settings: Settings, fake_sendgrid: FakeSendGrid) -> SendGridMailer:
+    pointed = dataclasses.replace(
+        db_settings,
+        sendgrid_api_key=Secret(fake_sendgrid.api_key),
+        sendgrid_api_url=fake_sendgrid.url,
+        sendgrid_timeout=1.0,
+    )
+    return SendGridMailer(pointed, retry=RetryPolicy(attempts=3, base=0.01, cap=0.05))
+
+
+def send(
+    engine: Engine, email: RenderedEmail, mailer: SendGridMailer, at: dt.datetime | None = None
+) -> DispatchReport:
+    options = dataclasses.replace(SMALL, send_at=at)
+    return dispatch.send_issue(engine, email, WEEKLY, mailer, link, options)
+
+
+def link(public_id: str) -> str:
+    return f"https://news.test/u/{public_id}"
+
+
+def in_hours(hours: float) -> dt.datetime:
+    return ledger.now().replace(microsecond=0) + dt.timedelta(hours=hours)
+
+
+def subscribe_late(engine: Engine) -> list[str]:
+    late = [f"late{i}@example.org" for i in range(LATE)]
+    with db.writing(engine) as conn:
+        for address in late:
+            audience.add_subscriber(conn, address, "weekly", confirmed=True)
+    return late
+
+
+def everyone_once(readers: list[str]) -> collections.Counter[tuple[str, str]]:
+    return collections.Counter((ISSUE, address) for address in readers)
+
+
+def ledger_rows(engine: Engine) -> list[tuple[str, str, str]]:
+    rows = ledger.send_ledger
+    query = select(rows.c.email, rows.c.state, rows.c.message_id).order_by(rows.c.email)
+    with db.reading(engine) as conn:
+        return [tuple(r) for r in conn.execute(query.where(rows.c.issue == ISSUE))]
+
+
+def batch_ids(fake: FakeSendGrid) -> list[str | None]:
+    return [r.body.get("batch_id") for r in fake.mail_sends()]
+
+
+def test_cancel_after_an_immediate_send_gives_back_only_the_scheduled_rows(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    assert send(engine, rendered, mailer).sent == AUDIENCE_SIZE
+    late = subscribe_late(engine)
+    assert send(engine, rendered, mailer, in_hours(20)).sent == LATE
+    assert dispatch.cancel_send(engine, ISSUE, mailer) == LATE
+    assert send(engine, rendered, mailer).sent == LATE
+    assert fake_sendgrid.inboxes() == everyone_once(weekly_readers + late)
+
+
+def test_an_immediate_send_while_a_schedule_is_pending_is_refused_and_changes_nothing(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    at = in_hours(20)
+    send(engine, rendered, mailer, at)
+    late = subscribe_late(engine)
+    before = (ledger_rows(engine), dispatch.status(engine, ISSUE)[1], len(fake_sendgrid.requests))
+    with pytest.raises(DispatchError, match="newsletter cancel 2025-12-10"):
+        send(engine, rendered, mailer)
+    # Even the new content hash an allowed change would record is rolled back.
+    changed = dataclasses.replace(rendered, content_hash="d00dad")
+    allowed = dataclasses.replace(SMALL, allow_changed=True)
+    with pytest.raises(DispatchError, match="newsletter cancel 2025-12-10"):
+        dispatch.send_issue(engine, changed, WEEKLY, mailer, link, allowed)
+    after = (ledger_rows(engine), dispatch.status(engine, ISSUE)[1], len(fake_sendgrid.requests))
+    assert after == before
+    assert dispatch.cancel_send(engine, ISSUE, mailer) == AUDIENCE_SIZE
+    assert send(engine, rendered, mailer).sent == AUDIENCE_SIZE + LATE
+    assert fake_sendgrid.inboxes() == everyone_once(weekly_readers + late)
+
+
+def test_the_same_time_again_joins_the_schedule_and_another_time_is_refused(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    at = in_hours(20)
+    send(engine, rendered, mailer, at)
+    late = subscribe_late(engine)
+    before = (ledger_rows(engine), dispatch.status(engine, ISSUE)[1], len(fake_sendgrid.requests))
+    with pytest.raises(DispatchError, match="is scheduled for"):
+        send(engine, rendered, mailer, in_hours(30))
+    assert (ledger_rows(engine), dispatch.status(engine, ISSUE)[1]) == before[:2]
+    assert len(fake_sendgrid.requests) == before[2]
+    # The same moment in another zone is the same schedule: the late readers join its batch.
+    assert send(engine, rendered, mailer, at.astimezone(dt.timezone(dt.timedelta(hours=6)))).sent
+    bodies = [r.body for r in fake_sendgrid.mail_sends()]
+    assert {b["send_at"] for b in bodies} == {int(at.timestamp())}
+    assert len(set(batch_ids(fake_sendgrid))) == 1
+    assert dispatch.cancel_send(engine, ISSUE, mailer) == AUDIENCE_SIZE + LATE
+    assert fake_sendgrid.inboxes() == collections.Counter()
+    send(engine, rendered, mailer)
+    assert fake_sendgrid.inboxes() == everyone_once(weekly_readers + late)
+
+
+def test_a_second_schedule_after_the_first_time_passed_cancels_only_its_own_rows(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    soon = ledger.now() + dt.timedelta(seconds=3)
+    assert send(engine, rendered, mailer, soon).sent == AUDIENCE_SIZE
+    while ledger.now() <= soon:  # SendGrid delivers the first schedule at its time
+        time.sleep(0.1)
+    late = subscribe_late(engine)
+    assert send(engine, rendered, mailer, in_hours(20)).sent == LATE
+    first, second = dict.fromkeys(batch_ids(fake_sendgrid))
+    assert first != second  # the passed schedule's batch_id is never reused
+    assert dispatch.cancel_send(engine, ISSUE, mailer) == LATE
+    assert fake_sendgrid.cancelled == [second]
+    assert send(engine, rendered, mailer).sent == LATE
+    assert fake_sendgrid.inboxes() == everyone_once(weekly_readers + late)
