@@ -18,74 +18,23 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
 
-from sqlalchemy import (
-    CheckConstraint,
-    Column,
-    DateTime,
-    Index,
-    Integer,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    and_,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from newsletter.audience import insert_ignoring_duplicates
 from newsletter.errors import DispatchError
 from newsletter.models import SendResult
-from newsletter.schema import ALL_LISTS, metadata, suppressions
+from newsletter.schema import (
+    ALL_LISTS,
+    LEDGER_STATES,
+    send_issues,
+    send_ledger,
+    send_runs,
+    suppressions,
+)
 
-STATES = ("pending", "claimed", "sent", "failed", "unknown", "skipped", "validated")
-WHEN = DateTime(timezone=True)
+STATES = LEDGER_STATES
 ENQUEUE_CHUNK = 5000
-
-send_issues = Table(
-    "send_issues",
-    metadata,
-    Column("issue", String(200), primary_key=True),
-    Column("list_name", String(100), nullable=False),
-    Column("content_hash", String(128), nullable=False),
-    Column("batch_id", String(100), nullable=True),
-    Column("send_at", WHEN, nullable=True),
-    Column("created_at", WHEN, nullable=False),
-    Column("updated_at", WHEN, nullable=False),
-)
-
-send_runs = Table(
-    "send_runs",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("issue", String(200), nullable=False, index=True),
-    Column("host", String(255), nullable=False),
-    Column("pid", Integer, nullable=False),
-    Column("started_at", WHEN, nullable=False),
-    Column("heartbeat_at", WHEN, nullable=False),
-    Column("finished_at", WHEN, nullable=True),
-)
-
-send_ledger = Table(
-    "send_ledger",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("issue", String(200), nullable=False),
-    Column("email", String(320), nullable=False),
-    Column("subscriber_public_id", String(32), nullable=False, server_default=""),
-    Column("first_name", String(200), nullable=False, server_default=""),
-    Column("state", String(10), nullable=False),
-    Column("run_id", Integer, nullable=True),
-    Column("message_id", String(100), nullable=False, server_default=""),
-    Column("error", Text, nullable=False, server_default=""),
-    Column("updated_at", WHEN, nullable=False),
-    UniqueConstraint("issue", "email"),
-    CheckConstraint(f"state IN ({', '.join(repr(s) for s in STATES)})", name="state"),
-    Index("ix_send_ledger_issue_state_id", "issue", "state", "id"),
-)
 
 
 class Addressee(Protocol):
