@@ -534,9 +534,7 @@ def _where(key: str, value: str) -> ColumnElement[bool]:
     return condition
 
 
-def select_recipients(
-    conn: Connection, spec: AudienceSpec, page: int = PAGE
-) -> Iterator[Member]:
+def select_recipients(conn: Connection, spec: AudienceSpec, page: int = PAGE) -> Iterator[Member]:
     """Confirmed, unsuppressed members of the spec's list matching every `where` pair.
 
     Pages through the table by id, so memory stays bounded and no cursor stays open
@@ -567,4 +565,3 @@ def select_recipients(
         if len(rows) < page:
             return
         after = rows[-1][0]
-
