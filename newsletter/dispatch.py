@@ -25,7 +25,7 @@ from newsletter.models import (
     SendBatch,
     SendResult,
 )
-from newsletter.schema import ALL_LISTS, suppressions
+from newsletter.schema import ALL_LISTS, send_ledger, suppressions
 from newsletter.sendgrid import check_send_at
 
 TEST_PREFIX = "[TEST] "
@@ -390,7 +390,7 @@ def _batch_size(mailer: Mailer, options: SendOptions) -> int:
 
 
 def _suppressed_pending(conn: Connection, issue: str, list_name: str) -> int:
-    rows = ledger.send_ledger
+    rows = send_ledger
     query = (
         select(func.count())
         .select_from(rows)

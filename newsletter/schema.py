@@ -1,9 +1,9 @@
 """The database tables as SQLAlchemy Core metadata; Alembic migrations create and change them.
 
-A new table (the dispatch stage's ``send_ledger``) is added here *and* in a new migration
-under ``newsletter/migrations/versions/`` whose ``down_revision`` is the current head
-(``0001_audience``); a test checks that the migrated schema matches this metadata. Ledger
-rows should reference ``subscribers.id`` and keep the address they were sent to, since a
+Every table lives here, the audience's and the send ledger's; a change is made here *and*
+in a new migration under ``newsletter/migrations/versions/`` whose ``down_revision`` is the
+current head (never by editing an applied one); a test checks that the migrated schema
+matches this metadata. Ledger rows keep the address they were sent to, since a
 subscriber's address can change.
 """
 
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -95,4 +96,59 @@ suppressions = Table(
     CheckConstraint(
         "reason IN ('unsubscribed', 'bounced', 'spam_report', 'manual')", name="reason"
     ),
+)
+
+
+# --- The send ledger (newsletter.ledger reads and writes these) ----------------------------
+
+LEDGER_STATES = ("pending", "claimed", "sent", "failed", "unknown", "skipped", "validated")
+WHEN = DateTime(timezone=True)
+
+# One row per issue ever sent: the content it was sent with and its schedule, if any.
+send_issues = Table(
+    "send_issues",
+    metadata,
+    Column("issue", String(200), primary_key=True),
+    Column("list_name", String(100), nullable=False),
+    Column("content_hash", String(128), nullable=False),
+    Column("batch_id", String(100), nullable=True),
+    Column("send_at", WHEN, nullable=True),
+    Column("created_at", WHEN, nullable=False),
+    Column("updated_at", WHEN, nullable=False),
+)
+
+# One row per `send` process: who holds claims, so a dead holder's claims can be settled.
+send_runs = Table(
+    "send_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("issue", String(200), nullable=False, index=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", WHEN, nullable=False),
+    Column("heartbeat_at", WHEN, nullable=False),
+    Column("finished_at", WHEN, nullable=True),
+    # The scheduled batch that carried this run's requests (None: it sent at once). Rows
+    # name their run, so this says which rows a cancel of that batch holds back.
+    Column("batch_id", String(100), nullable=True),
+    Column("send_at", WHEN, nullable=True),
+)
+
+# One row per (issue, recipient address), claimed before the request that carries it.
+send_ledger = Table(
+    "send_ledger",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("issue", String(200), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("subscriber_public_id", String(32), nullable=False, server_default=""),
+    Column("first_name", String(200), nullable=False, server_default=""),
+    Column("state", String(10), nullable=False),
+    Column("run_id", Integer, nullable=True),
+    Column("message_id", String(100), nullable=False, server_default=""),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("updated_at", WHEN, nullable=False),
+    UniqueConstraint("issue", "email"),
+    CheckConstraint(f"state IN ({', '.join(repr(s) for s in LEDGER_STATES)})", name="state"),
+    Index("ix_send_ledger_issue_state_id", "issue", "state", "id"),
 )

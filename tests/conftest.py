@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import newsletter.ledger  # noqa: F401 - registers the ledger tables on schema.metadata
 from newsletter.config import Settings, load_settings
 from newsletter.models import RenderedEmail
 from tests.fakes.sendgrid_server import FakeSendGrid, running

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from newsletter import db, ledger
+from newsletter import db, schema
 from newsletter.config import load_settings
 from tests.conftest import CANARY_KEY, populate
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply
@@ -57,7 +57,7 @@ class Sender:
 
     def states(self) -> dict[str, str]:
         engine = db.engine_for(f"sqlite:///{self.database}")
-        rows = ledger.send_ledger
+        rows = schema.send_ledger
         with db.reading(engine) as conn:
             found = dict(conn.execute(select(rows.c.email, rows.c.state)).all())
         engine.dispose()

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from newsletter import audience, db, dispatch, ledger
+from newsletter import audience, db, dispatch, ledger, schema
 from newsletter.config import Secret, Settings
 from newsletter.dispatch import SendOptions
 from newsletter.errors import AuthError, ConfigError, DispatchError
@@ -51,7 +51,7 @@ def received(fake: FakeSendGrid) -> collections.Counter[str]:
 
 
 def states(engine: Engine) -> dict[str, str]:
-    rows = ledger.send_ledger
+    rows = schema.send_ledger
     with db.reading(engine) as conn:
         return dict(
             conn.execute(select(rows.c.email, rows.c.state).where(rows.c.issue == ISSUE)).all()
@@ -252,7 +252,7 @@ def test_two_senders_at_once_never_both_claim_a_recipient(
     assert errors == []
     assert received(fake_sendgrid) == collections.Counter(weekly_readers)
     assert set(states(engine).values()) == {"sent"}
-    rows = ledger.send_ledger
+    rows = schema.send_ledger
     with db.reading(engine) as conn:
         runs = set(conn.execute(select(rows.c.run_id).distinct()).scalars())
     assert len(runs) == 2  # both runs really claimed a share
@@ -365,8 +365,8 @@ def claimed_by_a_run_elsewhere(engine: Engine, heartbeat: dt.datetime) -> None:
         run_id = ledger.start_run(conn, ISSUE)
         ledger.claim(conn, ISSUE, run_id, 10, "weekly", ("pending",))
         conn.execute(
-            ledger.send_runs.update()
-            .where(ledger.send_runs.c.id == run_id)
+            schema.send_runs.update()
+            .where(schema.send_runs.c.id == run_id)
             .values(host="another-machine", heartbeat_at=heartbeat)
         )
 
@@ -387,3 +387,41 @@ def test_claims_of_a_live_run_on_another_machine_are_left_alone(
     with db.writing(engine) as conn:
         assert ledger.recover(conn, ISSUE, dispatch.LEASE) == 0
     assert collections.Counter(states(engine).values()) == {"claimed": 10, "pending": 15}
+
+
+@dataclasses.dataclass(frozen=True)
+class Person:
+    subscriber_id: str
+    email: str
+    first_name: str
+
+
+def test_claiming_new_rows_keeps_every_field_and_screens_suppressions(engine: Engine) -> None:
+    """The batch travels as one JSON parameter: quotes and non-ASCII survive the trip, rows
+    come back in ledger order, and a suppressed address is inserted `skipped` with why."""
+    people = [
+        Person("pub-1", "o'brien@example.org", "Ólafur"),
+        Person("pub-2", "blocked@example.org", "Zoë"),
+        Person("pub-3", "айгүл@example.kg", 'Ай "Гүл"'),
+    ]
+    with db.writing(engine) as conn:
+        audience.suppress(conn, "blocked@example.org", "bounced")
+        run_id = ledger.start_run(conn, ISSUE)
+        claimed, skipped = ledger.claim_new(conn, ISSUE, run_id, people, "weekly")
+        again, skipped_again = ledger.claim_new(conn, ISSUE, run_id, people, "weekly")
+    assert [(c.email, c.first_name, c.subscriber_public_id) for c in claimed] == [
+        ("o'brien@example.org", "Ólafur", "pub-1"),
+        ("айгүл@example.kg", 'Ай "Гүл"', "pub-3"),
+    ]
+    assert int(claimed[0].key) < int(claimed[1].key)
+    assert (skipped, again, skipped_again) == (1, [], 0)  # rows already there are not taken
+    rows = schema.send_ledger
+    with db.reading(engine) as conn:
+        found = conn.execute(
+            select(rows.c.email, rows.c.state, rows.c.error, rows.c.run_id).order_by(rows.c.id)
+        ).all()
+    assert [tuple(r) for r in found] == [
+        ("o'brien@example.org", "claimed", "", run_id),
+        ("blocked@example.org", "skipped", ledger.SUPPRESSED, run_id),
+        ("айгүл@example.kg", "claimed", "", run_id),
+    ]

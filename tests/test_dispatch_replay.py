@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from newsletter import db, dispatch, ledger
+from newsletter import db, dispatch, schema
 from newsletter.config import load_settings
 from newsletter.errors import MailerError
 from newsletter.models import AudienceSpec, RenderedEmail
@@ -60,7 +60,7 @@ def test_any_sequence_of_answers_keeps_the_promise(
             sleep=lambda _: None,
         )
         send_until_nothing_is_pending(engine, rendered, mailer, size)
-        rows = ledger.send_ledger
+        rows = schema.send_ledger
         with db.reading(engine) as conn:
             state = dict(conn.execute(select(rows.c.email, rows.c.state)).all())
         engine.dispose()

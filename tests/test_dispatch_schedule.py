@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from newsletter import audience, db, dispatch, ledger
+from newsletter import audience, db, dispatch, ledger, schema
 from newsletter.config import Secret, Settings
 from newsletter.dispatch import SendOptions
 from newsletter.errors import DispatchError
@@ -69,7 +69,7 @@ def everyone_once(readers: list[str]) -> collections.Counter[tuple[str, str]]:
 
 
 def ledger_rows(engine: Engine) -> list[tuple[str, str, str]]:
-    rows = ledger.send_ledger
+    rows = schema.send_ledger
     query = select(rows.c.email, rows.c.state, rows.c.message_id).order_by(rows.c.email)
     with db.reading(engine) as conn:
         return [tuple(r) for r in conn.execute(query.where(rows.c.issue == ISSUE))]
