@@ -8,8 +8,10 @@ verbatim, so the escaping has to be decided by which tag is used).
 from __future__ import annotations
 
 import html
+import re
+from collections.abc import Sequence
 
-from newsletter.models import Recipient
+from newsletter.models import Recipient, RenderedEmail
 
 FIELDS = ("first_name", "email", "unsubscribe_url")
 
@@ -30,11 +32,29 @@ def values(recipient: Recipient, fallback_name: str = "reader") -> dict[str, str
     }
 
 
-def substitutions(recipient: Recipient) -> dict[str, str]:
+_NEEDS_ESCAPE = re.compile("[&<>\"']")
+
+
+def escape(value: str) -> str:
+    """html.escape, skipped for the usual value that has nothing to escape (URLs, names)."""
+    return html.escape(value, quote=True) if _NEEDS_ESCAPE.search(value) else value
+
+
+def used_fields(email: RenderedEmail) -> tuple[str, ...]:
+    """The fields whose tags the email contains: only those go into every personalization."""
+    parts = (email.html, email.text, email.subject)
+    return tuple(
+        name
+        for name in FIELDS
+        if any(html_tag(name) in part or text_tag(name) in part for part in parts)
+    )
+
+
+def substitutions(recipient: Recipient, fields: Sequence[str] = FIELDS) -> dict[str, str]:
     """The tag -> value map for one recipient, as SendGrid's `substitutions` take it."""
     raw = values(recipient)
-    subs = {html_tag(k): html.escape(v, quote=True) for k, v in raw.items()}
-    subs.update({text_tag(k): v for k, v in raw.items()})
+    subs = {html_tag(k): escape(raw[k]) for k in fields}
+    subs.update({text_tag(k): raw[k] for k in fields})
     return subs
 
 
@@ -43,7 +63,7 @@ def fill(body: str, recipient: Recipient, *, part: str) -> str:
     raw = values(recipient)
     for name, value in raw.items():
         if part == "html":
-            body = body.replace(html_tag(name), html.escape(value, quote=True))
+            body = body.replace(html_tag(name), escape(value))
         else:
             body = body.replace(text_tag(name), value)
     return body

@@ -10,7 +10,7 @@ import random
 import socket
 import time
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
@@ -50,7 +50,12 @@ def categories(batch: SendBatch) -> list[str]:
     return list(dict.fromkeys(c[:255] for c in wanted if c))[:MAX_CATEGORIES]
 
 
-def personalization(recipient: Recipient, key: str, issue_name: str) -> dict[str, Any]:
+def personalization(
+    recipient: Recipient,
+    key: str,
+    issue_name: str,
+    fields: Sequence[str] = placeholders.FIELDS,
+) -> dict[str, Any]:
     """One recipient's envelope: address, placeholder values, unsubscribe headers, keys."""
     headers = {}
     if recipient.unsubscribe_url:
@@ -60,7 +65,7 @@ def personalization(recipient: Recipient, key: str, issue_name: str) -> dict[str
         }
     entry: dict[str, Any] = {
         "to": [{"email": recipient.email}],
-        "substitutions": placeholders.substitutions(recipient),
+        "substitutions": placeholders.substitutions(recipient, fields),
         # Only the issue and the ledger key, never personal data: these come back in webhooks.
         "custom_args": {"newsletter_issue": issue_name, "newsletter_key": key},
     }
@@ -74,9 +79,11 @@ def build_payload(
 ) -> dict[str, Any]:
     """The Mail Send body for one batch as a plain dict (helper classes cost ~28 µs a recipient)."""
     check_batch(batch)
+    # Only the placeholders the email uses: fewer bytes in each of up to 1,000 entries.
+    fields = placeholders.used_fields(email)
     payload: dict[str, Any] = {
         "personalizations": [
-            personalization(r, k, batch.issue_name)
+            personalization(r, k, batch.issue_name, fields)
             for r, k in zip(batch.recipients, batch.keys, strict=True)
         ],
         "from": {"email": email.from_email, "name": email.from_name},

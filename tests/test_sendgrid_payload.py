@@ -181,3 +181,26 @@ def test_our_sendgrid_module_uses_the_real_sendgrid_package() -> None:
     imported = vars(ours)["sendgrid"]
     assert imported.__name__ == "sendgrid"
     assert hasattr(imported, "SendGridAPIClient")
+
+
+def test_only_the_placeholders_the_email_uses_are_substituted(
+    rendered: RenderedEmail, settings: Settings
+) -> None:
+    from dataclasses import replace
+
+    only_name = replace(rendered, html="<p>Hello -first_name_html-</p>", text="Hi -first_name-")
+    payload = build_payload(only_name, batch(people(2)), settings)
+    for entry in payload["personalizations"]:
+        assert set(entry["substitutions"]) == {"-first_name_html-", "-first_name-"}
+    in_subject = replace(only_name, subject="For -email-")
+    entry = build_payload(in_subject, batch(people(1)), settings)["personalizations"][0]
+    assert "-email-" in entry["substitutions"]
+
+
+@given(st.text(max_size=40))
+def test_the_escape_fast_path_equals_html_escape(value: str) -> None:
+    import html
+
+    from newsletter.placeholders import escape
+
+    assert escape(value) == html.escape(value, quote=True)
