@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
 
+from newsletter import audience, db
 from newsletter.config import Settings, load_settings
 from newsletter.models import RenderedEmail
 from tests.fakes.sendgrid_server import FakeSendGrid, running
@@ -48,8 +53,8 @@ def project(tmp_path: Path) -> Path:
 def settings(request: pytest.FixtureRequest) -> Settings:
     """The project's settings; in a test on a database, that database's settings.
 
-    Merge note: main's tests want the sample project, audience's tests the test database
-    (as `db_settings`, which `engine` uses); one name serves both.
+    Pipeline tests want the sample project; storage tests the test database (through
+    `db_settings`, which `engine` uses). One name serves both.
     """
     if "db_settings" in request.fixturenames:
         on_database: Settings = request.getfixturevalue("db_settings")
@@ -59,13 +64,6 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 
 # --- Databases: every storage test runs on a SQLite file and, when given one, PostgreSQL. ---
 
-import os  # noqa: E402
-import uuid  # noqa: E402
-
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import Engine, make_url  # noqa: E402
-
-from newsletter import audience, db  # noqa: E402
 
 POSTGRES_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES_URL", "")
 DATABASES = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
