@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,8 +13,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from newsletter import audience, db
-from newsletter.config import Settings, load_settings
+from newsletter.config import Secret, Settings, load_settings
 from newsletter.models import RenderedEmail
+from newsletter.sendgrid import RetryPolicy, SendGridMailer
 from tests.fakes.sendgrid_server import FakeSendGrid, running
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,6 +132,18 @@ def sendgrid_settings(tmp_path: Path, fake_sendgrid: FakeSendGrid) -> Settings:
             "NEWSLETTER_SENDGRID_TIMEOUT": "1.0",
         },
     )
+
+
+@pytest.fixture
+def mailer(db_settings: Settings, fake_sendgrid: FakeSendGrid) -> SendGridMailer:
+    """The SendGrid mailer on the test database, pointed at the fake, retrying quickly."""
+    pointed = dataclasses.replace(
+        db_settings,
+        sendgrid_api_key=Secret(fake_sendgrid.api_key),
+        sendgrid_api_url=fake_sendgrid.url,
+        sendgrid_timeout=1.0,
+    )
+    return SendGridMailer(pointed, retry=RetryPolicy(attempts=3, base=0.01, cap=0.05))
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from newsletter import audience, db, dispatch, ledger, schema
-from newsletter.config import Secret, Settings
+from newsletter.config import Settings
 from newsletter.dispatch import SendOptions
 from newsletter.errors import AuthError, ConfigError, DispatchError
 from newsletter.models import AudienceSpec, DispatchReport, RenderedEmail
-from newsletter.sendgrid import RetryPolicy, SendGridMailer
+from newsletter.sendgrid import SendGridMailer
 from tests.conftest import AUDIENCE_SIZE
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
 
@@ -27,17 +27,6 @@ SMALL = SendOptions(batch_size=10)  # 25 readers: batches of 10, 10 and 5
 
 def link(public_id: str) -> str:
     return f"https://news.test/u/{public_id}"
-
-
-@pytest.fixture
-def mailer(db_settings: Settings, fake_sendgrid: FakeSendGrid) -> SendGridMailer:
-    pointed = dataclasses.replace(
-        db_settings,
-        sendgrid_api_key=Secret(fake_sendgrid.api_key),
-        sendgrid_api_url=fake_sendgrid.url,
-        sendgrid_timeout=1.0,
-    )
-    return SendGridMailer(pointed, retry=RetryPolicy(attempts=3, base=0.01, cap=0.05))
 
 
 def send(

@@ -16,11 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from newsletter import audience, db, dispatch, ledger, schema
-from newsletter.config import Secret, Settings
 from newsletter.dispatch import SendOptions
 from newsletter.errors import DispatchError
 from newsletter.models import AudienceSpec, DispatchReport, RenderedEmail
-from newsletter.sendgrid import RetryPolicy, SendGridMailer
+from newsletter.sendgrid import SendGridMailer
 from tests.conftest import AUDIENCE_SIZE
 from tests.fakes.sendgrid_server import FakeSendGrid
 
@@ -28,17 +27,6 @@ ISSUE = "2025-12-10"
 WEEKLY = AudienceSpec("weekly")
 SMALL = SendOptions(batch_size=10)
 LATE = 5  # readers who subscribe after the first send
-
-
-@pytest.fixture
-def mailer(db_settings: Settings, fake_sendgrid: FakeSendGrid) -> SendGridMailer:
-    pointed = dataclasses.replace(
-        db_settings,
-        sendgrid_api_key=Secret(fake_sendgrid.api_key),
-        sendgrid_api_url=fake_sendgrid.url,
-        sendgrid_timeout=1.0,
-    )
-    return SendGridMailer(pointed, retry=RetryPolicy(attempts=3, base=0.01, cap=0.05))
 
 
 def send(
