@@ -458,7 +458,7 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Default 8025 (setting serve_port).")] = None,
 ) -> None:
-    """Serve unsubscribe, resubscribe and double opt-in pages."""
+    """Serve unsubscribe, resubscribe, double opt-in and the web copies of sent issues."""
     import uvicorn
 
     from newsletter.web import create_app
