@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,28 @@ from newsletter.sendgrid import RetryPolicy, SendGridMailer
 from tests.fakes.sendgrid_server import FakeSendGrid, running
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def run_newsletter(
+    cwd: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real `newsletter` command in a child process, answering "n" should it ask.
+
+    Without `env` it gets this environment minus every NEWSLETTER_ setting, so a developer's
+    own settings cannot leak into a test.
+    """
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=cwd,
+        env=dict(env),
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import difflib
 import email
 import email.policy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from newsletter.build import build_to_disk, preview_recipient
 from newsletter.config import Settings
+from tests.conftest import run_newsletter
 
 GOLDEN = Path(__file__).parent / "golden" / "2025-12-10"
 FILES = ("email.html", "email.txt", "email.mjml", "message.eml")
@@ -90,21 +88,8 @@ def test_preview_as_fills_every_placeholder(settings: Settings, tmp_path: Path) 
     assert msg["To"].addresses[0].addr_spec == "aida@example.org"
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_cli_build_prints_a_summary(project: Path) -> None:
-    done = run_cli("build", "issues/2025-12-10.yaml", "--out", "out", cwd=project)
+    done = run_newsletter(project, "build", "issues/2025-12-10.yaml", "--out", "out")
     assert done.returncode == 0, done.stderr
     assert "6 articles" in done.stdout
     assert "KB" in done.stdout
@@ -114,7 +99,7 @@ def test_cli_build_prints_a_summary(project: Path) -> None:
 def test_cli_error_is_a_message_not_a_traceback(project: Path) -> None:
     issue = project / "issues" / "2025-12-10.yaml"
     issue.write_text(issue.read_text().replace("template: digest", "template: nope"))
-    done = run_cli("build", "issues/2025-12-10.yaml", cwd=project)
+    done = run_newsletter(project, "build", "issues/2025-12-10.yaml")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "2025-12-10.yaml:" in done.stderr
@@ -123,7 +108,7 @@ def test_cli_error_is_a_message_not_a_traceback(project: Path) -> None:
 
 
 def test_cli_missing_issue_file(project: Path) -> None:
-    done = run_cli("build", "issues/1999-01-01.yaml", cwd=project)
+    done = run_newsletter(project, "build", "issues/1999-01-01.yaml")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "1999-01-01.yaml" in done.stderr
@@ -133,7 +118,7 @@ def test_cli_missing_issue_file(project: Path) -> None:
 def test_cli_rates_import_of_the_seed_front_page(project: Path) -> None:
     seed = Path(__file__).parent / "data" / "front-page-2025-12-10.txt"
     target = project / "content" / "rates" / "2025-12-11.yaml"
-    done = run_cli("rates", "import", str(seed), "--date", "2025-12-11", cwd=project)
+    done = run_newsletter(project, "rates", "import", str(seed), "--date", "2025-12-11")
     assert done.returncode == 0, done.stderr
     assert "TJS/USD = 0.10811 ▼ −0.28%" in done.stdout
     assert 'TMT: {value: "0.28490", change_pct: "0"}' in target.read_text()
@@ -142,7 +127,7 @@ def test_cli_rates_import_of_the_seed_front_page(project: Path) -> None:
 def test_cli_rates_import_reports_bad_line(project: Path, tmp_path: Path) -> None:
     bad = tmp_path / "ticker.txt"
     bad.write_text("• KGS/USD = 0.01144 0%\n• KZT/USD = 0.00193 -%\n")
-    done = run_cli("rates", "import", str(bad), "--date", "2025-12-11", cwd=project)
+    done = run_newsletter(project, "rates", "import", str(bad), "--date", "2025-12-11")
     assert done.returncode == 1
     assert "ticker.txt:2" in done.stderr
     assert not (project / "content" / "rates" / "2025-12-11.yaml").exists()
@@ -165,13 +150,13 @@ def test_long_unsubscribe_url_stays_a_plain_header(settings: Settings, tmp_path:
 def test_cli_prints_user_text_literally_never_as_markup(project: Path) -> None:
     issue = project / "issues" / "2025-12-10.yaml"
     issue.write_text(issue.read_text().replace("heading: Lead story", "heading: Lead [/] [b]story"))
-    done = run_cli("build", "issues/2025-12-10.yaml", "--out", "out", cwd=project)
+    done = run_newsletter(project, "build", "issues/2025-12-10.yaml", "--out", "out")
     assert done.returncode == 0, done.stderr
     assert "Lead [/] [b]story" in done.stdout
     text = issue.read_text()
     subject = next(line for line in text.splitlines() if line.startswith("subject:"))
     issue.write_text(text.replace(subject, 'subject: "[/x]\\nsecond line"'))
-    done = run_cli("build", "issues/2025-12-10.yaml", cwd=project)
+    done = run_newsletter(project, "build", "issues/2025-12-10.yaml")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "[subject]: error: must be a single line." in done.stderr

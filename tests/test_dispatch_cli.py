@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from newsletter import db
 from newsletter.config import load_settings
-from tests.conftest import populate
+from tests.conftest import populate, run_newsletter
 
 
 def newsletter(project: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-        input=b"n\n",  # were it to ask, the answer would be no
-    )
-    return done.returncode, (done.stdout + done.stderr).decode()
+    done = run_newsletter(project, *args, env=env)
+    return done.returncode, done.stdout + done.stderr
 
 
 def test_the_default_outbox_path_needs_no_provider_credentials(project: Path) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from newsletter.config import Settings, load_settings
 from newsletter.errors import NewsletterError
 from newsletter.models import Recipient, RenderedEmail, SendBatch
 from newsletter.sendgrid import RetryPolicy, SendGridMailer
-from tests.conftest import CANARY_KEY, populate
+from tests.conftest import CANARY_KEY, populate, run_newsletter
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
 
 BATCH = SendBatch("2025-12-10", "weekly", (Recipient("a@example.org"),), ("1",))
@@ -82,15 +80,8 @@ def test_the_cli_send_paths_leave_no_trace_of_the_key(
     ]
     output = ""
     for args in runs:
-        done = subprocess.run(
-            [sys.executable, "-m", "newsletter", *args],
-            cwd=project,
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        output += (done.stdout + done.stderr).decode()
+        done = run_newsletter(project, *args, env=env)
+        output += done.stdout + done.stderr
     assert "Check SENDGRID_API_KEY" in output  # the 401 path really ran
     assert CANARY_KEY not in output
     for path in project.rglob("*"):
