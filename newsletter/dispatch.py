@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -96,8 +97,11 @@ def send_issue(
     )
     size = _batch_size(mailer, options)
     try:
-        report = _deliver_new(run, spec, schedule, size, DispatchReport(email.issue_name), progress)
-        report = _deliver_left(run, schedule, size, report, progress)
+        with _long_lived_frozen():
+            report = _deliver_new(
+                run, spec, schedule, size, DispatchReport(email.issue_name), progress
+            )
+            report = _deliver_left(run, schedule, size, report, progress)
     except BaseException:
         # Not masking what stopped the run: if the database is what failed, the next run
         # finds this process gone and settles its claims then.
@@ -403,6 +407,21 @@ def _suppressed_pending(conn: Connection, issue: str, list_name: str) -> int:
         )
     )
     return int(conn.execute(query).scalar_one())
+
+
+@contextmanager
+def _long_lived_frozen() -> Iterator[None]:
+    """Keep the garbage collector off what lives through the whole send.
+
+    A send builds millions of short-lived dicts, and each full collection they trigger
+    would walk every object already loaded (SQLAlchemy, the rendered issue) again: about
+    an eighth of a large send's CPU time, measured with benchmarks/bench_dispatch.py.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextmanager

@@ -50,11 +50,17 @@ def used_fields(email: RenderedEmail) -> tuple[str, ...]:
     )
 
 
+# Built once: `substitutions` runs for every recipient of a send.
+_HTML_TAGS = {name: html_tag(name) for name in FIELDS}
+_TEXT_TAGS = {name: text_tag(name) for name in FIELDS}
+
+
 def substitutions(recipient: Recipient, fields: Sequence[str] = FIELDS) -> dict[str, str]:
     """The tag -> value map for one recipient, as SendGrid's `substitutions` take it."""
     raw = values(recipient)
-    subs = {html_tag(k): escape(raw[k]) for k in fields}
-    subs.update({text_tag(k): raw[k] for k in fields})
+    subs = {_HTML_TAGS[name]: escape(raw[name]) for name in fields}
+    for name in fields:
+        subs[_TEXT_TAGS[name]] = raw[name]
     return subs
 
 

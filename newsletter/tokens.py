@@ -3,18 +3,24 @@
 Tokens do not expire: an unsubscribe link in an issue from last year must still work.
 Keys come from NEWSLETTER_SECRET_KEY, newest first; the newest signs, every listed key
 verifies, so a key can be rotated out slowly by keeping it at the end of the list.
+
+Tokens are itsdangerous URL-safe tokens, signed through its extension points for speed (a
+send signs one per recipient): the key is derived once, the keyed HMAC is prepared once,
+and the payload is never compressed. Stock itsdangerous reads and writes the same tokens.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
 from itsdangerous import BadData, Signer, URLSafeSerializer
-from itsdangerous.encoding import want_bytes
+from itsdangerous.encoding import base64_encode, want_bytes
+from itsdangerous.signer import HMACAlgorithm
 
 from newsletter.config import Secret, Settings
 from newsletter.errors import ConfigError, TokenError
@@ -47,6 +53,25 @@ class _OnceDerivedSigner(Signer):
         return derived
 
 
+class _PreparedHMAC(HMACAlgorithm):
+    """itsdangerous's HMAC, keyed once per key: each signature copies the keyed state
+    instead of hashing the key again (same bytes, a third of the cost)."""
+
+    def __init__(self) -> None:
+        # hashlib.sha1 is itsdangerous's default digest, passed as the C constructor so
+        # that `hmac` takes OpenSSL's fast path instead of the pure-Python one.
+        super().__init__(hashlib.sha1)
+        self._keyed: dict[bytes, hmac.HMAC] = {}
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        keyed = self._keyed.get(key)
+        if keyed is None:
+            keyed = self._keyed[key] = hmac.new(key, digestmod=self.digest_method)
+        mac = keyed.copy()
+        mac.update(value)
+        return mac.digest()
+
+
 class _CompactJSON:
     """itsdangerous's token JSON (no spaces, non-ASCII kept) from one reused encoder:
     `json.dumps` with options builds a new encoder every call, a tenth of a token's cost."""
@@ -58,6 +83,18 @@ class _CompactJSON:
 
     def loads(self, payload: str | bytes) -> Any:
         return json.loads(payload)
+
+
+class _TokenSerializer(URLSafeSerializer):
+    """URLSafeSerializer that never tries to compress (half of a stock token's cost).
+
+    A payload is an id and a list name, which zlib almost never shortens; where it would,
+    the token is a few characters longer. Loading is unchanged, so compressed tokens in
+    links already sent still verify.
+    """
+
+    def dump_payload(self, obj: Any) -> bytes:
+        return base64_encode(self.serializer.dumps(obj))
 
 
 def _serializer(settings: Settings, purpose: Purpose) -> URLSafeSerializer:
@@ -74,14 +111,12 @@ def _keyed_serializer(secret_keys: tuple[Secret, ...], purpose: Purpose) -> URLS
     # itsdangerous signs with the last key and verifies with all of them.
     keys = [key.reveal() for key in reversed(secret_keys)]
     # The salt separates purposes: a confirmation token cannot unsubscribe, and vice versa.
-    # hashlib.sha1 is itsdangerous's default digest, passed as the C constructor so that
-    # `hmac` takes OpenSSL's fast path instead of the pure-Python one: same bytes, faster.
-    return URLSafeSerializer(
+    return _TokenSerializer(
         keys,
         salt=f"newsletter.{purpose}",
         serializer=_CompactJSON(),
         signer=_OnceDerivedSigner,
-        signer_kwargs={"digest_method": hashlib.sha1},
+        signer_kwargs={"algorithm": _PreparedHMAC()},
     )
 
 
