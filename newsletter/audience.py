@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, and_, exists, func, insert, select, update
@@ -560,9 +560,11 @@ def confirm_subscription(conn: Connection, subscriber_id: int, list_name: str) -
 # --- Who receives an issue ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Member:
-    """One recipient of an issue, as `select_recipients` yields it."""
+class Member(NamedTuple):
+    """One recipient of an issue, as `select_recipients` yields it.
+
+    A NamedTuple: a send makes one per recipient, and a frozen dataclass costs three times more.
+    """
 
     subscriber_id: str  # the opaque public id (goes into unsubscribe tokens)
     email: str

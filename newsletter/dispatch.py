@@ -400,7 +400,7 @@ def _suppressed_pending(conn: Connection, issue: str, list_name: str) -> int:
         .select_from(rows)
         .where(
             rows.c.issue == issue,
-            rows.c.state.in_(("pending", "validated")),
+            ledger.WAITING,
             rows.c.email.in_(
                 select(suppressions.c.email).where(suppressions.c.scope.in_([ALL_LISTS, list_name]))
             ),

@@ -29,12 +29,14 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     true,
     update,
 )
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
 from newsletter.audience import insert_ignoring_duplicates
@@ -43,6 +45,7 @@ from newsletter.models import SendResult
 from newsletter.schema import (
     ALL_LISTS,
     LEDGER_STATES,
+    WAITING_STATES,
     send_issues,
     send_ledger,
     send_runs,
@@ -50,6 +53,9 @@ from newsletter.schema import (
 )
 
 STATES = LEDGER_STATES
+# The partial index's condition (schema.WAITING) with its values inline, so that SQLite and
+# PostgreSQL see that the index holds every row a claim can want (a bound parameter hides that).
+WAITING = send_ledger.c.state.in_([literal_column(f"'{state}'") for state in WAITING_STATES])
 ENQUEUE_CHUNK = 5000
 SUPPRESSED = "suppressed when claimed"
 
@@ -292,13 +298,7 @@ def claim(
     and commit before sending. PostgreSQL: SKIP LOCKED, so two senders take disjoint rows;
     SQLite: the write transaction (BEGIN IMMEDIATE) serializes claimers.
     """
-    candidates = (
-        select(send_ledger.c.id)
-        .where(send_ledger.c.issue == issue, send_ledger.c.state.in_(states))
-        .order_by(send_ledger.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    candidates = claimable(issue, limit, states).with_for_update(skip_locked=True)
     # One statement: the rows it returns are exactly the rows this run now holds.
     taken = conn.execute(
         update(send_ledger)
@@ -307,6 +307,16 @@ def claim(
         .returning(*_ADDRESSING)
     ).all()
     return _screen(conn, run_id, taken, list_name)
+
+
+def claimable(issue: str, limit: int, states: Sequence[str]) -> Select[tuple[int]]:
+    """The ids of the first `limit` rows in `states` (through the partial index)."""
+    return (
+        select(send_ledger.c.id)
+        .where(send_ledger.c.issue == issue, WAITING, send_ledger.c.state.in_(states))
+        .order_by(send_ledger.c.id)
+        .limit(limit)
+    )
 
 
 def claim_new(
@@ -325,7 +335,7 @@ def claim_new(
     # rows one parameter at a time costs more in SQLAlchemy than the INSERT in SQLite.
     batch = [[p.email, p.subscriber_id, p.first_name] for p in people]
     taken = conn.execute(_claim_new_statement(conn, issue, run_id, list_name), {"batch": batch})
-    rows = sorted(tuple(r) for r in taken)  # (id, email, first_name, public id, state)
+    rows = sorted(map(tuple, taken.all()))  # (id, email, first_name, public id, state)
     skipped = [r[0] for r in rows if r[4] == "skipped"]
     if skipped:
         _set(conn, skipped, error=SUPPRESSED)
@@ -375,7 +385,7 @@ def _screen(
     if not taken:
         return [], 0
     # Plain tuples (id, email, first_name, public id): a Row's attribute access costs more.
-    rows = sorted(tuple(r) for r in taken)
+    rows = sorted(map(tuple, taken))
     blocked = suppressed(conn, [r[1] for r in rows], list_name)
     if blocked:
         _set(conn, [r[0] for r in rows if r[1] in blocked], state="skipped", error=SUPPRESSED)

@@ -16,6 +16,7 @@ import hmac
 import json
 from dataclasses import dataclass
 from functools import lru_cache
+from json.encoder import encode_basestring
 from typing import Any, ClassVar, Literal
 
 from itsdangerous import BadData, Signer, URLSafeSerializer
@@ -73,12 +74,15 @@ class _PreparedHMAC(HMACAlgorithm):
 
 
 class _CompactJSON:
-    """itsdangerous's token JSON (no spaces, non-ASCII kept) from one reused encoder:
-    `json.dumps` with options builds a new encoder every call, a tenth of a token's cost."""
+    """itsdangerous's token JSON (no spaces, non-ASCII kept), built faster: `json.dumps`
+    with options builds a new encoder every call, a tenth of a token's cost."""
 
     _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
     def dumps(self, obj: Any) -> str:
+        if isinstance(obj, list) and all(type(item) is str for item in obj):
+            # Every payload we sign: the very string the encoder makes, with its own quoting.
+            return "[" + ",".join(map(encode_basestring, obj)) + "]"
         return self._encoder.encode(obj)
 
     def loads(self, payload: str | bytes) -> Any:

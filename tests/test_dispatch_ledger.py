@@ -414,3 +414,25 @@ def test_claiming_new_rows_keeps_every_field_and_screens_suppressions(engine: En
         ("blocked@example.org", "skipped", ledger.SUPPRESSED, run_id),
         ("айгүл@example.kg", "claimed", "", run_id),
     ]
+
+
+@pytest.mark.parametrize("states", [("pending",), ("pending", "validated")])
+def test_claims_find_waiting_rows_through_the_partial_index(
+    engine: Engine, states: tuple[str, ...]
+) -> None:
+    """Without it a rerun would walk every row of the issue, a million of them, per batch."""
+    with engine.connect() as conn:
+        query = ledger.claimable(ISSUE, 1000, states)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # an empty table: scan wins
+            explain = "EXPLAIN "
+        else:
+            explain = "EXPLAIN QUERY PLAN "
+        compiled = query.compile(conn, compile_kwargs={"render_postcompile": True})
+        params = (
+            compiled.params
+            if conn.dialect.name == "postgresql"
+            else tuple(compiled.params.values())
+        )
+        plan = " ".join(str(row) for row in conn.exec_driver_sql(explain + str(compiled), params))
+    assert "ix_send_ledger_waiting" in plan
