@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from newsletter.errors import ConfigError
 
@@ -116,8 +118,27 @@ def load_settings(
             _refuse_secret(key, f"option --{key.replace('_', '-')}")
             raw[key] = (value, f"option --{key.replace('_', '-')}")
     values = {key: _coerce(key, value, origin) for key, (value, origin) in raw.items()}
+    if "base_url" in values:
+        _check_base_url(values["base_url"], raw["base_url"][1])
     values["root"] = root
     return Settings(**values)
+
+
+def _check_base_url(url: str, origin: str) -> None:
+    """Links are made by appending a path to it, and the unsubscribe URL goes into the HTML
+    part unescaped (one placeholder serves both parts): refuse what would break either."""
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or re.search(r"[\s&<>\"']", url)
+    ):
+        raise ConfigError(
+            f"{origin}: base_url must be an http(s) address with no query, fragment, spaces "
+            f"or any of & < > \" ' (for example https://news.example.org); got {url!r}."
+        )
 
 
 def _env_key(name: str) -> str:

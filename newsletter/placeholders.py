@@ -2,7 +2,10 @@
 
 The HTML part and the text part use different tags, because the HTML part needs
 HTML-escaped values and the text part raw ones (SendGrid substitutions replace a tag
-verbatim, so the escaping has to be decided by which tag is used).
+verbatim, so the escaping has to be decided by which tag is used). The unsubscribe URL is
+the exception: we build it from characters HTML never escapes (the base URL is checked
+when settings load, tokens are URL-safe base64), so one tag serves both parts and each of
+up to 1,000 personalizations in a request carries the URL once less.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from collections.abc import Sequence
 from newsletter.models import Recipient, RenderedEmail
 
 FIELDS = ("first_name", "email", "unsubscribe_url")
+ESCAPE_FREE = frozenset({"unsubscribe_url"})  # the same value in both parts, by construction
 
 
 def html_tag(name: str) -> str:
-    return f"-{name}_html-"
+    return text_tag(name) if name in ESCAPE_FREE else f"-{name}_html-"
 
 
 def text_tag(name: str) -> str:
@@ -60,7 +64,9 @@ def substitutions(recipient: Recipient, fields: Sequence[str] = FIELDS) -> dict[
     raw = values(recipient)
     subs = {_HTML_TAGS[name]: escape(raw[name]) for name in fields}
     for name in fields:
-        subs[_TEXT_TAGS[name]] = raw[name]
+        if subs.setdefault(_TEXT_TAGS[name], raw[name]) != raw[name]:
+            # One tag for both parts: an escape-free field's value must need no escaping.
+            raise ValueError(f"the {name} {raw[name]!r} holds characters HTML must escape")
     return subs
 
 

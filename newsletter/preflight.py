@@ -502,6 +502,8 @@ def _misplaced_tags(content: str, field: str, kind: str) -> list[Problem]:
     problems = []
     for name in placeholders.FIELDS:
         text_tag, html_tag = placeholders.text_tag(name), placeholders.html_tag(name)
+        if text_tag == html_tag:
+            continue  # one tag for both parts: never misplaced
         wrong, right = (text_tag, html_tag) if kind == "html" else (html_tag, text_tag)
         if re.search(rf"(?<![\w-]){re.escape(wrong)}(?![\w-])", content):
             problems.append(
@@ -511,12 +513,13 @@ def _misplaced_tags(content: str, field: str, kind: str) -> list[Problem]:
                     field,
                 )
             )
+    known = [placeholders.html_tag(name) for name in placeholders.FIELDS]
     for match in _UNKNOWN_HTML_TAG.finditer(content):
-        if match.group(1) not in placeholders.FIELDS:
+        if match.group(0) not in known:
             problems.append(
                 _problem(
                     f"unknown placeholder {match.group(0)} in the {field}; known ones are "
-                    f"{', '.join(placeholders.FIELDS)}.",
+                    f"{', '.join(known)}.",
                     field,
                 )
             )

@@ -178,7 +178,7 @@ def rendered() -> RenderedEmail:
         preheader="This week in Central Asia",
         from_name="Central Asia Weekly",
         from_email="digest@news.example.org",
-        html='<p>Hello -first_name_html-</p><a href="-unsubscribe_url_html-">Unsubscribe</a>',
+        html='<p>Hello -first_name_html-</p><a href="-unsubscribe_url-">Unsubscribe</a>',
         text="Hello -first_name-\nUnsubscribe: -unsubscribe_url-\n",
         mjml="<mjml></mjml>",
         content_hash="c0ffee",

@@ -58,3 +58,25 @@ def test_database_password_is_not_in_the_repr(tmp_path: Path) -> None:
     settings = load_settings(tmp_path, env={"NEWSLETTER_DATABASE_URL": url})
     assert settings.database == url
     assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "news.example.org",  # no scheme: links would be relative
+        "ftp://news.example.org",
+        "https://news.example.org/?list=weekly",  # "/u/TOKEN" would land in the query
+        "https://news.example.org/#top",
+        'https://news.example.org/a"b',  # would end the href in the HTML part
+        "https://news.example.org/a&b",
+    ],
+)
+def test_a_base_url_links_cannot_be_built_on_is_refused(tmp_path: Path, url: str) -> None:
+    (tmp_path / "newsletter.toml").write_text(f"base_url = '{url}'\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"newsletter\.toml key 'base_url'.*http\(s\) address"):
+        load_settings(tmp_path, env={})
+
+
+@pytest.mark.parametrize("url", ["https://news.example.org", "http://127.0.0.1:8000/news/"])
+def test_ordinary_base_urls_are_accepted(tmp_path: Path, url: str) -> None:
+    assert load_settings(tmp_path, env={"NEWSLETTER_BASE_URL": url}).base_url == url

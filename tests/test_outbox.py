@@ -7,6 +7,8 @@ import email.message
 import email.policy
 from pathlib import Path
 
+import pytest
+
 from newsletter import placeholders
 from newsletter.config import load_settings
 from newsletter.mailer import get_mailer
@@ -32,7 +34,7 @@ def test_the_filled_parts_equal_sendgrids_substitution(
 ) -> None:
     """Apply the SendGrid payload's substitutions the way SendGrid does, compare with the file."""
     settings = load_settings(tmp_path, env={})
-    tom = Recipient("tom@example.org", '<b>Tom & "Jerry"</b>', "https://news.test/u/t?x=1&y=2")
+    tom = Recipient("tom@example.org", '<b>Tom & "Jerry"</b>', "https://news.test/u/WyJwdWIxMjMiXQ.4Tto-_Lev")
     batch = SendBatch("2025-12-10", "weekly", (tom,), ("1",))
     OutboxMailer(settings.path("outbox_dir"), settings).send_batch(rendered, batch)
     subs = build_payload(rendered, batch, settings)["personalizations"][0]["substitutions"]
@@ -85,11 +87,21 @@ def test_the_outbox_is_the_default_and_sendgrid_wins_with_a_key(tmp_path: Path) 
 
 
 def test_placeholders_fill_agrees_with_the_substitution_map() -> None:
-    tom = Recipient("t@example.org", "<Tom>", "https://u.test/?a=1&b=2")
+    tom = Recipient("t@example.org", "<Tom>", "https://u.test/u/WyJ0b20iXQ.sig-_")
     subs = placeholders.substitutions(tom)
-    assert placeholders.fill("-first_name_html- -unsubscribe_url_html-", tom, part="html") == (
-        f"{subs['-first_name_html-']} {subs['-unsubscribe_url_html-']}"
+    assert placeholders.fill("-first_name_html- -unsubscribe_url-", tom, part="html") == (
+        f"{subs['-first_name_html-']} {subs['-unsubscribe_url-']}"
     )
+    assert placeholders.fill("-first_name- -unsubscribe_url-", tom, part="text") == (
+        f"{subs['-first_name-']} {subs['-unsubscribe_url-']}"
+    )
+
+
+def test_an_unsubscribe_url_that_html_would_escape_is_refused() -> None:
+    """One tag serves both parts, so such a URL would land in the HTML unescaped."""
+    odd = Recipient("t@example.org", "T", 'https://u.test/u/x"><script>')
+    with pytest.raises(ValueError, match="characters HTML must escape"):
+        placeholders.substitutions(odd)
 
 
 def test_a_long_unsubscribe_url_stays_a_plain_header(

@@ -187,7 +187,7 @@ def test_every_article_link_in_html_is_in_text(settings: Settings) -> None:
 def test_placeholders_stay_marked_and_fill_with_escaping(settings: Settings) -> None:
     email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
     assert "Hello -first_name_html-," in email.html
-    assert 'href="-unsubscribe_url_html-"' in email.html
+    assert 'href="-unsubscribe_url-"' in email.html
     assert "Hello -first_name-," in email.text
     tom = Recipient("tom@example.org", "<b>Tom & Jerry</b>", "https://news.example.org/u/t?a=1&b=2")
     html = placeholders.fill(email.html, tom, part="html")
