@@ -41,7 +41,7 @@ settings = load_settings(root, env=env)
 email = build_issue(root / "issues" / "2025-12-10.yaml", settings)
 engine = db.connect(settings)
 mailer = SendGridMailer(settings)
-links = lambda public_id: tokens.unsubscribe_url(settings, public_id, "weekly")
+links = tokens.unsubscribe_links(settings, "weekly")  # as `newsletter send` makes them
 before = resource.getrusage(resource.RUSAGE_SELF)
 cpu_before = before.ru_utime + before.ru_stime
 started = time.perf_counter()

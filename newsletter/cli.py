@@ -567,8 +567,7 @@ def _parse_at(text: str) -> dt.datetime:
 def _links(settings: Settings, list_name: str) -> Links:
     from newsletter import tokens
 
-    tokens.unsubscribe_url(settings, "check", list_name)  # fail before sending without a key
-    return lambda public_id: tokens.unsubscribe_url(settings, public_id, list_name)
+    return tokens.unsubscribe_links(settings, list_name)  # fails before sending without a key
 
 
 def _send_tests(

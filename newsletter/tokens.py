@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from json.encoder import encode_basestring
@@ -154,6 +155,27 @@ def verify(settings: Settings, purpose: Purpose, token: str) -> TokenClaims:
 def unsubscribe_url(settings: Settings, subscriber_public_id: str, list_name: str) -> str:
     token = sign(settings, "unsubscribe", subscriber_public_id, list_name)
     return f"{settings.base_url.rstrip('/')}/u/{token}"
+
+
+def unsubscribe_links(settings: Settings, list_name: str) -> Callable[[str], str]:
+    """`unsubscribe_url` for one list, as a send calls it once per recipient.
+
+    The same URLs, assembled in one step from itsdangerous's own pieces (the derived key,
+    its separator and base64) with everything shared by the whole send computed once:
+    half the cost of `sign` per token. A test holds both to the same bytes.
+    """
+    signer = _signer(_serializer(settings, "unsubscribe"))
+    keyed = hmac.new(signer.derive_key(), digestmod=hashlib.sha1)  # as _PreparedHMAC
+    prefix = f"{settings.base_url.rstrip('/')}/u/"
+    tail = "," + encode_basestring(list_name) + "]"  # the payload is [subscriber id, list]
+
+    def link(subscriber_public_id: str) -> str:
+        payload = base64_encode("[" + encode_basestring(subscriber_public_id) + tail)
+        mac = keyed.copy()
+        mac.update(payload)
+        return prefix + (payload + signer.sep + base64_encode(mac.digest())).decode("ascii")
+
+    return link
 
 
 def confirm_url(settings: Settings, subscriber_public_id: str, list_name: str) -> str:

@@ -34,7 +34,9 @@ def test_the_filled_parts_equal_sendgrids_substitution(
 ) -> None:
     """Apply the SendGrid payload's substitutions the way SendGrid does, compare with the file."""
     settings = load_settings(tmp_path, env={})
-    tom = Recipient("tom@example.org", '<b>Tom & "Jerry"</b>', "https://news.test/u/WyJwdWIxMjMiXQ.4Tto-_Lev")
+    tom = Recipient(
+        "tom@example.org", '<b>Tom & "Jerry"</b>', "https://news.test/u/WyJwdWIxMjMiXQ.4Tto-_Lev"
+    )
     batch = SendBatch("2025-12-10", "weekly", (tom,), ("1",))
     OutboxMailer(settings.path("outbox_dir"), settings).send_batch(rendered, batch)
     subs = build_payload(rendered, batch, settings)["personalizations"][0]["substitutions"]

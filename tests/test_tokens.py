@@ -150,3 +150,21 @@ def test_real_subscriber_ids_sign_exactly_as_stock_itsdangerous() -> None:
         public_id = new_public_id()
         expected = stock.dumps([public_id, "weekly"])
         assert tokens.sign(settings, "unsubscribe", public_id, "weekly") == expected
+
+
+@given(st.text(max_size=40), st.text(max_size=20))
+def test_a_sends_link_maker_gives_exactly_the_unsubscribe_url(
+    subscriber_id: str, list_name: str
+) -> None:
+    settings = keyed("k-new, k-old")
+    link = tokens.unsubscribe_links(settings, list_name)(subscriber_id)
+    assert link == tokens.unsubscribe_url(settings, subscriber_id, list_name)
+    token = link.removeprefix("https://n.test/u/")
+    assert tokens.verify(settings, "unsubscribe", token) == tokens.TokenClaims(
+        subscriber_id, list_name
+    )
+
+
+def test_a_link_maker_needs_a_key_before_the_first_recipient() -> None:
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY"):
+        tokens.unsubscribe_links(keyed(""), "weekly")
