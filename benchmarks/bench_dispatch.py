@@ -5,7 +5,8 @@ Usage: python benchmarks/bench_dispatch.py [--recipients 100000] [--floor-batche
 Three processes: the fake SendGrid (counting only, on 127.0.0.1), and, one after the
 other, the sender and the floor. The sender runs `dispatch.send_issue` on a fresh SQLite
 database of N confirmed subscribers (imported before the clock starts) with the real
-sample issue, real unsubscribe tokens and the real `sendgrid` client. The floor posts
+sample issue, real unsubscribe tokens and the real `sendgrid` client; the plan that
+`newsletter send` shows before it asks is timed on its own, first. The floor posts
 prebuilt Mail Send bodies of the same shape through the same client, with no database:
 what the network, JSON and the server cost anyway. Each child reports its wall time and
 its own peak RSS (getrusage RUSAGE_SELF); the sender also its CPU time, which other jobs
@@ -42,6 +43,10 @@ email = build_issue(root / "issues" / "2025-12-10.yaml", settings)
 engine = db.connect(settings)
 mailer = SendGridMailer(settings)
 links = tokens.unsubscribe_links(settings, "weekly")  # as `newsletter send` makes them
+planned = time.perf_counter()
+plan = dispatch.plan_send(engine, email, AudienceSpec("weekly"), mailer, dispatch.SendOptions())
+plan_seconds = time.perf_counter() - planned
+assert plan.to_send == int(sys.argv[3]), plan
 before = resource.getrusage(resource.RUSAGE_SELF)
 cpu_before = before.ru_utime + before.ru_stime
 started = time.perf_counter()
@@ -51,6 +56,7 @@ report = dispatch.send_issue(
 elapsed = time.perf_counter() - started
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"seconds": elapsed, "sent": report.sent, "batches": report.batches,
+                  "plan_seconds": plan_seconds,
                   "peak_mb": usage.ru_maxrss / 1024,
                   "cpu": usage.ru_utime + usage.ru_stime - cpu_before}))
 """
@@ -143,7 +149,7 @@ def main() -> None:
                 "NEWSLETTER_SENDGRID_TIMEOUT": "30",
                 "SENDGRID_API_KEY": KEY,
             }
-            sent = child(SENDER, str(REPO), json.dumps(env))
+            sent = child(SENDER, str(REPO), json.dumps(env), str(args.recipients))
             after_send = stats(url)
             floor = child(FLOOR, str(REPO), json.dumps(env), str(args.floor_batches))
         report(args.recipients, sent, after_send, floor)
@@ -158,6 +164,7 @@ def report(count: int, sent: dict[str, Any], server: dict[str, int], floor: dict
     floor_per_100k = floor["seconds"] / floor["recipients"] * 100_000
     floor_same = floor_per_100k * count / 100_000
     print(f"recipients          {count:>12,}")
+    print(f"plan_send           {sent['plan_seconds']:>11.2f} s  (the plan `send` shows first)")
     print(f"send_issue          {sent['seconds']:>11.2f} s  ({sent['batches']} requests)")
     print(f"  CPU (sender)      {sent['cpu']:>11.2f} s  (steadier than wall time)")
     print(f"  peak RSS          {sent['peak_mb']:>11.0f} MB")

@@ -28,6 +28,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, and_, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
 from newsletter.config import Settings
@@ -596,15 +597,12 @@ def _where(key: str, value: str) -> ColumnElement[bool]:
     return condition
 
 
-def select_recipients(conn: Connection, spec: AudienceSpec, page: int = PAGE) -> Iterator[Member]:
-    """Confirmed, unsuppressed members of the spec's list matching every `where` pair.
-
-    Pages through the table by id, so memory stays bounded and no cursor stays open
-    between pages.
-    """
+def recipients_query(conn: Connection, spec: AudienceSpec) -> Select[Any]:
+    """Confirmed, unsuppressed members of the spec's list matching every `where` pair:
+    (id, public id, email, name, locale), in no particular order."""
     lid = list_id(conn, spec.list)
     suppressed = exists().where(_applies(subscribers.c.email, spec.list))
-    query = (
+    return (
         select(
             subscribers.c.id,
             subscribers.c.public_id,
@@ -615,9 +613,16 @@ def select_recipients(conn: Connection, spec: AudienceSpec, page: int = PAGE) ->
         .join(memberships, memberships.c.subscriber_id == subscribers.c.id)
         .where(memberships.c.list_id == lid, memberships.c.status == "confirmed", ~suppressed)
         .where(*(_where(key, value) for key, value in spec.where))
-        .order_by(subscribers.c.id)
-        .limit(page)
     )
+
+
+def select_recipients(conn: Connection, spec: AudienceSpec, page: int = PAGE) -> Iterator[Member]:
+    """The members of `recipients_query`, by subscriber id.
+
+    Pages through the table by id, so memory stays bounded and no cursor stays open
+    between pages.
+    """
+    query = recipients_query(conn, spec).order_by(subscribers.c.id).limit(page)
     after = 0
     while True:
         rows = conn.execute(query.where(subscribers.c.id > after)).all()

@@ -51,7 +51,12 @@ class SendOptions:
 def plan_send(
     engine: Engine, email: RenderedEmail, spec: AudienceSpec, mailer: Mailer, options: SendOptions
 ) -> DispatchPlan:
-    """What `send_issue` would do, computed in a transaction that is rolled back."""
+    """What `send_issue` would do, computed in a transaction that is rolled back.
+
+    Only the few rows a run would settle first (dead runs' claims, --resend-unknown) are
+    changed, then given back; recipients new to the ledger are counted, not inserted, so
+    planning a send to a million costs a query, not a million rows written and undone.
+    """
     with _rolled_back(engine) as conn:
         ledger.open_send(
             conn,
@@ -63,15 +68,16 @@ def plan_send(
         ledger.recover(conn, email.issue_name, LEASE)
         if options.resend_unknown:
             ledger.resend_unknown(conn, email.issue_name)
-        ledger.enqueue(conn, email.issue_name, audience.select_recipients(conn, spec))
+        # New ones are never suppressed: the audience query leaves suppressed members out.
+        new = ledger.count_new(conn, email.issue_name, audience.recipients_query(conn, spec))
         counts = ledger.counts(conn, email.issue_name)
         blocked = _suppressed_pending(conn, email.issue_name, spec.list)
-    to_send = counts["pending"] + counts["validated"] - blocked
+    to_send = new + counts["pending"] + counts["validated"] - blocked
     return DispatchPlan(
         issue_name=email.issue_name,
         list_name=spec.list,
         mailer=mailer.name,
-        recipients=sum(counts.values()),
+        recipients=new + sum(counts.values()),
         already_sent=counts["sent"],
         suppressed=counts["skipped"] + blocked,
         to_send=to_send,

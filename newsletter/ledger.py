@@ -283,6 +283,13 @@ def enqueue(conn: Connection, issue: str, people: Iterable[Addressee]) -> None:
         )
 
 
+def count_new(conn: Connection, issue: str, recipients: Select[Any]) -> int:
+    """How many of `recipients` (an audience query with an email column) have no row yet."""
+    people = recipients.subquery()
+    known = exists().where(send_ledger.c.issue == issue, send_ledger.c.email == people.c.email)
+    return int(conn.execute(select(func.count()).select_from(people).where(~known)).scalar_one())
+
+
 def _chunks(items: Iterable[Addressee], size: int) -> Iterator[list[Addressee]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):

@@ -266,6 +266,37 @@ def test_the_plan_counts_without_writing(
     assert fake_sendgrid.requests == []
 
 
+def test_the_plan_of_a_rerun_is_what_the_rerun_then_does(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    """Sent, unknown, newly subscribed and newly suppressed readers, counted without writing."""
+    fake_sendgrid.push(Reply(), Reply(500, body=errors_body("boom"), accept=False))
+    send(engine, rendered, mailer)  # 15 sent, 10 unknown
+    with db.writing(engine) as conn:
+        for i in range(3):
+            audience.add_subscriber(conn, f"late{i}@example.org", "weekly", confirmed=True)
+        audience.add_subscriber(conn, "late-and-gone@example.org", "weekly", confirmed=True)
+        audience.suppress(conn, "late-and-gone@example.org", "bounced")
+    before = states(engine)
+    again = dataclasses.replace(SMALL, resend_unknown=True)
+    plan = dispatch.plan_send(engine, rendered, WEEKLY, mailer, again)
+    assert states(engine) == before  # planning wrote nothing
+    assert (plan.recipients, plan.already_sent, plan.to_send, plan.unknown) == (28, 15, 13, 0)
+    assert plan.batches == 2
+    report = send(engine, rendered, mailer, again)
+    assert (report.sent, report.batches) == (plan.to_send, plan.batches)
+    assert set(received(fake_sendgrid)) == {
+        *weekly_readers,
+        "late0@example.org",
+        "late1@example.org",
+        "late2@example.org",
+    }
+
+
 def test_test_copies_go_anywhere_and_stay_out_of_the_ledger(
     engine: Engine,
     weekly_readers: list[str],
