@@ -3,7 +3,7 @@
 `ix_send_ledger_issue_state_id` covered every row, so inserting a recipient as `claimed`
 and marking it `sent` each rewrote an index entry. The partial index keeps `pending` and
 `validated` rows only, the ones `ledger.claim` looks for; the dispatch benchmark's ledger
-writes at 1,000,000 recipients took half the time with it.
+writes at 1,000,000 recipients took a third less CPU time with it (10.6 to 7.0 s).
 
 Revision ID: 0004_waiting_index
 Revises: 0003_scheduled_batch
