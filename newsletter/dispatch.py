@@ -422,12 +422,16 @@ def _long_lived_frozen() -> Iterator[None]:
     A send builds millions of short-lived dicts, and each full collection they trigger
     would walk every object already loaded (SQLAlchemy, the rendered issue) again: about
     an eighth of a large send's CPU time, measured with benchmarks/bench_dispatch.py.
+    An application that froze objects itself (a pre-forking server, say) keeps them
+    frozen: unfreezing is all or nothing, so only a freeze of our own is undone.
     """
+    ours = gc.get_freeze_count() == 0
     gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if ours:
+            gc.unfreeze()
 
 
 @contextmanager

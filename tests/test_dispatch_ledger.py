@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import gc
 import threading
 
 import pytest
@@ -467,3 +468,20 @@ def test_claims_find_waiting_rows_through_the_partial_index(
         )
         plan = " ".join(str(row) for row in conn.exec_driver_sql(explain + str(compiled), params))
     assert "ix_send_ledger_waiting" in plan
+
+
+def test_a_send_leaves_the_garbage_collector_as_it_found_it(
+    engine: Engine, weekly_readers: list[str], rendered: RenderedEmail, mailer: SendGridMailer
+) -> None:
+    """Long-lived objects are frozen only for the send, and an application's own freeze
+    (a pre-forking server's, say) survives it."""
+    assert gc.get_freeze_count() == 0
+    send(engine, rendered, mailer)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        send(engine, rendered, mailer, dataclasses.replace(SMALL, resend_unknown=True))
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
