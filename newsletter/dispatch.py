@@ -422,16 +422,17 @@ def _long_lived_frozen() -> Iterator[None]:
     A send builds millions of short-lived dicts, and each full collection they trigger
     would walk every object already loaded (SQLAlchemy, the rendered issue) again: about
     an eighth of a large send's CPU time, measured with benchmarks/bench_dispatch.py.
-    An application that froze objects itself (a pre-forking server, say) keeps them
-    frozen: unfreezing is all or nothing, so only a freeze of our own is undone.
+    An application that froze objects itself (a pre-forking server, say) is left alone:
+    unfreezing is all or nothing, so a freeze we could not undo is not made.
     """
-    ours = gc.get_freeze_count() == 0
+    if gc.get_freeze_count():
+        yield
+        return
     gc.freeze()
     try:
         yield
     finally:
-        if ours:
-            gc.unfreeze()
+        gc.unfreeze()
 
 
 @contextmanager

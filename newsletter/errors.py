@@ -155,6 +155,10 @@ class UnreachableError(MailerError):
     """The provider could not be reached (or kept rate-limiting); it accepted nothing."""
 
 
+class PayloadError(MailerError):
+    """A request could not be built from the batch, so none went out."""
+
+
 class InterruptedBeforeSending(KeyboardInterrupt):
     """Ctrl-C while no request of the batch had gone out (a rate-limit wait, say): its rows
     can go back to `pending` instead of `unknown`."""

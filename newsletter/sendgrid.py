@@ -27,6 +27,7 @@ from newsletter.errors import (
     ConfigError,
     InterruptedBeforeSending,
     MailerError,
+    PayloadError,
     UnreachableError,
 )
 from newsletter.mailer import list_id
@@ -211,7 +212,13 @@ class SendGridMailer:
         return f"SendGridMailer(url={self.settings.sendgrid_api_url!r})"
 
     def send_batch(self, email: RenderedEmail, batch: SendBatch) -> BatchOutcome:
-        payload = build_payload(email, batch, self.settings, sandbox=self.sandbox)
+        try:
+            payload = build_payload(email, batch, self.settings, sandbox=self.sandbox)
+        except ValueError as exc:
+            # Before any request: the caller gives the batch back instead of guessing.
+            raise PayloadError(
+                f"Cannot build the SendGrid request: {exc}. Nothing was sent."
+            ) from exc
         return self.post_payload(payload, batch.keys)
 
     def send_message(self, message: EmailMessage) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,6 +168,12 @@ def unsubscribe_links(settings: Settings, list_name: str) -> Callable[[str], str
     signer = _signer(_serializer(settings, "unsubscribe"))
     keyed = hmac.new(signer.derive_key(), digestmod=hashlib.sha1)  # as _PreparedHMAC
     prefix = f"{settings.base_url.rstrip('/')}/u/"
+    if html.escape(prefix) != prefix:
+        # load_settings refuses such a base_url; Settings made by hand may not have been.
+        raise ConfigError(
+            f"base_url {settings.base_url!r} holds characters HTML escapes (& < > \" '); "
+            "unsubscribe links are placed in the HTML part as they are."
+        )
     tail = "," + encode_basestring(list_name) + "]"  # the payload is [subscriber id, list]
 
     def link(subscriber_public_id: str) -> str:

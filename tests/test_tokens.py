@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,10 @@ def test_a_sends_link_maker_gives_exactly_the_unsubscribe_url(
 def test_a_link_maker_needs_a_key_before_the_first_recipient() -> None:
     with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY"):
         tokens.unsubscribe_links(keyed(""), "weekly")
+
+
+def test_a_link_maker_refuses_a_base_url_html_would_escape() -> None:
+    """Settings made by hand skip load_settings' check; the links would land in HTML as is."""
+    odd = dataclasses.replace(keyed("k-new"), base_url="https://n.test/?a=1&b=2")
+    with pytest.raises(ConfigError, match="base_url"):
+        tokens.unsubscribe_links(odd, "weekly")
