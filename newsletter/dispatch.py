@@ -71,8 +71,9 @@ def plan_send(
         # New ones are never suppressed: the audience query leaves suppressed members out.
         new = ledger.count_new(conn, email.issue_name, audience.recipients_query(conn, spec))
         counts = ledger.counts(conn, email.issue_name)
-        blocked = _suppressed_pending(conn, email.issue_name, spec.list)
-    to_send = new + counts["pending"] + counts["validated"] - blocked
+        states = _claimable(mailer)
+        blocked = _suppressed_waiting(conn, email.issue_name, spec.list, states)
+    to_send = new + sum(counts[state] for state in states) - blocked
     return DispatchPlan(
         issue_name=email.issue_name,
         list_name=spec.list,
@@ -203,8 +204,7 @@ def _prepare(
         ledger.recover(conn, email.issue_name, LEASE)
         if options.resend_unknown:
             ledger.resend_unknown(conn, email.issue_name)
-    # A sandbox run validates; a real run also sends what a sandbox run only validated.
-    schedule = _Schedule(states=("pending",) if mailer.sandbox else ("pending", "validated"))
+    schedule = _Schedule(states=_claimable(mailer))
     if options.send_at is None:
         return schedule
     if not isinstance(mailer, Scheduler):
@@ -399,7 +399,13 @@ def _batch_size(mailer: Mailer, options: SendOptions) -> int:
     return max(1, min(options.batch_size, mailer.max_batch))
 
 
-def _suppressed_pending(conn: Connection, issue: str, list_name: str) -> int:
+def _claimable(mailer: Mailer) -> tuple[str, ...]:
+    """The rows a run may claim: a sandbox run validates; a real run also sends what a
+    sandbox run only validated."""
+    return ("pending",) if mailer.sandbox else ("pending", "validated")
+
+
+def _suppressed_waiting(conn: Connection, issue: str, list_name: str, states: Sequence[str]) -> int:
     rows = send_ledger
     query = (
         select(func.count())
@@ -407,6 +413,7 @@ def _suppressed_pending(conn: Connection, issue: str, list_name: str) -> int:
         .where(
             rows.c.issue == issue,
             ledger.WAITING,
+            rows.c.state.in_(states),
             rows.c.email.in_(
                 select(suppressions.c.email).where(suppressions.c.scope.in_([ALL_LISTS, list_name]))
             ),

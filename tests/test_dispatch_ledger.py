@@ -328,6 +328,10 @@ def test_sandbox_validates_and_a_real_run_then_sends(
     report = send(engine, rendered, sandbox)
     assert (report.validated, report.sent) == (AUDIENCE_SIZE, 0)
     assert fake_sendgrid.delivered == []
+    # The plans say what each run then does: a sandbox rerun validates nobody again.
+    assert dispatch.plan_send(engine, rendered, WEEKLY, sandbox, SMALL).to_send == 0
+    assert send(engine, rendered, sandbox).validated == 0
+    assert dispatch.plan_send(engine, rendered, WEEKLY, mailer, SMALL).to_send == AUDIENCE_SIZE
     assert send(engine, rendered, mailer).sent == AUDIENCE_SIZE
     assert received(fake_sendgrid) == collections.Counter(weekly_readers)
 
