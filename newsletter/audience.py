@@ -385,10 +385,20 @@ def suppress(
         raise AudienceError(
             f"Unknown suppression reason {reason!r}; use one of {', '.join(SUPPRESSION_REASONS)}."
         )
-    statement = insert_ignoring_duplicates(conn, suppressions).values(
-        email=normalize_email(email), scope=scope, reason=reason, created_at=now(), detail=detail
+    statement = (
+        insert_ignoring_duplicates(conn, suppressions)
+        .values(
+            email=normalize_email(email),
+            scope=scope,
+            reason=reason,
+            created_at=now(),
+            detail=detail,
+        )
+        # Told by RETURNING, not rowcount: on PostgreSQL SQLAlchemy fetches the new key
+        # with RETURNING and psycopg then reports -1 rows, inserted or not.
+        .returning(suppressions.c.id)
     )
-    return bool(conn.execute(statement).rowcount)
+    return conn.execute(statement).first() is not None
 
 
 def _applies(address: Any, list_name: str | None) -> ColumnElement[bool]:

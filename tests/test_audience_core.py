@@ -124,6 +124,19 @@ def test_unsubscribe_from_one_list_leaves_the_other(weekly: Engine) -> None:
         assert audience.is_suppressed(conn, "both@example.org")
 
 
+def test_suppressing_twice_says_the_second_time_changed_nothing(weekly: Engine) -> None:
+    """On both databases (PostgreSQL once reported every such insert as new)."""
+    with db.writing(weekly) as conn:
+        assert audience.suppress(conn, "gone@example.org", "bounced")
+        assert not audience.suppress(conn, "Gone@example.org", "bounced")
+        assert audience.suppress(conn, "gone@example.org", "unsubscribed", scope="weekly")
+        public_id = audience.add_subscriber(conn, "left@example.org", "weekly", confirmed=True)
+        sid = audience.subscriber_id_for(conn, public_id)
+        assert sid is not None
+        assert audience.unsubscribe(conn, sid, "weekly")
+        assert not audience.unsubscribe(conn, sid, "weekly")
+
+
 def test_an_unsubscribe_sticks_against_a_later_add(weekly: Engine) -> None:
     with db.writing(weekly) as conn:
         audience.add_subscriber(conn, "gone@example.org", "weekly", confirmed=True)
