@@ -458,13 +458,19 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Default 8025 (setting serve_port).")] = None,
 ) -> None:
-    """Serve unsubscribe, resubscribe, double opt-in and the web copies of sent issues."""
+    """Serve unsubscribe, resubscribe, double opt-in, the SendGrid event webhook and web copies."""
     import uvicorn
 
+    from newsletter import webhook
     from newsletter.web import create_app
 
     chosen = _settings(serve_host=host, serve_port=port)
-    uvicorn.run(create_app(chosen), host=chosen.serve_host, port=chosen.serve_port)
+    web_app = create_app(chosen)  # a malformed webhook key stops it here, before listening
+    if chosen.sendgrid_webhook_public_key:
+        say(f"SendGrid event webhook on: POST {chosen.base_url.rstrip('/')}{webhook.PATH}")
+    else:
+        say(webhook.OFF)
+    uvicorn.run(web_app, host=chosen.serve_host, port=chosen.serve_port)
 
 
 def _fail(message: str) -> NoReturn:

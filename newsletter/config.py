@@ -74,6 +74,13 @@ class Settings:
     smtp_timeout: float = 10.0
     smtp_ca_file: str = ""  # CA bundle to trust instead of the system's (an internal relay)
     secret_keys: tuple[Secret, ...] = ()
+    # SendGrid's Signed Event Webhook verification key (base64 DER, as its settings page shows
+    # it). Public, so newsletter.toml may hold it. Empty: the event webhook is off.
+    sendgrid_webhook_public_key: str = ""
+    # How far (seconds) a webhook POST's signed timestamp may be from our clock. Bounds how
+    # long a captured POST can be replayed (say, to re-add a bounce after a resubscribe),
+    # while leaving room for clock skew and SendGrid's queueing.
+    sendgrid_webhook_tolerance: float = 600.0
     serve_host: str = "127.0.0.1"
     serve_port: int = 8025
     # The editor's desk: preview server, preflight and browser screenshots.

@@ -18,6 +18,9 @@ boundary where they happen, with ``raise ... from``::
     ├── AudienceError          a list, subscriber or address given by the user is unknown or invalid
     │   └── AddressError       an email address is not valid (says why)
     ├── TokenError             an unsubscribe/confirm token is invalid (always the same text)
+    ├── WebhookError           a SendGrid event webhook POST is refused; nothing was stored
+    │   ├── SignatureError     missing or bad signature, or a stale timestamp (one text)
+    │   └── EventBatchError    the body is not a batch of events (names the index and field)
     ├── PreflightError         preflight found errors that block a send
     ├── PreviewError           the preview server or the browser cannot start (says why)
     ├── DispatchError          a send was refused before anything went out (changed content,
@@ -129,6 +132,22 @@ class AddressError(AudienceError):
 
 class TokenError(NewsletterError):
     """A token is tampered, signed with an unknown key, or names nobody."""
+
+
+class WebhookError(NewsletterError):
+    """A SendGrid event webhook POST is refused; nothing of it was stored."""
+
+
+class SignatureError(WebhookError):
+    """The POST is not signed by SendGrid's key, or not recently: always the same text, so
+    an answer never tells a forger which check failed."""
+
+    def __init__(self) -> None:
+        super().__init__("The request is not a verified SendGrid event webhook POST.")
+
+
+class EventBatchError(WebhookError):
+    """The verified body is not a JSON array of events; the message names the index and field."""
 
 
 class PreflightError(NewsletterError):

@@ -166,3 +166,22 @@ send_ledger = Table(
         postgresql_where=text(WAITING),
     ),
 )
+
+
+# --- SendGrid event webhook (newsletter.webhook writes these) ------------------------------
+
+# One row per SendGrid event ever received, keyed by SendGrid's own event id: a POST that
+# SendGrid retries changes nothing twice. `issue` and `ledger_key` come from the custom_args
+# every send carries ("" when absent), so delivery can later be matched to ledger rows.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sg_event_id", String(255), nullable=False, unique=True),
+    Column("event", String(50), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("issue", String(200), nullable=False, server_default=""),
+    Column("ledger_key", String(32), nullable=False, server_default=""),
+    Column("received_at", WHEN, nullable=False),
+    Index("ix_webhook_events_issue_ledger_key", "issue", "ledger_key"),
+)

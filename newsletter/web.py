@@ -1,5 +1,7 @@
 """The public web endpoints: RFC 8058 one-click unsubscribe, resubscribe, double opt-in.
 
+SendGrid's signed event webhook is mounted here too; it lives in ``newsletter.webhook``.
+
 GETs show a page with a button and change nothing (link scanners and prefetchers follow
 GETs); POSTs act. Every bad, foreign or unknown token gets the same 404, and the
 subscribe form answers the same whatever the address's state, so no endpoint reveals
@@ -26,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from newsletter import archive, audience, db, tokens
+from newsletter import archive, audience, db, tokens, webhook
 from newsletter.config import Settings
 from newsletter.errors import AudienceError, MailerError, StorageError, TokenError
 from newsletter.mailer import get_mailer
@@ -265,6 +267,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/confirm/{token}", handlers.confirm_page, methods=["GET"]),
         Route("/confirm/{token}", handlers.confirm, methods=["POST"]),
         *archive.routes(settings, engine, not_found),
+        *webhook.routes(settings, engine),
     ]
     handlers_for: dict[Any, Any] = {404: missing, StorageError: unavailable}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers_for)
