@@ -13,9 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import (
@@ -56,7 +55,6 @@ STATES = LEDGER_STATES
 # The partial index's condition (schema.WAITING) with its values inline, so that SQLite and
 # PostgreSQL see that the index holds every row a claim can want (a bound parameter hides that).
 WAITING = send_ledger.c.state.in_([literal_column(f"'{state}'") for state in WAITING_STATES])
-ENQUEUE_CHUNK = 5000
 SUPPRESSED = "suppressed when claimed"
 
 
@@ -262,38 +260,11 @@ def _process_alive(pid: int) -> bool:
 # --- Rows -------------------------------------------------------------------------------------
 
 
-def enqueue(conn: Connection, issue: str, people: Iterable[Addressee]) -> None:
-    """One `pending` row per recipient not yet in the ledger (existing rows keep their state)."""
-    statement = insert_ignoring_duplicates(conn, send_ledger)
-    moment = now()
-    for chunk in _chunks(people, ENQUEUE_CHUNK):
-        conn.execute(
-            statement,
-            [
-                {
-                    "issue": issue,
-                    "email": p.email,
-                    "subscriber_public_id": p.subscriber_id,
-                    "first_name": p.first_name,
-                    "state": "pending",
-                    "updated_at": moment,
-                }
-                for p in chunk
-            ],
-        )
-
-
 def count_new(conn: Connection, issue: str, recipients: Select[Any]) -> int:
     """How many of `recipients` (an audience query with an email column) have no row yet."""
     people = recipients.subquery()
     known = exists().where(send_ledger.c.issue == issue, send_ledger.c.email == people.c.email)
     return int(conn.execute(select(func.count()).select_from(people).where(~known)).scalar_one())
-
-
-def _chunks(items: Iterable[Addressee], size: int) -> Iterator[list[Addressee]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def claim(

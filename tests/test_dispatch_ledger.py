@@ -386,9 +386,10 @@ def claimed_by_a_run_elsewhere(engine: Engine, heartbeat: dt.datetime) -> None:
     """Rows claimed by a run on another machine whose last sign of life was `heartbeat`."""
     with db.writing(engine) as conn:
         ledger.open_send(conn, ISSUE, "weekly", "c0ffee", allow_changed=False)
-        ledger.enqueue(conn, ISSUE, audience.select_recipients(conn, WEEKLY))
         run_id = ledger.start_run(conn, ISSUE)
-        ledger.claim(conn, ISSUE, run_id, 10, "weekly", ("pending",))
+        people = list(audience.select_recipients(conn, WEEKLY))
+        claimed, _skipped = ledger.claim_new(conn, ISSUE, run_id, people, "weekly")
+        ledger.release(conn, run_id, [c.key for c in claimed[10:]])  # the rest wait, pending
         conn.execute(
             schema.send_runs.update()
             .where(schema.send_runs.c.id == run_id)
