@@ -25,7 +25,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import ColumnElement, and_, exists, func, insert, select, update
+from sqlalchemy import ColumnElement, Table, and_, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
@@ -377,6 +377,20 @@ def insert_ignoring_duplicates(conn: Connection, table: Any) -> Insert:
     return dialect.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
 
 
+def insert_if_absent(conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
+    """Insert one row unless a unique constraint already holds it; True if it was added.
+
+    Told by RETURNING, not rowcount: on PostgreSQL SQLAlchemy fetches the new key with
+    RETURNING, and psycopg then reports -1 rows whether a row was added or not.
+    """
+    statement = (
+        insert_ignoring_duplicates(conn, table)
+        .values(**values)
+        .returning(*table.primary_key.columns)
+    )
+    return conn.execute(statement).first() is not None
+
+
 def suppress(
     conn: Connection, email: str, reason: str, scope: str = ALL_LISTS, detail: str = ""
 ) -> bool:
@@ -385,20 +399,17 @@ def suppress(
         raise AudienceError(
             f"Unknown suppression reason {reason!r}; use one of {', '.join(SUPPRESSION_REASONS)}."
         )
-    statement = (
-        insert_ignoring_duplicates(conn, suppressions)
-        .values(
-            email=normalize_email(email),
-            scope=scope,
-            reason=reason,
-            created_at=now(),
-            detail=detail,
-        )
-        # Told by RETURNING, not rowcount: on PostgreSQL SQLAlchemy fetches the new key
-        # with RETURNING and psycopg then reports -1 rows, inserted or not.
-        .returning(suppressions.c.id)
+    return insert_if_absent(
+        conn,
+        suppressions,
+        {
+            "email": normalize_email(email),
+            "scope": scope,
+            "reason": reason,
+            "created_at": now(),
+            "detail": detail,
+        },
     )
-    return conn.execute(statement).first() is not None
 
 
 def _applies(address: Any, list_name: str | None) -> ColumnElement[bool]:

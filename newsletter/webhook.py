@@ -195,21 +195,19 @@ def apply_events(conn: Connection, events: Sequence[Event], received_at: dt.date
 
 
 def _record(conn: Connection, event: Event, received_at: dt.datetime) -> bool:
-    """True if the event is new. Told by RETURNING, not rowcount: psycopg reports -1 for an
-    INSERT that SQLAlchemy gives a RETURNING clause, inserted or not."""
-    statement = (
-        audience.insert_ignoring_duplicates(conn, webhook_events)
-        .values(
-            sg_event_id=event.sg_event_id,
-            event=event.event,
-            email=event.email,
-            issue=event.issue,
-            ledger_key=event.ledger_key,
-            received_at=received_at,
-        )
-        .returning(webhook_events.c.id)
+    """True if the event is new."""
+    return audience.insert_if_absent(
+        conn,
+        webhook_events,
+        {
+            "sg_event_id": event.sg_event_id,
+            "event": event.event,
+            "email": event.email,
+            "issue": event.issue,
+            "ledger_key": event.ledger_key,
+            "received_at": received_at,
+        },
     )
-    return conn.execute(statement).first() is not None
 
 
 # --- The route -------------------------------------------------------------------------
