@@ -109,7 +109,7 @@ LEDGER_STATES = ("pending", "claimed", "sent", "failed", "unknown", "skipped", "
 # which cuts the ledger's write cost at 1,000,000 recipients by a third. A query uses
 # the index only when it repeats this condition word for word (`ledger.WAITING`).
 WAITING_STATES = ("pending", "validated")
-WAITING = "state IN ('pending', 'validated')"
+WAITING = f"state IN ({', '.join(repr(s) for s in WAITING_STATES)})"
 WHEN = DateTime(timezone=True)
 
 # One row per issue ever sent: the content it was sent with and its schedule, if any.
