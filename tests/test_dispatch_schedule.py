@@ -63,6 +63,11 @@ def ledger_rows(engine: Engine) -> list[tuple[str, str, str]]:
         return [tuple(r) for r in conn.execute(query.where(rows.c.issue == ISSUE))]
 
 
+def stored(engine: Engine, fake: FakeSendGrid) -> tuple[object, ...]:
+    """The ledger's rows, the send record and how many requests the server got."""
+    return (ledger_rows(engine), dispatch.status(engine, ISSUE)[1], len(fake.requests))
+
+
 def batch_ids(fake: FakeSendGrid) -> list[str | None]:
     return [r.body.get("batch_id") for r in fake.mail_sends()]
 
@@ -92,7 +97,7 @@ def test_an_immediate_send_while_a_schedule_is_pending_is_refused_and_changes_no
     at = in_hours(20)
     send(engine, rendered, mailer, at)
     late = subscribe_late(engine)
-    before = (ledger_rows(engine), dispatch.status(engine, ISSUE)[1], len(fake_sendgrid.requests))
+    before = stored(engine, fake_sendgrid)
     with pytest.raises(DispatchError, match="newsletter cancel 2025-12-10"):
         send(engine, rendered, mailer)
     # Even the new content hash an allowed change would record is rolled back.
@@ -100,7 +105,7 @@ def test_an_immediate_send_while_a_schedule_is_pending_is_refused_and_changes_no
     allowed = dataclasses.replace(SMALL, allow_changed=True)
     with pytest.raises(DispatchError, match="newsletter cancel 2025-12-10"):
         dispatch.send_issue(engine, changed, WEEKLY, mailer, link, allowed)
-    after = (ledger_rows(engine), dispatch.status(engine, ISSUE)[1], len(fake_sendgrid.requests))
+    after = stored(engine, fake_sendgrid)
     assert after == before
     assert dispatch.cancel_send(engine, ISSUE, mailer) == AUDIENCE_SIZE
     assert send(engine, rendered, mailer).sent == AUDIENCE_SIZE + LATE
@@ -117,7 +122,7 @@ def test_the_same_time_again_joins_the_schedule_and_another_time_is_refused(
     at = in_hours(20)
     send(engine, rendered, mailer, at)
     late = subscribe_late(engine)
-    before = (ledger_rows(engine), dispatch.status(engine, ISSUE)[1], len(fake_sendgrid.requests))
+    before = stored(engine, fake_sendgrid)
     with pytest.raises(DispatchError, match="is scheduled for"):
         send(engine, rendered, mailer, in_hours(30))
     assert (ledger_rows(engine), dispatch.status(engine, ISSUE)[1]) == before[:2]
