@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -61,6 +63,8 @@ lists = Table(
     Column("name", String(100), nullable=False, unique=True),
     Column("title", String(200), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Only a public list can be joined from the web form; internal lists cannot.
+    Column("public", Boolean, nullable=False, server_default=false()),
 )
 
 memberships = Table(
@@ -184,4 +188,48 @@ webhook_events = Table(
     Column("ledger_key", String(32), nullable=False, server_default=""),
     Column("received_at", WHEN, nullable=False),
     Index("ix_webhook_events_issue_ledger_key", "issue", "ledger_key"),
+)
+
+
+# --- What was sent, and what is waiting to be mailed ---------------------------------------
+
+# The rendered issue as it was sent, one row per issue and edition ("" until editions):
+# every public page (web copy, archive, feed) serves this, never a re-render of today's
+# files, so a draft never leaks and the web copy is what readers got.
+issue_copies = Table(
+    "issue_copies",
+    metadata,
+    Column("issue", String(200), primary_key=True),
+    Column("edition", String(35), primary_key=True, server_default=""),
+    Column("list_name", String(100), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("preheader", Text, nullable=False, server_default=""),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("content_hash", String(128), nullable=False),
+    Column("stored_at", WHEN, nullable=False),
+)
+
+# Confirmation mail asked for through the web form, sent by a worker outside the request
+# (so a new address answers in the same time as a known one). `client` is the rate-limit
+# key (an IP address, or an IPv6 /64); the per-client and global hourly budgets are counted
+# here, so every process serving the same database shares them.
+confirmation_queue = Table(
+    "confirmation_queue",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "subscriber_id",
+        Integer,
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("list_name", String(100), nullable=False),
+    Column("client", String(64), nullable=False, server_default=""),
+    Column("requested_at", WHEN, nullable=False),
+    Column("sent_at", WHEN, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("error", Text, nullable=False, server_default=""),
+    Index("ix_confirmation_queue_requested_at", "requested_at"),
+    Index("ix_confirmation_queue_client_requested_at", "client", "requested_at"),
 )
