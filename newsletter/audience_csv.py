@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,8 +46,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from newsletter import audience, db
-from newsletter.errors import AudienceError, ImportFileError
+from newsletter import audience, db, inputfile
+from newsletter.errors import AudienceError, ImportFileError, UnreadableFileError
 from newsletter.schema import ALL_LISTS, memberships, subscribers, suppressions
 
 Mode = Literal["subscribe", "unsubscribe", "suppress"]
@@ -185,10 +186,10 @@ def _read_header(path: Path, records: Iterator[tuple[int, list[str]]]) -> _Heade
 
 def _stage_file(conn: Connection, stage: Table, path: Path, report: ImportReport) -> None:
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise ImportFileError(f"{path}: cannot open the file ({exc.strerror}).") from exc
-    with handle:
+        raw = inputfile.open_regular(path)  # no byte cap: a list can have millions of rows
+    except UnreadableFileError as exc:
+        raise ImportFileError(f"{exc} Nothing was imported.") from exc
+    with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
         records = _records(handle, path)
         header = _read_header(path, records)
         write = _stage_writer(conn, stage)
