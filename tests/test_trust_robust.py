@@ -4,19 +4,27 @@ cannot be steered by subscriber text."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
-from newsletter import inputfile, preflight, yamlfile
-from newsletter.config import load_settings
+from newsletter import inputfile, preflight, webhook, yamlfile
+from newsletter.config import Settings, load_settings
 from newsletter.content import parse_article
 from newsletter.errors import (
     ArticleFileError,
@@ -28,7 +36,9 @@ from newsletter.errors import (
 )
 from newsletter.issues import load_issue
 from newsletter.rates import load_snapshot
+from newsletter.web import create_app
 from tests.conftest import REPO, run_newsletter
+from tests.test_webhook import Key, event, new_key, public_b64, signed_headers, stored
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 SAMPLE = "issues/2025-12-10.yaml"
@@ -327,3 +337,145 @@ def test_csv_import_of_a_special_file_is_refused(
     make(path)
     with pytest.raises(ImportFileError, match=f"people.csv: is an? {words}"):
         import_csv(engine, path, "weekly")
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(depth=st.integers(1000, 20_000), kind=st.sampled_from(["[", "{x="]))
+def test_deep_newsletter_toml_is_a_config_error(depth: int, kind: str, tmp_path: Path) -> None:
+    from newsletter.errors import ConfigError
+
+    close = "]" if kind == "[" else "}"
+    (tmp_path / "newsletter.toml").write_text("a = " + kind * depth + "1" + close * depth)
+    with pytest.raises(ConfigError, match=r"newsletter\.toml: .*nested too deeply"):
+        load_settings(tmp_path, env={})
+
+
+def test_special_newsletter_toml_is_a_config_error(
+    special: tuple[Maker, str], tmp_path: Path
+) -> None:
+    from newsletter.errors import ConfigError
+
+    make, words = special
+    make(tmp_path / "newsletter.toml")
+    with pytest.raises(
+        ConfigError, match=f"newsletter.toml: cannot read the config file: .*{words}"
+    ):
+        load_settings(tmp_path, env={})
+
+
+# --- 3. The webhook: nesting is a 400, headers are checked before the body is read -----------
+
+
+@pytest.fixture
+def hook_app(db_settings: Settings, engine: Engine) -> tuple[Starlette, Key]:
+    key = new_key()
+    hooked = dataclasses.replace(db_settings, sendgrid_webhook_public_key=public_b64(key))
+    return create_app(hooked), key
+
+
+def nested_body(depth: int, kind: str, where: str, n: int) -> bytes:
+    """JSON nested `depth` levels, as the whole body or inside event `n`'s extra field.
+    Built as text: json.dumps itself recurses."""
+    opening, closing = ("[", "]") if kind == "array" else ('{"k":', "}")
+    inner = opening * depth + "1" + closing * depth
+    if where == "body":
+        return inner.encode()
+    good = json.dumps(event("bounce", "x@example.org", n, type="bounce"))
+    return f'[{good[:-1]}, "extra": {inner}}}]'.encode()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(
+    depth=st.integers(1, 50_000) | st.integers(900, 1100),
+    kind=st.sampled_from(["array", "object"]),
+    where=st.sampled_from(["body", "field"]),
+)
+def test_a_validly_signed_deeply_nested_body_is_400_never_500(
+    hook_app: tuple[Starlette, Key], engine: Engine, depth: int, kind: str, where: str
+) -> None:
+    """On main a body nested past Python's recursion limit answered 500."""
+    app, key = hook_app
+    n = time.monotonic_ns() % 10_000
+    body = nested_body(depth, kind, where, n)
+    before = stored(engine)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post(webhook.PATH, content=body, headers=signed_headers(key, body))
+    if response.status_code == 200:  # nested within what Python reads: the event is stored
+        assert where == "field"
+        assert any(f"ev-{n:04d}-bounce" in row for row in stored(engine))
+        return
+    assert response.status_code == 400, response.text
+    assert "Nothing was stored" in response.text
+    assert stored(engine) == before
+
+
+def test_the_400_for_deep_nesting_says_so(hook_app: tuple[Starlette, Key], engine: Engine) -> None:
+    app, key = hook_app
+    body = nested_body(100_000, "array", "body", 0)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post(webhook.PATH, content=body, headers=signed_headers(key, body))
+    assert response.status_code == 400
+    assert "nested too deeply" in response.text
+
+
+def _raw_post(port: int, headers: dict[str, str]) -> bytes:
+    """Send a POST's headers announcing a 1 MB body, never the body; return the answer."""
+    lines = [f"POST {webhook.PATH} HTTP/1.1", "Host: 127.0.0.1", "Content-Length: 1000000"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        try:
+            return sock.recv(4096)
+        except TimeoutError:
+            return b"(no answer while the body was withheld)"
+
+
+@pytest.fixture
+def hook_port(hook_app: tuple[Starlette, Key]) -> Iterator[int]:
+    config = uvicorn.Config(hook_app[0], host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield server.servers[0].sockets[0].getsockname()[1]
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def header_text(size: int) -> st.SearchStrategy[str]:
+    """What HTTP lets a header value be (visible ASCII, inner spaces), so the server parses it."""
+    return st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=size).map(
+        str.strip
+    )
+
+
+bad_signature = st.one_of(
+    st.none(),
+    header_text(120).filter(lambda s: not re.fullmatch(r"[A-Za-z0-9+/]{4,96}={0,2}", s)),
+    st.just("A" * 200),
+)
+bad_timestamp = st.one_of(
+    st.none(),
+    header_text(14).filter(lambda s: not s.isdigit()),
+    st.integers(700, 10**9).map(lambda ago: str(int(time.time()) - ago)),
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(signature=bad_signature, timestamp=bad_timestamp)
+def test_headers_that_cannot_be_sendgrids_are_refused_before_the_body(
+    hook_port: int, signature: str | None, timestamp: str | None
+) -> None:
+    """Over a real uvicorn: the 403 comes back while the client still withholds the body (on
+    main the server waited for the body first)."""
+    headers = {webhook.SIGNATURE_HEADER: signature, webhook.TIMESTAMP_HEADER: timestamp}
+    answer = _raw_post(hook_port, {k: v for k, v in headers.items() if v is not None})
+    assert answer.startswith(b"HTTP/1.1 403"), answer
+
+
+def test_plausible_headers_do_wait_for_the_body(hook_port: int) -> None:
+    """The other side: a well-formed, fresh pair of headers gets the body read (and checked)."""
+    headers = {webhook.SIGNATURE_HEADER: "A" * 96, webhook.TIMESTAMP_HEADER: str(int(time.time()))}
+    assert _raw_post(hook_port, headers) == b"(no answer while the body was withheld)"
