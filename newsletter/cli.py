@@ -325,8 +325,15 @@ def subscribers_import(
     list_name: ListOption = "weekly",
     mode: Annotated[str, typer.Option(help="subscribe | unsubscribe | suppress")] = "subscribe",
     confirmed: Annotated[bool, typer.Option(help="Mark new members confirmed.")] = False,
+    exported: Annotated[
+        bool,
+        typer.Option(
+            help="FILE was written by `subscribers export`: take off its spreadsheet guard "
+            "(the ' it put before = + - @ TAB CR and ')."
+        ),
+    ] = False,
 ) -> None:
-    """Import subscribers from CSV, all or nothing."""
+    """Import subscribers from CSV, all or nothing; cells are kept as written."""
     from newsletter import db
     from newsletter.audience_csv import MODES, Mode, import_csv
     from newsletter.errors import AudienceError
@@ -334,7 +341,7 @@ def subscribers_import(
     if mode not in MODES:
         raise AudienceError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}.")
     chosen: Mode = mode  # checked just above
-    report = import_csv(db.connect(_settings()), file, list_name, chosen, confirmed)
+    report = import_csv(db.connect(_settings()), file, list_name, chosen, confirmed, exported)
     say(
         f"{file} -> {list_name} ({mode}): {report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged, {report.rejected} rejected."

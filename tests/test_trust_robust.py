@@ -4,7 +4,9 @@ cannot be steered by subscriber text."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import os
 import re
@@ -23,7 +25,8 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from newsletter import inputfile, preflight, webhook, yamlfile
+from newsletter import audience, db, inputfile, preflight, webhook, yamlfile
+from newsletter.audience_csv import SPREADSHEET_TRIGGERS, export_csv, import_csv
 from newsletter.config import Settings, load_settings
 from newsletter.content import parse_article
 from newsletter.errors import (
@@ -36,8 +39,10 @@ from newsletter.errors import (
 )
 from newsletter.issues import load_issue
 from newsletter.rates import load_snapshot
+from newsletter.schema import memberships, subscribers, suppressions
 from newsletter.web import create_app
 from tests.conftest import REPO, run_newsletter
+from tests.test_audience_import import stored_subscribers
 from tests.test_webhook import Key, event, new_key, public_b64, signed_headers, stored
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
@@ -325,9 +330,6 @@ def test_currency_code_with_a_line_break_is_refused(end: str, where: str, tmp_pa
 def test_csv_import_of_a_special_file_is_refused(
     special: tuple[Maker, str], tmp_path: Path
 ) -> None:
-    from newsletter import audience, db
-    from newsletter.audience_csv import import_csv
-
     engine = db.engine_for(f"sqlite:///{tmp_path / 'n.db'}")
     db.upgrade(engine)
     with db.writing(engine) as conn:
@@ -479,3 +481,137 @@ def test_plausible_headers_do_wait_for_the_body(hook_port: int) -> None:
     """The other side: a well-formed, fresh pair of headers gets the body read (and checked)."""
     headers = {webhook.SIGNATURE_HEADER: "A" * 96, webhook.TIMESTAMP_HEADER: str(int(time.time()))}
     assert _raw_post(hook_port, headers) == b"(no answer while the body was withheld)"
+
+
+# --- 4. Subscriber CSV: NUL, long cells, values kept as given -------------------------------
+
+
+@pytest.fixture
+def weekly(engine: Engine) -> Engine:
+    with db.writing(engine) as conn:
+        audience.create_list(conn, "weekly")
+    return engine
+
+
+def _empty(engine: Engine) -> None:
+    with db.writing(engine) as conn:
+        for table in (memberships, suppressions, subscribers):
+            conn.execute(table.delete())
+
+
+def _write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+plain = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=8)
+dangerous = st.text(st.sampled_from("=+-@'\"\t\r\n,;| \x00"), max_size=4)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(
+    before=st.integers(0, 3),
+    column=st.integers(0, 3),
+    cell=st.tuples(plain, plain).map(lambda t: t[0] + "\x00" + t[1]),
+)
+def test_a_nul_anywhere_is_refused_at_import_naming_line_and_column(
+    weekly: Engine, tmp_path: Path, before: int, column: int, cell: str
+) -> None:
+    """On main a NUL in an attribute was stored (SQLite) and later broke PostgreSQL sends
+    with an error blaming database_url."""
+    _empty(weekly)
+    header = ["email", "name", "locale", "note"]
+    good = [[f"r{i}@example.org", "R", "en", "n"] for i in range(before)]
+    bad = [f"bad{before}@example.org", "B", "en", "n"]
+    bad[column] = cell if column else bad[column] + cell
+    path = _write_csv(tmp_path / "nul.csv", [header, *good, bad])
+    report = import_csv(weekly, path, "weekly")
+    assert (report.added, report.rejected) == (before, 1)
+    [rejection] = report.rejections
+    assert rejection.line == before + 2
+    assert f"column {column + 1} ({header[column]!r}) contains a NUL" in rejection.reason
+    assert not any("\x00" in repr(row) for row in stored_subscribers(weekly))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(
+    extra=st.integers(1, 3000),
+    before=st.integers(0, 3),
+    quoted=st.booleans(),
+    filler=st.sampled_from("a,\"'\n="),
+)
+def test_an_overlong_cell_is_reported_as_too_long_with_the_limit(
+    weekly: Engine, tmp_path: Path, extra: int, before: int, quoted: bool, filler: str
+) -> None:
+    if not quoted and filler in ',"\n':
+        filler = "a"  # these would end or break an unquoted cell
+    limit = csv.field_size_limit()
+    body = ("x" + filler * (limit + extra))[: limit + extra]
+    cell = '"' + body.replace('"', '""') + '"' if quoted else body
+    rows = "".join(f"r{i}@example.org,n\r\n" for i in range(before))
+    path = tmp_path / "long.csv"
+    path.write_text(f"email,note\r\n{rows}long@example.org,{cell}\r\n", encoding="utf-8")
+    with pytest.raises(ImportFileError) as info:
+        import_csv(weekly, path, "weekly")
+    assert f"long.csv:{before + 2}: a cell is longer than {limit:,} characters" in str(info.value)
+    assert "quoting" not in str(info.value)
+    assert stored_subscribers(weekly) == []
+
+
+def test_a_cell_at_the_limit_is_imported_intact(weekly: Engine, tmp_path: Path) -> None:
+    note = "é" * csv.field_size_limit()
+    path = _write_csv(tmp_path / "limit.csv", [["email", "note"], ["a@example.org", note]])
+    assert import_csv(weekly, path, "weekly").added == 1
+    assert stored_subscribers(weekly)[0][3] == {"note": note}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(people=st.lists(st.tuples(dangerous, plain, dangerous, plain), min_size=1, max_size=6))
+def test_values_are_kept_as_given_and_export_then_import_is_lossless(
+    weekly: Engine, tmp_path: Path, people: list[tuple[str, str, str, str]]
+) -> None:
+    """On main an imported "'=x" was stored as "=x". Now a hand-made file is kept as written
+    (trimmed); the export guards every risky cell; --exported takes exactly that guard off."""
+    _empty(weekly)
+    rows = [
+        [f"p{i}@example.org", (a + b).replace("\x00", ""), "", (c + d).replace("\x00", "")]
+        for i, (a, b, c, d) in enumerate(people)
+    ]
+    rows = [r for r in rows if not audience._CONTROL.search(r[1].strip())]  # name rules apply
+    source = _write_csv(tmp_path / "given.csv", [["email", "name", "locale", "note"], *rows])
+    import_csv(weekly, source, "weekly")
+    kept = stored_subscribers(weekly)
+    expected = [
+        (r[0], r[1].strip(), "", {"note": r[3].strip()} if r[3].strip() else {}) for r in rows
+    ]
+    assert kept == sorted(expected)
+    out = io.StringIO()
+    with db.reading(weekly) as conn:
+        export_csv(conn, out, "weekly")
+    exported = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
+    assert not any(c.startswith(SPREADSHEET_TRIGGERS) for row in exported for c in row)
+    _empty(weekly)
+    export_file = tmp_path / "export.csv"
+    export_file.write_text(out.getvalue(), encoding="utf-8", newline="")
+    import_csv(weekly, export_file, "weekly", exported=True)
+    assert stored_subscribers(weekly) == kept
+
+
+def test_import_messages_through_the_real_command(project: Path) -> None:
+    assert run_newsletter(project, "lists", "create", "weekly").returncode == 0
+    rows = [["email", "name", "note"], ["ok@example.org", "'=kept", "'+1"]]
+    rows.append(["nul@example.org", "N", "a\x00b"])
+    _write_csv(project / "people.csv", rows)
+    done = run_newsletter(project, "subscribers", "import", "people.csv")
+    no_traceback(done)
+    assert "people.csv:3: column 3 ('note') contains a NUL character" in done.stdout
+    shown = run_newsletter(project, "subscribers", "show", "ok@example.org")
+    assert "'=kept" in shown.stdout
+    assert "'+1" in shown.stdout
+    limit = csv.field_size_limit()
+    (project / "long.csv").write_text(f"email,note\nx@example.org,{'a' * (limit + 1)}\n")
+    done = run_newsletter(project, "subscribers", "import", "long.csv")
+    no_traceback(done)
+    assert done.returncode == 1
+    assert f"long.csv:2: a cell is longer than {limit:,} characters" in done.stderr
