@@ -287,5 +287,6 @@ def import_ticker(
                 f"{path} already holds other rates for {date}; "
                 "pass --force to replace it (the old file is then overwritten)."
             )
-    write_bytes(path, new_text.encode("utf-8"))  # the old file or the new one, never half
+    # The old file or the new one, never half; shared through git, so not private.
+    write_bytes(path, new_text.encode("utf-8"), private=False)
     return path, snapshot, True

@@ -12,9 +12,12 @@ import os
 import re
 import shutil
 import socket
+import stat
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from newsletter import audience, db, inputfile, preflight, webhook, yamlfile
+from newsletter.atomic import replacing_text, write_bytes
 from newsletter.audience_csv import SPREADSHEET_TRIGGERS, export_csv, import_csv
 from newsletter.config import Settings, load_settings
 from newsletter.content import parse_article
@@ -615,3 +619,121 @@ def test_import_messages_through_the_real_command(project: Path) -> None:
     no_traceback(done)
     assert done.returncode == 1
     assert f"long.csv:2: a cell is longer than {limit:,} characters" in done.stderr
+
+
+# --- 6. Private files: the database, the outbox and build output ----------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@contextmanager
+def umask(value: int) -> Iterator[None]:
+    old = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+umasks = st.sampled_from([0o000, 0o002, 0o022, 0o027, 0o077])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(mask=umasks, depth=st.integers(1, 3), text=st.booleans())
+def test_written_files_are_0600_in_new_0700_folders_whatever_the_umask(
+    tmp_path: Path, mask: int, depth: int, text: bool
+) -> None:
+    base = tmp_path / f"m{mask:o}-{depth}-{text}"
+    target = base.joinpath(*[f"d{i}" for i in range(depth)], "message.eml")
+    with umask(mask):
+        if text:
+            with replacing_text(target) as handle:
+                handle.write("To: a@example.org\n")
+        else:
+            write_bytes(target, b"To: a@example.org\n")
+    assert mode(target) == 0o600
+    folder = target.parent
+    while folder != tmp_path:
+        assert mode(folder) == 0o700, folder
+        folder = folder.parent
+
+
+def test_leftover_debris_does_not_lend_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "message.eml"
+    debris = tmp_path / ".message.eml.tmp"
+    debris.write_text("old")
+    debris.chmod(0o644)
+    write_bytes(target, b"new")
+    assert mode(target) == 0o600
+    assert not debris.exists()
+
+
+def test_shared_content_keeps_the_umask(tmp_path: Path) -> None:
+    with umask(0o022):
+        write_bytes(tmp_path / "rates" / "2025-12-10.yaml", b"x", private=False)
+    assert mode(tmp_path / "rates" / "2025-12-10.yaml") == 0o644
+    assert mode(tmp_path / "rates") == 0o755
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(mask=umasks)
+def test_the_sqlite_database_and_its_wal_are_0600(tmp_path: Path, mask: int) -> None:
+    folder = tmp_path / f"m{mask:o}"
+    with umask(mask):
+        engine = db.engine_for(f"sqlite:///{folder / 'data' / 'newsletter.db'}")
+        db.upgrade(engine)
+        with db.writing(engine) as conn:  # an open connection keeps -wal and -shm
+            audience.create_list(conn, "weekly")
+            companions = list((folder / "data").glob("newsletter.db*"))
+            assert {p.name for p in companions} >= {"newsletter.db", "newsletter.db-wal"}
+            assert {p.name: mode(p) for p in companions} == {p.name: 0o600 for p in companions}
+        engine.dispose()
+    assert mode(folder / "data") == 0o700
+
+
+@pytest.mark.parametrize("mask", [0o000, 0o022])
+def test_private_files_through_the_real_command(project: Path, mask: int) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "NEWSLETTER_SECRET_KEY": "9f1c2b7e4a0d6e3f8b5c1a9d7e2f4b6c8a0e3d5f7b9c1e2a4d6f8b0c2e4a6d8f",
+    }
+    with umask(mask):
+        for command in (
+            ["lists", "create", "weekly"],
+            ["subscribers", "add", "aida@example.org", "--confirmed"],
+            ["build", SAMPLE, "--as", "Aida,aida@example.org"],
+            ["send", SAMPLE, "--yes"],
+            ["subscribers", "export", "-o", "exports/weekly.csv"],
+        ):
+            done = run_newsletter(project, *command, env=env)
+            assert done.returncode == 0, done.stdout + done.stderr
+    private = [
+        project / "newsletter.db",
+        project / "build" / "2025-12-10" / "message.eml",
+        project / "build" / "2025-12-10" / "email.html",
+        project / "outbox" / "2025-12-10" / "aida@example.org.eml",
+        project / "exports" / "weekly.csv",
+    ]
+    assert {str(p): oct(mode(p)) for p in private} == {str(p): "0o600" for p in private}
+    folders = [project / "build", project / "build" / "2025-12-10", project / "outbox"]
+    folders += [project / "outbox" / "2025-12-10", project / "exports"]
+    assert {str(p): oct(mode(p)) for p in folders} == {str(p): "0o700" for p in folders}
+
+
+def test_gitignore_covers_the_database_and_its_companions(tmp_path: Path) -> None:
+    shutil.copyfile(REPO / ".gitignore", tmp_path / ".gitignore")
+    names = ["newsletter.db", "newsletter.db-wal", "newsletter.db-shm", "newsletter.db-journal"]
+    names += ["outbox/2025-12-10/a@example.org.eml", "build/2025-12-10/message.eml"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    done = subprocess.run(
+        ["git", "-C", str(tmp_path), "check-ignore", *names],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert sorted(done.stdout.split()) == sorted(names)
