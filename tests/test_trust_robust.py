@@ -737,3 +737,107 @@ def test_gitignore_covers_the_database_and_its_companions(tmp_path: Path) -> Non
         check=False,
     )
     assert sorted(done.stdout.split()) == sorted(names)
+
+
+# --- 7. Terminal output: controls shown escaped, markup literal -----------------------------
+
+# What can steer a terminal or mislead a reader: ESC/CSI/OSC pieces, other C0 and C1
+# controls, bidi overrides and isolates; mixed with markup and emoji syntax and plain text.
+STEERING = (
+    [chr(c) for c in range(0x20) if c not in (0x09, 0x0A)]
+    + ["\x7f", *map(chr, range(0x80, 0xA0))]
+    + ["\u061c", "\u200e", "\u200f", "\u2028", "\u2029"]
+    + [chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))]
+)
+steering = st.lists(
+    st.sampled_from([*STEERING, "\x1b[", "\x1b]0;", "[2J", "[red]", "[/]", ":bomb:", "a", "é"]),
+    min_size=1,
+    max_size=12,
+).map("".join)
+_ANY_STEERING = re.compile("[" + re.escape("".join(STEERING)) + "]")
+_RICH_SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _rendered(*cells: str, terminal: bool) -> str:
+    from rich.table import Table
+
+    from newsletter.terminal import SafeConsole
+
+    console = SafeConsole()
+    console.file = io.StringIO()
+    console._force_terminal = terminal
+    table = Table("field", "value")
+    table.add_row(*cells)
+    console.print(table)
+    console.print(*cells)
+    return console.file.getvalue()
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=steering, terminal=st.booleans())
+def test_nothing_that_steers_a_terminal_gets_through_the_console(text: str, terminal: bool) -> None:
+    from newsletter.terminal import safe
+
+    out = _rendered(text, safe(text, one_line=True), terminal=terminal)
+    assert not _ANY_STEERING.search(_RICH_SGR.sub("", out).replace("\n", "")), repr(out)
+    assert safe(text, one_line=True) in _RICH_SGR.sub("", out).replace("\n", "")
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=steering)
+def test_safe_is_lossless_for_a_reader(text: str) -> None:
+    """Each character is either kept or shown as its own code, so nothing is hidden."""
+    from newsletter.terminal import safe
+
+    shown = safe(text, one_line=True)
+    assert not _ANY_STEERING.search(shown)
+    assert "\t" not in shown
+    codes = re.compile(r"\\x([0-9a-f]{2})|\\u([0-9a-f]{4})")
+    assert codes.sub(lambda m: chr(int(m.group(1) or m.group(2), 16)), shown) == text
+
+
+def _seed_audience(project: Path, name: str, note: str) -> None:
+    engine = db.connect(load_settings(project, env={}))
+    with db.writing(engine) as conn:
+        audience.create_list(conn, "weekly")
+    csv_file = _write_csv(project / "people.csv", [["email", "name", "note"]])
+    with csv_file.open("a", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerow(["aida@example.org", name, note])
+    report = import_csv(engine, csv_file, "weekly", confirmed=True)
+    assert report.added == 1, report.rejections
+    engine.dispose()
+
+
+def _clean(done: subprocess.CompletedProcess[str]) -> str:
+    out = done.stdout + done.stderr
+    assert not _ANY_STEERING.search(out.replace("\n", "")), repr(out)
+    return out
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(note=steering.filter(lambda s: "\x00" not in s and s.strip()))
+def test_subscriber_text_through_the_real_commands(project: Path, note: str) -> None:
+    """An attribute can hold any control but NUL, a name C1 controls and bidi overrides."""
+    (project / "newsletter.db").unlink(missing_ok=True)
+    name = "[red]Aida[/red] :bomb: \u202eevil\x9b2J"
+    _seed_audience(project, name, note)
+    shown = _clean(run_newsletter(project, "subscribers", "show", "aida@example.org"))
+    assert "[red]Aida[/red] :bomb: \\u202eevil\\x9b2J" in shown
+    listed = _clean(run_newsletter(project, "subscribers", "list", "--list", "weekly"))
+    assert "[red]Aida[/red]" in listed.replace("\n", "")
+    missing = run_newsletter(project, "subscribers", "show", f"{note.strip()}@example.org")
+    _clean(missing)
+    assert missing.returncode == 1
+
+
+def test_article_text_through_build(project: Path) -> None:
+    """Control characters in a title do not get through MJML (a separate matter); bidi
+    overrides, C1 controls, markup and emoji codes do, and reach the build summary."""
+    article = project / "content" / "articles" / "kyrgyzstan-dried-apricot-exports-china.md"
+    text = article.read_text()
+    start = text.index("title: ")
+    end = text.index("\n", start)
+    hostile = 'title: "[red]Apricots\\u202e :bomb: \\u2066x\\x85y"'
+    article.write_text(text[:start] + hostile + text[end:])
+    built = _clean(run_newsletter(project, "build", SAMPLE, "--out", "out"))
+    assert "[red]Apricots\\u202e :bomb: \\u2066x\\x85y" in built
