@@ -18,7 +18,7 @@ CURRENCY = re.compile(r"[A-Z]{3}")  # fullmatch: `$` would pass "USD\n"
 TICKER_LIKE = re.compile(r"^\s*(?:[•*·-]\s*)?[A-Za-z]{3}\s*/\s*[A-Za-z]{3}\s*=")
 TICKER = re.compile(
     r"^\s*(?:[•*·-]\s*)?(?P<cur>[A-Z]{3})/(?P<base>[A-Z]{3})\s*=\s*"
-    r"(?P<value>\d+(?:\.\d+)?)\s+(?P<change>[+\-−]?\d+(?:\.\d+)?)\s*%\s*$"
+    r"(?P<value>\d+(?:\.\d+)?)\s+(?P<change>[+\-−]?\d+(?:\.\d+)?)\s*%\s*\Z"
 )
 SNAPSHOT_KEYS = {"date", "base", "as_of", "source", "rates"}
 RATE_KEYS = {"value", "change_pct"}

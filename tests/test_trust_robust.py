@@ -128,6 +128,20 @@ def test_deep_files_through_the_real_command(project: Path) -> None:
     assert "levels deep" in problem["message"]
 
 
+def test_the_preview_index_lists_a_deep_file_as_broken(project: Path) -> None:
+    from newsletter.preview import Desk
+
+    nested = "title: " + "[" * 990 + "]" * 990 + "\n"
+    (project / "issues" / "2025-01-01.yaml").write_text(nested, encoding="utf-8")
+    rows = {
+        name: (summary, ok)
+        for name, summary, ok in Desk(load_settings(project, env={})).index_rows()
+    }
+    assert rows["2025-12-10"][1] is True
+    assert rows["2025-01-01"][1] is False
+    assert "levels deep" in rows["2025-01-01"][0]
+
+
 def test_deep_front_matter_and_snapshot_name_their_file(project: Path) -> None:
     settings_ = load_settings(project, env={})
     article = project / "content" / "articles" / "deep.md"
