@@ -10,7 +10,7 @@ the editor's terminal. Here they are shown escaped (``\\x1b``, ``\\u202e``), Ric
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
@@ -42,8 +42,22 @@ class SafeConsole(Console):
     """A Rich console for user-supplied text: no markup, no emoji codes, no highlighting,
     and every string it is given (printed, or a table cell) passed through `safe`."""
 
-    def __init__(self, *, stderr: bool = False) -> None:
-        super().__init__(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
+    def __init__(
+        self,
+        *,
+        stderr: bool = False,
+        file: IO[str] | None = None,
+        force_terminal: bool | None = None,
+    ) -> None:
+        super().__init__(
+            stderr=stderr,
+            file=file,
+            force_terminal=force_terminal,
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+            emoji=False,
+        )
 
     def render_str(
         self,

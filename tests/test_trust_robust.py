@@ -777,14 +777,14 @@ def _rendered(*cells: str, terminal: bool) -> str:
 
     from newsletter.terminal import SafeConsole
 
-    console = SafeConsole()
-    console.file = io.StringIO()
-    console._force_terminal = terminal
+    console = SafeConsole(file=io.StringIO(), force_terminal=terminal)
     table = Table("field", "value")
     table.add_row(*cells)
     console.print(table)
     console.print(*cells)
-    return console.file.getvalue()
+    out = console.file
+    assert isinstance(out, io.StringIO)
+    return out.getvalue()
 
 
 @settings(max_examples=200, deadline=None)
