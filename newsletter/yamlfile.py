@@ -65,10 +65,10 @@ def parse(text: str, path: Path | None = None, line_offset: int = 0) -> YamlDoc:
         # can count the depth; it has no line to give.
         raise YamlSyntaxError(Problem(_TOO_DEEP, path)) from exc
     except yaml.YAMLError as exc:
-        if "maximum nesting depth" in str(exc):  # libyaml's own limit (1000 levels)
-            raise YamlSyntaxError(Problem(_TOO_DEEP, path, line=1 + line_offset)) from exc
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 + line_offset if mark is not None else None
+        if "maximum nesting depth" in str(exc):  # libyaml's own limit (1000 levels)
+            raise YamlSyntaxError(Problem(_TOO_DEEP, path, line=line)) from exc
         problem = getattr(exc, "problem", None) or str(exc)
         context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
         if (
