@@ -265,9 +265,9 @@ def _staged_row(
     if len(cells) != len(header.columns):
         report.reject(line, f"has {len(cells)} cells; the header names {len(header.columns)}")
         return None
-    nul = next((i for i, cell in enumerate(cells) if "\x00" in cell), None)
-    if nul is not None:
+    if "\x00" in "".join(cells):  # one C-level scan per row: imports run to millions of rows
         # PostgreSQL cannot store NUL in text or JSON; refused here, not at the next send.
+        nul = next(i for i, cell in enumerate(cells) if "\x00" in cell)
         report.reject(
             line,
             f"column {nul + 1} ({header.columns[nul]!r}) contains a NUL character (\\x00), "
