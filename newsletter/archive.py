@@ -38,7 +38,7 @@ def web_copy(settings: Settings, engine: Engine, name: str) -> str | None:
     Drafts stay private: an issue appears only once the ledger holds a delivered copy.
     """
     path = settings.path("issues_dir") / f"{name}.yaml"
-    if not ISSUE_NAME.match(name) or not path.is_file():
+    if not ISSUE_NAME.fullmatch(name) or not path.is_file():
         return None
     with db.reading(engine) as conn:
         if ledger.counts(conn, name).get("sent", 0) == 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,8 +46,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from newsletter import audience, db
-from newsletter.errors import AudienceError, ImportFileError
+from newsletter import audience, db, inputfile
+from newsletter.errors import AudienceError, ImportFileError, UnreadableFileError
 from newsletter.schema import ALL_LISTS, memberships, subscribers, suppressions
 
 Mode = Literal["subscribe", "unsubscribe", "suppress"]
@@ -55,6 +56,9 @@ KNOWN = ("email", "name", "locale")
 BATCH = 5000
 MAX_LISTED_REJECTIONS = 10_000  # the count is always exact; the list stops here
 SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# The export's guard: a leading ' before a trigger, and before a value that itself starts
+# with ', so that undoing it (for a file we exported) gives back exactly what was stored.
+GUARDED = (*SPREADSHEET_TRIGGERS, "'")
 
 
 @dataclass(frozen=True)
@@ -109,8 +113,14 @@ def import_csv(
     list_name: str,
     mode: Mode = "subscribe",
     confirmed: bool = False,
+    exported: bool = False,
 ) -> ImportReport:
-    """Import a subscriber CSV into a list; all or nothing. Returns the counts and rejections."""
+    """Import a subscriber CSV into a list; all or nothing. Returns the counts and rejections.
+
+    Cells are kept as written (trimmed). Only with `exported` (the file is our own export)
+    is the export's spreadsheet guard taken off again, so export -> import is lossless
+    while a value that genuinely starts with ' and '=' in a hand-made file stays as is.
+    """
     if mode not in MODES:
         raise AudienceError(f"Unknown import mode {mode!r}; use one of {', '.join(MODES)}.")
     report = ImportReport(path, list_name, mode)
@@ -123,7 +133,7 @@ def import_csv(
             stage.create(conn)
         try:
             with conn.begin():
-                _stage_file(conn, stage, path, report)
+                _stage_file(conn, stage, path, report, exported)
                 _reject_duplicates(conn, stage, report)
             conn.execution_options(newsletter_write=True)
             with conn.begin():
@@ -149,6 +159,13 @@ def _records(handle: TextIO, path: Path) -> Iterator[tuple[int, list[str]]]:
         except StopIteration:
             return
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise ImportFileError(
+                    f"{path}:{line}: a cell is longer than {csv.field_size_limit():,} "
+                    "characters, the most one cell may hold. Shorten it; if no cell should be "
+                    "that long, a quote opened on that line is never closed. Nothing was "
+                    "imported."
+                ) from exc
             raise ImportFileError(
                 f"{path}:{line}: the file is not valid CSV ({exc}). "
                 "Fix the quoting on that line; nothing was imported."
@@ -162,18 +179,23 @@ def _records(handle: TextIO, path: Path) -> Iterator[tuple[int, list[str]]]:
             yield line, cells
 
 
-def _read_header(path: Path, records: Iterator[tuple[int, list[str]]]) -> _Header:
+def _read_header(path: Path, records: Iterator[tuple[int, list[str]]], exported: bool) -> _Header:
     first = next(records, None)
     if first is None:
         raise ImportFileError(f"{path}: the file is empty; it needs a header row naming columns.")
     columns: list[str] = []
     for cell in first[1]:
-        name = cell.strip()
+        name = unneutralize(cell.strip()) if exported else cell.strip()
         known = name.lower() if name.lower() in KNOWN else name
         if not name:
             raise ImportFileError(f"{path}:{first[0]}: a column in the header row has no name.")
         if known in columns:
             raise ImportFileError(f"{path}:{first[0]}: the column {name!r} appears twice.")
+        if "\x00" in name:
+            raise ImportFileError(
+                f"{path}:{first[0]}: column {len(columns) + 1} of the header row contains a NUL "
+                "character (\\x00), which the database cannot store; remove it."
+            )
         columns.append(known)
     if "email" not in columns:
         raise ImportFileError(
@@ -183,18 +205,20 @@ def _read_header(path: Path, records: Iterator[tuple[int, list[str]]]) -> _Heade
     return _Header(tuple(columns))
 
 
-def _stage_file(conn: Connection, stage: Table, path: Path, report: ImportReport) -> None:
+def _stage_file(
+    conn: Connection, stage: Table, path: Path, report: ImportReport, exported: bool
+) -> None:
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise ImportFileError(f"{path}: cannot open the file ({exc.strerror}).") from exc
-    with handle:
+        raw = inputfile.open_regular(path)  # no byte cap: a list can have millions of rows
+    except UnreadableFileError as exc:
+        raise ImportFileError(f"{exc} Nothing was imported.") from exc
+    with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
         records = _records(handle, path)
-        header = _read_header(path, records)
+        header = _read_header(path, records, exported)
         write = _stage_writer(conn, stage)
         batch: list[tuple[Any, ...]] = []
         for line, cells in records:
-            row = _staged_row(header, line, cells, report)
+            row = _staged_row(header, line, cells, report, exported)
             if row is not None:
                 batch.append(row)
             if len(batch) >= BATCH:
@@ -231,19 +255,27 @@ def _stage_writer(conn: Connection, stage: Table) -> Callable[[list[tuple[Any, .
 
 
 def unneutralize(cell: str) -> str:
-    """Undo the export's spreadsheet guard, so export -> import gives back the same value."""
-    if len(cell) > 1 and cell[0] == "'" and cell[1] in SPREADSHEET_TRIGGERS:
-        return cell[1:]
-    return cell
+    """Undo `neutralize`: only for a file that `export_csv` wrote (see import_csv)."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(GUARDED) else cell
 
 
 def _staged_row(
-    header: _Header, line: int, cells: list[str], report: ImportReport
+    header: _Header, line: int, cells: list[str], report: ImportReport, exported: bool
 ) -> tuple[Any, ...] | None:
     if len(cells) != len(header.columns):
         report.reject(line, f"has {len(cells)} cells; the header names {len(header.columns)}")
         return None
-    values = dict(zip(header.columns, (unneutralize(c.strip()) for c in cells), strict=True))
+    if "\x00" in "".join(cells):  # one C-level scan per row: imports run to millions of rows
+        # PostgreSQL cannot store NUL in text or JSON; refused here, not at the next send.
+        nul = next(i for i, cell in enumerate(cells) if "\x00" in cell)
+        report.reject(
+            line,
+            f"column {nul + 1} ({header.columns[nul]!r}) contains a NUL character (\\x00), "
+            "which the database cannot store; remove it",
+        )
+        return None
+    kept = (c.strip() for c in cells)
+    values = dict(zip(header.columns, map(unneutralize, kept) if exported else kept, strict=True))
     try:
         email = audience.normalize_email(values["email"])
         name = audience.check_header_text("name", values.get("name", ""), audience.MAX_NAME)
@@ -526,8 +558,9 @@ def _count(conn: Connection, query: Any) -> int:
 
 
 def neutralize(cell: str) -> str:
-    """Keep a spreadsheet from reading a cell as a formula (CSV injection)."""
-    return "'" + cell if cell.startswith(SPREADSHEET_TRIGGERS) else cell
+    """Keep a spreadsheet from reading a cell as a formula (CSV injection); a value that
+    starts with ' is guarded too, so `unneutralize` can tell guard from value."""
+    return "'" + cell if cell.startswith(GUARDED) else cell
 
 
 def _export_query(conn: Connection, list_name: str | None, statuses: Sequence[str]) -> Any:

@@ -31,13 +31,20 @@ app.add_typer(rates_app, name="rates")
 
 
 def _console(stderr: bool = False) -> Console:
-    """A console that never parses markup: user text ("[subject]", "[/x]") prints as is.
+    """A console that never parses markup: user text ("[subject]", "[/x]") prints as is,
+    and control or bidi characters in it are shown escaped (see newsletter.terminal).
 
-    Styles are passed with `style=` or as rich Text instead.
+    Styles are passed with `style=` or as rich Text, whose text goes through `safe`.
     """
-    from rich.console import Console
+    from newsletter.terminal import SafeConsole
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False)
+    return SafeConsole(stderr=stderr)
+
+
+def _safe(text: str, *, one_line: bool = False) -> str:
+    from newsletter.terminal import safe
+
+    return safe(text, one_line=one_line)
 
 
 @app.command()
@@ -129,7 +136,7 @@ def _print_report(report: Report) -> None:
     size = f"HTML {report.html_bytes / 1024:.1f} KB" if report.html_bytes else "does not build"
     console.print(
         Text.assemble(
-            (report.issue_name, "bold"),
+            (_safe(report.issue_name, one_line=True), "bold"),
             f" · {size} · {len(report.errors)} error(s), {len(report.warnings)} warning(s) · ",
             ("ok", "green") if report.ok else ("blocked", "red"),
         )
@@ -145,7 +152,7 @@ def _print_report(report: Report) -> None:
         colour = "red" if problem.severity == "error" else "yellow"
         where = _short(problem.file) + (f":{problem.line}" if problem.line else "")
         where += f" [{problem.field}]" if problem.field else ""
-        table.add_row(Text(problem.severity, style=colour), where.strip(), problem.message)
+        table.add_row(Text(problem.severity, style=colour), _safe(where.strip()), problem.message)
     console.print(table)
 
 
@@ -325,8 +332,15 @@ def subscribers_import(
     list_name: ListOption = "weekly",
     mode: Annotated[str, typer.Option(help="subscribe | unsubscribe | suppress")] = "subscribe",
     confirmed: Annotated[bool, typer.Option(help="Mark new members confirmed.")] = False,
+    exported: Annotated[
+        bool,
+        typer.Option(
+            help="FILE was written by `subscribers export`: take off its spreadsheet guard "
+            "(the ' it put before = + - @ TAB CR and ')."
+        ),
+    ] = False,
 ) -> None:
-    """Import subscribers from CSV, all or nothing."""
+    """Import subscribers from CSV, all or nothing; cells are kept as written."""
     from newsletter import db
     from newsletter.audience_csv import MODES, Mode, import_csv
     from newsletter.errors import AudienceError
@@ -334,7 +348,7 @@ def subscribers_import(
     if mode not in MODES:
         raise AudienceError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}.")
     chosen: Mode = mode  # checked just above
-    report = import_csv(db.connect(_settings()), file, list_name, chosen, confirmed)
+    report = import_csv(db.connect(_settings()), file, list_name, chosen, confirmed, exported)
     say(
         f"{file} -> {list_name} ({mode}): {report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged, {report.rejected} rejected."
@@ -423,7 +437,7 @@ def subscribers_show(email: str) -> None:
             for s in info.suppressions
         ),
     ]:
-        table.add_row(label, value)
+        table.add_row(_safe(label, one_line=True), _safe(value, one_line=True))
     _console().print(table)
 
 
@@ -444,7 +458,8 @@ def subscribers_list(
         rows = audience.subscribers_in(conn, list_name, status, limit)
     table = Table("email", "name", "locale", "status", "id")
     for row in rows:
-        table.add_row(row.email, row.name, row.locale, row.status, row.public_id)
+        cells = (row.email, row.name, row.locale, row.status, row.public_id)
+        table.add_row(*(_safe(cell, one_line=True) for cell in cells))
     _console().print(table)
 
 
@@ -476,7 +491,7 @@ def serve(
 def _fail(message: str) -> NoReturn:
     from rich.text import Text
 
-    _console(stderr=True).print(Text.assemble(("error: ", "red"), message))
+    _console(stderr=True).print(Text.assemble(("error: ", "red"), _safe(message)))
     raise SystemExit(1)
 
 
@@ -672,7 +687,8 @@ def status(
     )
     if details:
         for problem in dispatch.problems(engine, name):
-            console.print(f"  {problem.state:8} {problem.email}  {problem.error}")
+            email, error = (_safe(t, one_line=True) for t in (problem.email, problem.error))
+            console.print(f"  {problem.state:8} {email}  {error}")
 
 
 @app.command()

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
-from newsletter.errors import ConfigError
+from newsletter import inputfile
+from newsletter.errors import ConfigError, UnreadableFileError
 
 CONFIG_FILE = "newsletter.toml"
 ENV_PREFIX = "NEWSLETTER_"
@@ -112,7 +113,7 @@ def load_settings(
     env = os.environ if env is None else env
     raw: dict[str, tuple[Any, str]] = {}
     config_file = root / CONFIG_FILE
-    if config_file.is_file():
+    if config_file.exists():  # a folder or FIFO by that name is an error, not "no settings"
         for key, value in _read_toml(config_file).items():
             _refuse_secret(key, f"{config_file} key '{key}'")
             raw[key] = (value, f"{config_file} key '{key}'")
@@ -173,9 +174,16 @@ def _refuse_secret(key: str, origin: str) -> None:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(inputfile.read_text(path))
+    except UnreadableFileError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.reason}.") from exc
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc}. Fix the TOML.") from exc
+    except RecursionError as exc:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(
+            f"{path}: the TOML is nested too deeply to read; settings are flat "
+            "`name = value` lines. Fix the file."
+        ) from exc
     unknown = sorted(set(data) - set(_FIELDS) - {"root"})
     if unknown:
         raise ConfigError(

@@ -7,13 +7,13 @@ import re
 from pathlib import Path
 
 from newsletter import yamlfile
-from newsletter.errors import ArticleFileError, Problem
+from newsletter.errors import ArticleFileError, Problem, UnreadableFileError, YamlSyntaxError
 from newsletter.models import Article, Image
 
 ARTICLE_KEYS = {"slug", "title", "date", "url", "summary", "image", "tags", "author", "credit"}
 IMAGE_KEYS = {"url", "alt", "width", "height"}
-SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-SAFE_URL = re.compile(r"^https?://[^\s<>\"']+$", re.IGNORECASE)
+SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # fullmatch: `$` would pass "a\n"
+SAFE_URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 # Placeholder for a missing date: the file is reported as broken, so it is never used.
 _EPOCH = dt.date(1970, 1, 1)
 FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?\r?\n)---[ \t]*\r?\n?(.*)\Z", re.DOTALL)
@@ -41,17 +41,23 @@ def load_articles(directory: Path) -> dict[str, Article]:
 
 
 def parse_article(path: Path) -> Article:
-    text = yamlfile.read_text(path)
+    try:
+        text = yamlfile.read_text(path)
+    except UnreadableFileError as exc:  # a problem of this file, listed with the others
+        raise ArticleFileError([Problem(f"{exc.reason}.", path)]) from exc
     match = FRONT_MATTER.match(text)
     if not match:
         raise ArticleFileError(
             [Problem("no YAML front matter: start the file with a '---' line.", path, line=1)]
         )
     front, body = match.groups()
-    check = yamlfile.Checker(yamlfile.parse(front, path, line_offset=1))
+    try:
+        check = yamlfile.Checker(yamlfile.parse(front, path, line_offset=1))
+    except YamlSyntaxError as exc:
+        raise ArticleFileError([exc.problem]) from exc
     check.mapping((), ARTICLE_KEYS)
     slug = check.text(("slug",), required=False) or path.stem
-    if not SLUG.match(slug):
+    if not SLUG.fullmatch(slug):
         check.problem(("slug",), f"'{slug}' is not a slug: use lowercase letters, digits, '-'.")
     url = _url(check, ("url",))
     article = Article(
@@ -74,7 +80,7 @@ def parse_article(path: Path) -> Article:
 
 def _url(check: yamlfile.Checker, field: tuple[str, ...], *, required: bool = True) -> str:
     url = check.text(field, required=required).strip()
-    if url and not SAFE_URL.match(url):
+    if url and not SAFE_URL.fullmatch(url):
         check.problem(field, f"'{url}' is not an absolute http(s) URL.")
     return url
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
+from newsletter.atomic import PRIVATE_FILE, make_dirs
 from newsletter.config import Settings
 from newsletter.errors import StorageError
 
@@ -44,7 +47,7 @@ def engine_for(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
         parsed = make_url(url)
         is_sqlite = parsed.get_backend_name() == "sqlite"
         if is_sqlite and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(parsed.database))
         engine = create_engine(parsed, pool_pre_ping=not is_sqlite)
     except (ArgumentError, NoSuchModuleError, OSError) as exc:
         raise StorageError(
@@ -54,6 +57,16 @@ def engine_for(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     if is_sqlite:
         _tune_sqlite(engine, busy_timeout_ms)
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file 0600 (its folder 0700) before SQLite does it with the umask's
+    0644: it holds every subscriber's address. SQLite gives the -wal, -shm and -journal
+    files the mode of the database file. An existing file is left as it is."""
+    make_dirs(path.parent)
+    # An empty file is a valid empty database; an existing one keeps its mode.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
 
 
 def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -8,7 +8,9 @@ boundary where they happen, with ``raise ... from``::
     ├── UsageError             a command-line argument is malformed (names the option)
     ├── ConfigError            a setting is missing or malformed (names the setting)
     ├── ContentError           an article or rate file is malformed (names file and line)
-    │   ├── YamlSyntaxError    a file is not valid YAML (carries file and line)
+    │   ├── UnreadableFileError  a file is missing, not a regular file, over its byte cap or
+    │   │                      not UTF-8 (names the file)
+    │   ├── YamlSyntaxError    a file is not valid YAML or nested too deeply (file and line)
     │   ├── ArticleFileError   article files are malformed (carries every Problem)
     │   └── RatesError         ticker text or a rate snapshot cannot be read
     ├── IssueError             an issue definition failed validation (carries every Problem)
@@ -77,6 +79,16 @@ class ConfigError(NewsletterError):
 
 class ContentError(NewsletterError):
     """An article or rate snapshot cannot be read."""
+
+
+class UnreadableFileError(ContentError):
+    """A file cannot be read as input: missing, a folder, a device or FIFO, too large, or
+    not UTF-8. `path` is the file, `reason` a clause saying what is wrong and what to do."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}.")
 
 
 class YamlSyntaxError(ContentError):

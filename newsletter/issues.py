@@ -17,6 +17,7 @@ from newsletter.errors import (
     IssueError,
     NewsletterError,
     Problem,
+    UnreadableFileError,
     YamlSyntaxError,
 )
 from newsletter.models import (
@@ -47,9 +48,10 @@ QUERY_KEYS = {"tags_any", "tags_all", "days", "limit", "order"}
 UTM_KEYS = {"source", "medium", "campaign", "term", "content"}
 AUDIENCE_KEYS = {"list", "where"}
 ORDERS = ("newest", "oldest", "title")
-TEMPLATE_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+TEMPLATE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 # The file name is the issue's name: it goes into Message-IDs, folders and SendGrid fields.
-ISSUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Always fullmatch: `$` also matches before a final newline, so "x\n.yaml" would pass.
+ISSUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def load_issue(path: Path, settings: Settings) -> Issue:
@@ -69,11 +71,14 @@ def parse_issue(path: Path) -> tuple[IssueSpec | None, yamlfile.Checker]:
     except YamlSyntaxError as exc:
         check.problems.append(exc.problem)
         return None, check
+    except UnreadableFileError as exc:
+        check.problems.append(Problem(f"{exc.reason}.", path))
+        return None, check
     except NewsletterError as exc:  # unreadable: the message already names the file
         check.problems.append(Problem(str(exc)))
         return None, check
     check = yamlfile.Checker(doc)
-    if not ISSUE_NAME.match(path.stem):
+    if not ISSUE_NAME.fullmatch(path.stem):
         check.problems.append(
             Problem(
                 f"the file name '{path.stem}' is the issue's name: use letters, digits, '.', "
@@ -318,4 +323,4 @@ def available_templates(directory: Path) -> set[str]:
     """The allowlist: names with both an HTML and a text template; '_' files are partials."""
     html = {p.name.removesuffix(".mjml.j2") for p in directory.glob("*.mjml.j2")}
     text = {p.name.removesuffix(".txt.j2") for p in directory.glob("*.txt.j2")}
-    return {n for n in html & text if TEMPLATE_NAME.match(n) and not n.startswith("_")}
+    return {n for n in html & text if TEMPLATE_NAME.fullmatch(n) and not n.startswith("_")}

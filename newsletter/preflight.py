@@ -39,7 +39,7 @@ _HIDING_STYLE = re.compile(
     re.IGNORECASE,
 )
 _FONT_SIZE = re.compile(r"font-size\s*:\s*([\d.]+)", re.IGNORECASE)
-_MAILTO = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_MAILTO = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _UNKNOWN_HTML_TAG = re.compile(r"(?<![\w-])-([a-z][a-z0-9_]*)_html-(?![\w-])")
 
 
@@ -187,6 +187,8 @@ def load_history(issue: Issue, settings: Settings) -> tuple[list[PastIssue], tup
 
     Articles are resolved against today's content, which is what those issues carried unless
     an article was since deleted. An unreadable past issue is a warning: repeats may be missed.
+    A file that does not even parse (bad YAML, too deeply nested, a folder or FIFO) has no
+    date to place it before this issue, so it is skipped; its own `check` reports it.
     """
     from newsletter.issues import load_issue, parse_issue
 
@@ -381,7 +383,7 @@ def _link_error(href: str) -> str | None:
         return None
     if href.startswith("mailto:"):
         address = href[len("mailto:") :].split("?")[0]
-        return None if _MAILTO.match(address) else "is not a well-formed mailto: address"
+        return None if _MAILTO.fullmatch(address) else "is not a well-formed mailto: address"
     if _is_https(href):
         return None
     if href.startswith("http:"):

@@ -35,7 +35,7 @@ log = logging.getLogger("newsletter.preview")
 PHONE_WIDTH = 375
 DESKTOP_WIDTH = 640
 WATCHED_SUFFIXES = {".yaml", ".yml", ".md", ".j2"}
-ISSUE_NAME = re.compile(r"^[\w][\w.-]*$")
+ISSUE_NAME = re.compile(r"[\w][\w.-]*")  # fullmatch: `$` would pass "x\n"
 KEEPALIVE_SECONDS = 15.0
 
 Lookup = Callable[[str], Recipient | None]
@@ -62,7 +62,7 @@ class Desk:
 
     def issue_path(self, name: str) -> Path | None:
         path = self.settings.path("issues_dir") / f"{name}.yaml"
-        return path if ISSUE_NAME.match(name) and path.is_file() else None
+        return path if ISSUE_NAME.fullmatch(name) and path.is_file() else None
 
     def issue_names(self) -> list[str]:
         return sorted(p.stem for p in self.settings.path("issues_dir").glob("*.yaml"))

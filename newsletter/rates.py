@@ -13,12 +13,12 @@ from newsletter.atomic import write_bytes
 from newsletter.errors import RatesError
 from newsletter.models import Rate, RateSnapshot
 
-CURRENCY = re.compile(r"^[A-Z]{3}$")
+CURRENCY = re.compile(r"[A-Z]{3}")  # fullmatch: `$` would pass "USD\n"
 # A line that claims to be a ticker entry ("KGS/USD =") whether or not the rest is right.
 TICKER_LIKE = re.compile(r"^\s*(?:[•*·-]\s*)?[A-Za-z]{3}\s*/\s*[A-Za-z]{3}\s*=")
 TICKER = re.compile(
     r"^\s*(?:[•*·-]\s*)?(?P<cur>[A-Z]{3})/(?P<base>[A-Z]{3})\s*=\s*"
-    r"(?P<value>\d+(?:\.\d+)?)\s+(?P<change>[+\-−]?\d+(?:\.\d+)?)\s*%\s*$"
+    r"(?P<value>\d+(?:\.\d+)?)\s+(?P<change>[+\-−]?\d+(?:\.\d+)?)\s*%\s*\Z"
 )
 SNAPSHOT_KEYS = {"date", "base", "as_of", "source", "rates"}
 RATE_KEYS = {"value", "change_pct"}
@@ -183,7 +183,7 @@ def load_snapshot(path: Path) -> RateSnapshot:
     check = yamlfile.Checker(yamlfile.load(path))
     check.mapping((), SNAPSHOT_KEYS)
     base = check.text(("base",)).strip().upper()
-    if base and not CURRENCY.match(base):
+    if base and not CURRENCY.fullmatch(base):
         check.problem(("base",), f"'{base}' is not a three-letter currency code.")
     snapshot = RateSnapshot(
         date=check.date(("date",)) or dt.date.min,
@@ -221,7 +221,7 @@ def _rates(check: yamlfile.Checker) -> tuple[Rate, ...]:
     for currency in table:
         field = ("rates", str(currency))
         check.mapping(field, RATE_KEYS)
-        if not CURRENCY.match(str(currency)):
+        if not CURRENCY.fullmatch(str(currency)):
             check.problem(field, f"'{currency}' is not a three-letter currency code.")
         value = _decimal(check, (*field, "value"), positive=True)
         change = _decimal(check, (*field, "change_pct"))
@@ -287,5 +287,6 @@ def import_ticker(
                 f"{path} already holds other rates for {date}; "
                 "pass --force to replace it (the old file is then overwritten)."
             )
-    write_bytes(path, new_text.encode("utf-8"))  # the old file or the new one, never half
+    # The old file or the new one, never half; shared through git, so not private.
+    write_bytes(path, new_text.encode("utf-8"), private=False)
     return path, snapshot, True

@@ -1,10 +1,12 @@
 """SendGrid's signed Event Webhook: verify the raw POST, then apply its events in one transaction.
 
-The order is the guarantee: the body is read up to a cap, its signature is checked over the
-exact bytes received (timestamp + body, ECDSA P-256 with SHA-256, as SendGrid signs them),
-and only then is it parsed as JSON. Every event of a POST is validated before anything is
-written, and all of them are stored in one transaction, keyed by SendGrid's `sg_event_id`,
-so a POST that SendGrid retries changes nothing the second time.
+The order is the guarantee: the signature headers are checked for presence, shape and a
+fresh timestamp before a byte of the body is read; the body is read up to a cap; its
+signature is checked over the exact bytes received (timestamp + body, ECDSA P-256 with
+SHA-256, as SendGrid signs them), and only then is it parsed as JSON. Every event of a POST
+is validated before anything is written, and all of them are stored in one transaction,
+keyed by SendGrid's `sg_event_id`, so a POST that SendGrid retries changes nothing the
+second time.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 MAX_BODY = 5 * 1024 * 1024
 # Unix seconds, ASCII digits only: the header is concatenated into the signed bytes as is.
 _TIMESTAMP = re.compile(r"[0-9]{1,12}", re.ASCII)
+# A DER-encoded P-256 ECDSA signature is at most 72 bytes: at most 96 base64 characters.
+_SIGNATURE = re.compile(r"[A-Za-z0-9+/]{4,96}={0,2}", re.ASCII)
 # Events that suppress an address on every list. `group_unsubscribe` is an unsubscribe from
 # a SendGrid ASM group; we send without ASM groups, so any one of them means "stop".
 # `bounce` suppresses only with type "bounce" (see `_reason`).
@@ -100,15 +104,27 @@ def verify(
     now: float,
 ) -> None:
     """Raise SignatureError unless SendGrid signed timestamp + body within `tolerance` of now."""
-    if signature is None or timestamp is None or not _TIMESTAMP.fullmatch(timestamp):
-        raise SignatureError
-    if abs(now - int(timestamp)) > tolerance:
-        raise SignatureError
+    signature, timestamp = check_headers(signature, timestamp, tolerance=tolerance, now=now)
     try:
         der = base64.b64decode(signature, validate=True)
         key.verify(der, timestamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
     except (binascii.Error, ValueError, InvalidSignature):
         raise SignatureError from None
+
+
+def check_headers(
+    signature: str | None, timestamp: str | None, *, tolerance: float, now: float
+) -> tuple[str, str]:
+    """The signature and timestamp headers if both are there, well-formed and the timestamp is
+    within `tolerance` of now; SignatureError otherwise. Needs no body, so a POST that cannot
+    be SendGrid's is refused before it is read."""
+    if signature is None or timestamp is None:
+        raise SignatureError
+    if not _SIGNATURE.fullmatch(signature) or not _TIMESTAMP.fullmatch(timestamp):
+        raise SignatureError
+    if abs(now - int(timestamp)) > tolerance:
+        raise SignatureError
+    return signature, timestamp
 
 
 # --- Parsing ---------------------------------------------------------------------------
@@ -130,6 +146,12 @@ def parse_events(body: bytes) -> list[Event]:
         data = json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
         raise EventBatchError(f"The body is not JSON: {exc}.") from exc
+    except RecursionError as exc:
+        # json's C decoder stops at the interpreter's recursion limit (~1000 levels) and
+        # raises this cleanly; SendGrid's events are three levels deep.
+        raise EventBatchError(
+            "The body is JSON nested too deeply to read; events are flat objects."
+        ) from exc
     if not isinstance(data, list):
         raise EventBatchError("The body must be a JSON array of event objects.")
     return [_event(index, item) for index, item in enumerate(data)]
@@ -233,11 +255,17 @@ class _Receiver:
         self.engine = engine
 
     async def receive(self, request: Request) -> Response:
+        signature = request.headers.get(SIGNATURE_HEADER)
+        timestamp = request.headers.get(TIMESTAMP_HEADER)
+        try:
+            # Before reading: a stranger without plausible headers cannot make us take in
+            # even the capped body.
+            check_headers(signature, timestamp, tolerance=self.tolerance, now=time.time())
+        except SignatureError as exc:
+            return PlainTextResponse(str(exc), 403)
         body = await read_capped(request, MAX_BODY)
         if body is None:
             return PlainTextResponse(f"The body is larger than {MAX_BODY} bytes.", 413)
-        signature = request.headers.get(SIGNATURE_HEADER)
-        timestamp = request.headers.get(TIMESTAMP_HEADER)
         try:
             verify(self.key, signature, timestamp, body, tolerance=self.tolerance, now=time.time())
         except SignatureError as exc:

@@ -11,9 +11,18 @@ from typing import Any, TypeVar, cast
 
 import yaml
 
-from newsletter.errors import ContentError, Problem, Severity, YamlSyntaxError
+from newsletter import inputfile
+from newsletter.errors import Problem, Severity, YamlSyntaxError
 
-MAX_BYTES = 1_000_000  # an issue, article or snapshot is a few KB; a cap stops YAML bombs
+MAX_BYTES = inputfile.MAX_BYTES
+# An issue definition is five levels deep at most. Far deeper input is an attack or an
+# accident, and walking it would exhaust Python's stack (RecursionError) in every command
+# that reads the file, including the history scan of each other issue's build.
+MAX_DEPTH = 64
+_TOO_DEEP = (
+    f"the YAML is nested more than {MAX_DEPTH} levels deep; an issue, article or snapshot "
+    "needs a handful. Remove the excess brackets or indentation."
+)
 Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -37,15 +46,8 @@ class YamlDoc:
 
 
 def read_text(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise ContentError(f"{path}: {size} bytes is over the {MAX_BYTES}-byte limit.")
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ContentError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8.") from exc
-    except OSError as exc:
-        raise ContentError(f"{path}: cannot read the file ({exc.strerror}).") from exc
+    """The file as text: a regular file, at most MAX_BYTES, UTF-8 (see inputfile)."""
+    return inputfile.read_text(path, MAX_BYTES)
 
 
 def parse(text: str, path: Path | None = None, line_offset: int = 0) -> YamlDoc:
@@ -58,9 +60,15 @@ def parse(text: str, path: Path | None = None, line_offset: int = 0) -> YamlDoc:
         if node is not None:
             _index(node, (), lines, set(), path, line_offset)  # before data: refuses aliases
         data = loader.construct_document(node) if node is not None else None
+    except RecursionError as exc:
+        # Only the pure-Python loader (no libyaml) composes recursively, before `_index`
+        # can count the depth; it has no line to give.
+        raise YamlSyntaxError(Problem(_TOO_DEEP, path)) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 + line_offset if mark is not None else None
+        if "maximum nesting depth" in str(exc):  # libyaml's own limit (1000 levels)
+            raise YamlSyntaxError(Problem(_TOO_DEEP, path, line=line)) from exc
         problem = getattr(exc, "problem", None) or str(exc)
         context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
         if (
@@ -113,7 +121,7 @@ def _index(
     path: Path | None,
     offset: int,
 ) -> None:
-    """Record the line of every key and item; refuse aliases.
+    """Record the line of every key and item; refuse aliases and excessive nesting.
 
     An alias (`*name`) makes the composer hand back a node already placed elsewhere, and a
     few nested aliases expand exponentially ("billion laughs"): a 400-byte file can exhaust
@@ -135,6 +143,8 @@ def _index(
             )
         )
     seen.add(id(node))
+    if len(prefix) > MAX_DEPTH:
+        raise YamlSyntaxError(Problem(_TOO_DEEP, path, line=node.start_mark.line + 1 + offset))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = (*prefix, str(key_node.value))

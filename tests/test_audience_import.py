@@ -243,13 +243,13 @@ def test_import_export_import_is_stable(
                 csv.writer(handle).writerows([("email", "name", "locale", "city"), *people])
         else:
             source.write_text(exports[-1], encoding="utf-8", newline="")
-        import_csv(weekly, source, "weekly")
+        import_csv(weekly, source, "weekly", exported=round_ > 0)
         out = io.StringIO()
         with db.reading(weekly) as conn:
             export_csv(conn, out, "weekly")
         exports.append(out.getvalue())
         stored.append(stored_subscribers(weekly))
-    again = import_csv(weekly, source, "weekly")
+    again = import_csv(weekly, source, "weekly", exported=True)
     assert again.added == again.updated == again.rejected == 0
     assert exports[0] == exports[1]
     assert stored[0] == stored[1]  # the export carried every value back unchanged
