@@ -35,9 +35,10 @@ from newsletter import audience, copies, db, dispatch, ledger, placeholders, tok
 from newsletter.archive import WebCopies, anonymous_reader
 from newsletter.build import build_issue
 from newsletter.config import Settings
-from newsletter.errors import DispatchError
+from newsletter.errors import DispatchError, IssueError
+from newsletter.issues import select
 from newsletter.mailer import Mailer
-from newsletter.models import AudienceSpec, RenderedEmail
+from newsletter.models import Article, AudienceSpec, Query, RenderedEmail
 from newsletter.outbox import OutboxMailer
 from newsletter.sendgrid import SendGridMailer
 from newsletter.web import create_app
@@ -245,6 +246,11 @@ def _add_article(site: Settings, text: str) -> None:
     write_article(site, f"late-{number}", draft=None, title=f"{SECRET_TITLE} {text}")
 
 
+def _add_draft(site: Settings, text: str) -> None:
+    number = len(list((site.path("content_dir") / "articles").glob("*.md")))
+    write_article(site, f"draft-{number}", draft="true", title=f"{SECRET_TITLE} {text}")
+
+
 def _delete(site: Settings, _text: str) -> None:
     issue_file(site).unlink(missing_ok=True)
     for path in sorted((site.path("content_dir") / "articles").glob("*.md"))[:1]:
@@ -260,6 +266,7 @@ EDITS: dict[str, Callable[[Settings, str], None]] = {
     "rewrite the intro": _rewrite_intro,
     "append to every article": _append_to_bodies,
     "publish a new article in the issue's window": _add_article,
+    "add a draft in the issue's window": _add_draft,
     "delete the issue and an article": _delete,
     "break the template": _break_template,
 }
@@ -379,3 +386,90 @@ def test_a_scheduled_issue_is_embargoed_until_its_time(
     while ledger.now() <= at:
         time.sleep(0.1)
     assert http.get(f"/issues/{ISSUE}/").content == named_by_ledger(engine, site)
+
+
+# --- 3. Drafts -----------------------------------------------------------------------------
+
+DAY = dt.date(2025, 12, 10)
+TAGS = ["a", "b", "c"]
+ARTICLES = st.lists(
+    st.builds(
+        lambda n, days, tags, draft: Article(
+            slug=f"a{n}",
+            title=f"Title {n % 3}",
+            date=DAY - dt.timedelta(days=days),
+            url=f"https://news.example.org/{n}/",
+            summary="",
+            body="",
+            tags=tuple(tags),
+            draft=draft,
+        ),
+        st.integers(0, 10**6),
+        st.integers(-3, 20),
+        st.lists(st.sampled_from(TAGS), max_size=3, unique=True),
+        st.booleans(),
+    ),
+    max_size=25,
+    unique_by=lambda a: a.slug,
+)
+QUERIES = st.builds(
+    Query,
+    tags_any=st.lists(st.sampled_from(TAGS), max_size=2).map(tuple),
+    tags_all=st.lists(st.sampled_from(TAGS), max_size=2).map(tuple),
+    days=st.integers(1, 30),
+    limit=st.none() | st.integers(1, 10),
+    order=st.sampled_from(["newest", "oldest", "title"]),
+)
+
+
+@given(articles=ARTICLES, query=QUERIES)
+def test_no_query_ever_selects_a_draft_nor_lets_one_change_what_it_selects(
+    articles: list[Article], query: Query
+) -> None:
+    picked = select(articles, query, DAY)
+    assert not any(a.draft for a in picked)
+    assert picked == select([a for a in articles if not a.draft], query, DAY)
+
+
+def test_a_draft_in_a_sent_issues_window_never_reaches_the_email_or_the_page(
+    site: Settings, engine: Engine, http: httpx.Client
+) -> None:
+    write_article(site, "devaluation", draft="true")
+    email = send(site, engine)
+    assert SECRET_TITLE not in email.html
+    assert SECRET_TITLE not in email.text
+    write_article(site, "devaluation", draft="false")  # published the next day
+    page = http.get(f"/issues/{ISSUE}/")
+    assert page.status_code == 200
+    assert SECRET_TITLE.encode() not in page.content
+    assert page.content == named_by_ledger(engine, site)
+
+
+def test_naming_a_draft_in_an_issue_is_an_error_on_that_line(site: Settings) -> None:
+    draft = write_article(site, "devaluation", draft="true")
+    path = issue_file(site)
+    text = path.read_text()
+    path.write_text(text.replace("[kyrgyzstan-dried-apricot-exports-china]", "[devaluation]"))
+    line = 1 + text.splitlines().index("    articles: [kyrgyzstan-dried-apricot-exports-china]")
+    with pytest.raises(IssueError) as caught:
+        build_issue(path, site)
+    [problem] = [p for p in caught.value.problems if "draft" in p.message]
+    assert (problem.file, problem.field, problem.line) == (path, "sections[0].articles[0]", line)
+    assert str(draft) in problem.message
+    assert "draft: true" in problem.message
+    done = run_newsletter(site.root, "build", f"issues/{ISSUE}.yaml")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"{ISSUE}.yaml:{line}" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("value", ["maybe", "1", "[true]", "{}"])
+def test_a_draft_flag_that_is_not_true_or_false_names_the_article_and_field(
+    site: Settings, value: str
+) -> None:
+    path = write_article(site, "devaluation", draft=value)
+    with pytest.raises(IssueError) as caught:
+        build_issue(issue_file(site), site)
+    [problem] = caught.value.problems
+    assert (problem.file, problem.field) == (path, "draft")
+    assert "true or false" in problem.message
