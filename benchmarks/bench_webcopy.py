@@ -4,7 +4,8 @@
 
 Sends the sample issue to one subscriber (outbox mailer, SQLite in a temporary folder),
 starts `newsletter serve` in a child process, then: one client fetching
-`/issues/2025-12-10/` back to back for `--seconds` (copies per second), and the median
+`/issues/2025-12-10/` back to back for `--seconds` (copies per second, and the server's
+CPU time per copy, the figure the machine's other load disturbs least), and the median
 time of `GET /u/<token>` (the unsubscribe page) alone and while two clients fetch web
 copies as fast as they can.
 """
@@ -73,14 +74,22 @@ def prepare(root: Path) -> tuple[dict[str, str], str]:
     return env, token_path
 
 
-def copies_per_second(base: str, seconds: float) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux: /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def copies_per_second(base: str, seconds: float, server: int) -> tuple[float, float]:
+    """Copies per second for one client, and the server's CPU milliseconds per copy."""
     with httpx.Client(base_url=base, timeout=30) as http:
         assert http.get(f"/issues/{ISSUE}/").status_code == 200
-        done, start = 0, time.perf_counter()
+        done, start, cpu = 0, time.perf_counter(), cpu_seconds(server)
         while time.perf_counter() - start < seconds:
             http.get(f"/issues/{ISSUE}/").raise_for_status()
             done += 1
-        return done / (time.perf_counter() - start)
+        rate = done / (time.perf_counter() - start)
+        return rate, (cpu_seconds(server) - cpu) * 1000 / done
 
 
 def unsubscribe_page_ms(base: str, path: str, runs: int = 40) -> float:
@@ -138,13 +147,14 @@ def main() -> None:
                     break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            rate = copies_per_second(base, args.seconds)
+            rate, cpu_ms = copies_per_second(base, args.seconds, child.pid)
             idle = unsubscribe_page_ms(base, token_path)
             loaded = under_load(base, token_path)
         finally:
             child.terminate()
             child.wait(timeout=10)
     print(f"web copies, one client:                 {rate:8.1f} per second")
+    print(f"server CPU per web copy:                 {cpu_ms:8.2f} ms")
     print(f"unsubscribe page, idle server (median):  {idle:8.2f} ms")
     print(f"unsubscribe page, 2 clients on copies:   {loaded:8.2f} ms")
 
