@@ -1,9 +1,15 @@
-"""The web copy of a sent issue: what "View in browser" in every email opens."""
+"""The web copy of a sent issue: what "View in browser" in every email opens.
+
+Served from the copy stored when the issue was sent (`newsletter.copies`), never rendered
+from today's files, and filled once per content for an anonymous reader, then kept in
+memory: a GET costs one primary-key lookup, so web copies cannot slow unsubscribes.
+"""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from functools import lru_cache
 
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
@@ -11,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from newsletter import db, ledger, placeholders
-from newsletter.build import build_issue
+from newsletter import copies, db, ledger, placeholders
 from newsletter.config import Settings
+from newsletter.errors import StorageError
 from newsletter.issues import ISSUE_NAME
 from newsletter.models import Recipient
 
@@ -21,6 +27,8 @@ HELP = (
     "Unsubscribe links are personal, so this public copy cannot unsubscribe you. Use the "
     "Unsubscribe link at the bottom of the email you received."
 )
+# Filled pages kept in memory, one per (issue, content hash): ~100 KB each for the sample.
+CACHED_COPIES = 64
 
 
 def anonymous_reader(settings: Settings) -> Recipient:
@@ -32,27 +40,67 @@ def anonymous_reader(settings: Settings) -> Recipient:
     )
 
 
-def web_copy(settings: Settings, engine: Engine, name: str) -> str | None:
-    """The HTML of issue `name` for the web, or None unless it was sent to someone.
+def public_html(copy: copies.StoredCopy, settings: Settings) -> bytes:
+    """The stored HTML filled for the anonymous reader: the exact bytes the page serves."""
+    return placeholders.fill(copy.html, anonymous_reader(settings), part="html").encode("utf-8")
 
-    Drafts stay private: an issue appears only once the ledger holds a delivered copy.
-    """
-    path = settings.path("issues_dir") / f"{name}.yaml"
-    if not ISSUE_NAME.fullmatch(name) or not path.is_file():
-        return None
-    with db.reading(engine) as conn:
-        if ledger.counts(conn, name).get("sent", 0) == 0:
+
+class _Replaced(Exception):
+    """The copy changed between reading its hash and reading it (a rerun just stored one)."""
+
+
+class WebCopies:
+    """The public pages of sent issues for one server, filled once per content."""
+
+    def __init__(self, settings: Settings, engine: Engine, cached: int = CACHED_COPIES) -> None:
+        self._settings = settings
+        self._engine = engine
+        # Once someone has an issue, nobody can take it back: no need to ask the ledger again.
+        self._delivered: set[str] = set()
+        self._filled = lru_cache(maxsize=cached)(self._fill)
+
+    def page(self, name: str) -> bytes | None:
+        """The web copy of issue `name`, or None: unknown, not yet received, or not a name."""
+        if not ISSUE_NAME.fullmatch(name):
             return None
-    email = build_issue(path, settings)
-    return placeholders.fill(email.html, anonymous_reader(settings), part="html")
+        for _attempt in range(3):
+            content_hash = self._public_hash(name)
+            if content_hash is None:
+                return None
+            try:
+                return self._filled(name, content_hash)
+            except _Replaced:
+                continue  # a rerun stored another copy between the two reads: read again
+        raise StorageError(f"The stored copy of {name} kept changing while read; try again.")
+
+    def _public_hash(self, name: str) -> str | None:
+        """The content hash of the issue's copy if somebody has received it, else None."""
+        with db.reading(self._engine) as conn:
+            content_hash = copies.current_hash(conn, name)
+            if content_hash is None:
+                return None
+            if name not in self._delivered:
+                if not copies.delivered(conn, name, ledger.now()):
+                    return None
+                self._delivered.add(name)
+        return content_hash
+
+    def _fill(self, name: str, content_hash: str) -> bytes:
+        # An exception is not cached by lru_cache: a replaced copy is read afresh next time.
+        with db.reading(self._engine) as conn:
+            copy = copies.load(conn, name)
+        if copy is None or copy.content_hash != content_hash:
+            raise _Replaced(name)
+        return public_html(copy, self._settings)
 
 
 def routes(settings: Settings, engine: Engine, missing: Callable[[], Response]) -> list[Route]:
     """`/issues/<name>/` (the web copy) and `/unsubscribe` (where its footer link points)."""
+    web_copies = WebCopies(settings, engine)
 
     async def issue(request: Request) -> Response:
         name = str(request.path_params["name"])
-        found = await run_in_threadpool(web_copy, settings, engine, name)
+        found = await run_in_threadpool(web_copies.page, name)
         if found is None:
             return missing()
         # The email's own CSP-free HTML: it has no scripts, and premailer inlined its CSS.

@@ -10,7 +10,18 @@ from newsletter import yamlfile
 from newsletter.errors import ArticleFileError, Problem, UnreadableFileError, YamlSyntaxError
 from newsletter.models import Article, Image
 
-ARTICLE_KEYS = {"slug", "title", "date", "url", "summary", "image", "tags", "author", "credit"}
+ARTICLE_KEYS = {
+    "slug",
+    "title",
+    "date",
+    "url",
+    "summary",
+    "image",
+    "tags",
+    "author",
+    "credit",
+    "draft",
+}
 IMAGE_KEYS = {"url", "alt", "width", "height"}
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # fullmatch: `$` would pass "a\n"
 SAFE_URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
@@ -72,6 +83,7 @@ def parse_article(path: Path) -> Article:
         author=check.text(("author",), required=False) or None,
         credit=check.text(("credit",), required=False) or None,
         path=path,
+        draft=_draft(check),
     )
     if check.problems:
         raise ArticleFileError(check.problems)
@@ -98,3 +110,13 @@ def _image(check: yamlfile.Checker) -> Image | None:
         width=check.integer(("image", "width"), minimum=1, maximum=10_000),
         height=check.integer(("image", "height"), minimum=1, maximum=10_000),
     )
+
+
+def _draft(check: yamlfile.Checker) -> bool:
+    value = check.get(("draft",))
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        check.problem(("draft",), f"expected true or false, got {value!r}.")
+        return True  # the file fails to load anyway; never treat it as published
+    return value

@@ -14,7 +14,7 @@ from itertools import islice
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from newsletter import audience, db, ledger
+from newsletter import audience, copies, db, ledger
 from newsletter.errors import DispatchError, InterruptedBeforeSending, MailerError, StorageError
 from newsletter.mailer import Mailer, Scheduler
 from newsletter.models import (
@@ -190,7 +190,7 @@ class _Schedule:
 def _prepare(
     engine: Engine, email: RenderedEmail, spec: AudienceSpec, mailer: Mailer, options: SendOptions
 ) -> _Schedule:
-    """Check the content against the ledger, settle dead runs, and fix the schedule."""
+    """Check the content against the ledger, store the copy, settle dead runs, fix the schedule."""
     with db.writing(engine) as conn:
         record = ledger.open_send(
             conn,
@@ -201,6 +201,8 @@ def _prepare(
         )
         # Before anything else is written: a refusal rolls this transaction back whole.
         _check_schedule(record, options.send_at)
+        # With the content hash it names, before any claim: the public copy is what was sent.
+        copies.store(conn, email, spec.list)
         ledger.recover(conn, email.issue_name, LEASE)
         if options.resend_unknown:
             ledger.resend_unknown(conn, email.issue_name)

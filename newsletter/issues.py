@@ -245,7 +245,14 @@ def _by_slug(
 ) -> list[Article]:
     found = []
     for j, slug in enumerate(slugs):
-        if slug in articles:
+        if slug in articles and articles[slug].draft:
+            check.problem(
+                (*field, j),
+                f"'{slug}' is a draft ({articles[slug].path}: draft: true) and cannot be sent; "
+                "remove it from this list, or publish it by deleting 'draft: true' from its "
+                "front matter.",
+            )
+        elif slug in articles:
             found.append(articles[slug])
         else:
             hint = yamlfile.did_you_mean(slug, articles)
@@ -256,12 +263,16 @@ def _by_slug(
 def select(
     articles: Any, query: Query, issue_date: dt.date, exclude: set[str] | None = None
 ) -> list[Article]:
-    """The articles a query picks: tag filters, a window ending on the issue date, order, limit."""
+    """The articles a query picks: tag filters, a window ending on the issue date, order, limit.
+
+    Never a draft: an article marked `draft: true` is not ready, whatever its date or tags.
+    """
     start = issue_date - dt.timedelta(days=query.days - 1)
     picked = [
         a
         for a in articles
         if start <= a.date <= issue_date
+        and not a.draft
         and a.slug not in (exclude or set())
         and (not query.tags_any or set(query.tags_any) & set(a.tags))
         and set(query.tags_all) <= set(a.tags)

@@ -35,6 +35,7 @@ class Article:
     author: str | None = None
     credit: str | None = None
     path: Path | None = None
+    draft: bool = False  # `draft: true`: no query selects it and no issue may list it
 
 
 @dataclass(frozen=True)

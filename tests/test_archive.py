@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import email
+import email.policy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +12,11 @@ import pytest
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
-from newsletter import audience, db, dispatch, tokens
+from newsletter import audience, copies, db, dispatch, placeholders, tokens
 from newsletter.build import build_issue
 from newsletter.config import Settings
-from newsletter.models import AudienceSpec
-from newsletter.outbox import OutboxMailer
+from newsletter.models import AudienceSpec, Recipient
+from newsletter.outbox import OutboxMailer, file_name
 from newsletter.web import create_app
 
 
@@ -34,6 +36,7 @@ def client(site: Settings) -> Iterator[TestClient]:
 
 
 def send_sample(site: Settings, engine: Engine) -> None:
+    """Send the sample issue through the outbox (one .eml per recipient)."""
     email = build_issue(site.path("issues_dir") / "2025-12-10.yaml", site)
     mailer = OutboxMailer(site.path("outbox_dir"), site)
     report = dispatch.send_issue(
@@ -50,7 +53,7 @@ def send_sample(site: Settings, engine: Engine) -> None:
 def test_a_sent_issue_has_a_public_copy_for_nobody_in_particular(
     client: TestClient, site: Settings, engine: Engine
 ) -> None:
-    assert client.get("/issues/2025-12-10/").status_code == 404  # a draft stays private
+    assert client.get("/issues/2025-12-10/").status_code == 404  # unsent: no public copy
     send_sample(site, engine)
     page = client.get("/issues/2025-12-10/")
     assert page.status_code == 200
@@ -74,3 +77,22 @@ def test_unknown_or_odd_names_get_the_same_404(client: TestClient, name: str) ->
 def test_the_footer_link_of_the_email_is_this_page(site: Settings) -> None:
     email = build_issue(site.path("issues_dir") / "2025-12-10.yaml", site)
     assert 'href="https://news.test/issues/2025-12-10/"' in email.html
+
+
+def test_the_stored_copy_is_what_the_reader_received(site: Settings, engine: Engine) -> None:
+    send_sample(site, engine)
+    received = site.path("outbox_dir") / "2025-12-10" / file_name("dana@example.org")
+    message = email.message_from_bytes(received.read_bytes(), policy=email.policy.default)
+    with db.reading(engine) as conn:
+        copy = copies.load(conn, "2025-12-10")
+    assert copy is not None
+    html, text = message.get_body(("html",)), message.get_body(("plain",))
+    assert html is not None
+    assert text is not None
+    dana = Recipient("dana@example.org", "Dana", str(message["List-Unsubscribe"]).strip("<>"))
+    # Line by line: MIME carries text with CRLF line ends and a final line break.
+    filled = placeholders.fill(copy.html, dana, part="html")
+    assert html.get_content().splitlines() == filled.splitlines()
+    filled = placeholders.fill(copy.text, dana, part="text")
+    assert text.get_content().splitlines() == filled.splitlines()
+    assert message["Subject"] == copy.subject
