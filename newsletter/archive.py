@@ -44,7 +44,7 @@ def web_copy(settings: Settings, engine: Engine, name: str) -> str | None:
         if ledger.counts(conn, name).get("sent", 0) == 0:
             return None
     email = build_issue(path, settings)
-    return placeholders.fill(email.html, anonymous_reader(settings), part="html")
+    return placeholders.fill(email.html, anonymous_reader(settings), part="html", tags=email.tags)
 
 
 def routes(settings: Settings, engine: Engine, missing: Callable[[], Response]) -> list[Route]:
