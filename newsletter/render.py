@@ -54,6 +54,10 @@ def render(issue: Issue, settings: Settings) -> RenderedEmail:
     context = build_context(issue, settings)
     tags = placeholders.Tags(placeholders.build_key([issue.spec.template, context]))
     mjml = _render_template(env, f"{issue.spec.template}.mjml.j2", context, tags.html)
+    # MRML writes a non-printable character in an attribute (an image's alt, the title it
+    # copies into aria-label) as the text `\u{2060}`; a character reference reaches the
+    # HTML as the character itself.
+    mjml = mjml.replace(inert.JOINER, "&#8288;")
     text = _render_template(env, f"{issue.spec.template}.txt.j2", context, tags.text)
     html = inline.inline_css(compile_mjml(mjml))
     text = _tidy_text(text)
