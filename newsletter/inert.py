@@ -116,10 +116,16 @@ def _warning(path: Path | None, field: Field, value: str, found: list[str]) -> P
         "readers exactly as typed and is never filled in. Nothing to do if that is what you "
         "meant.",
         file=path,
-        field=".".join(str(part) for part in field),
+        field=_name(field),
         line=_line_of(path, field, found[0]),
         severity="warning",
     )
+
+
+def _name(field: Field) -> str:
+    """`sections[0].heading`, as the YAML checker names fields."""
+    name = ".".join(part if isinstance(part, str) else f"[{part}]" for part in field)
+    return name.replace(".[", "[")
 
 
 def _line_of(path: Path | None, field: Field, needle: str) -> int | None:

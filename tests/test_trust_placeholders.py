@@ -307,7 +307,8 @@ def test_the_warnings_name_the_article_and_the_issue_with_their_lines(project: P
         {"title": "On {{ user.name }}", "image": None},
         "First paragraph.\n\nThen `-first_name-` in a code span.",
     )
-    project.write_issue({"subject": "Weekly -email-"})
+    project.write_issue({"subject": "Weekly -email-", "heading": "Lead {% story"})
+    project.write_rates_source("Ticker {{ x }}")
     report = preflight.check_file(project.issue, project.settings).report
     assert report.errors == ()
     where = {(p.file, p.field, p.line) for p in report.warnings if "looks like" in p.message}
@@ -316,10 +317,15 @@ def test_the_warnings_name_the_article_and_the_issue_with_their_lines(project: P
     body_line = next(i for i, s in enumerate(article_lines, 1) if "-first_name-" in s)
     issue_lines = project.issue.read_text().splitlines()
     subject_line = next(i for i, s in enumerate(issue_lines, 1) if s.startswith("subject:"))
+    heading_line = next(i for i, s in enumerate(issue_lines, 1) if "heading: Lead" in s)
+    rates_lines = project.rates.read_text().splitlines()
+    source_line = next(i for i, s in enumerate(rates_lines, 1) if s.startswith("source:"))
     assert where == {
         (project.article, "title", title_line),
         (project.article, "body", body_line),
         (project.issue, "subject", subject_line),
+        (project.issue, "sections[0].heading", heading_line),
+        (project.rates, "source", source_line),
     }
 
 
