@@ -26,21 +26,6 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # models imports this module for Tags, the type of RenderedEmail.tags
     from newsletter.models import Recipient, RenderedEmail
 
-__all__ = [
-    "ESCAPE_FREE",
-    "FIELDS",
-    "KEY_LENGTH",
-    "UNKEYED",
-    "Tags",
-    "UsedTags",
-    "build_key",
-    "escape",
-    "fill",
-    "substitutions",
-    "used_fields",
-    "values",
-]
-
 FIELDS = ("first_name", "email", "unsubscribe_url")
 ESCAPE_FREE = frozenset({"unsubscribe_url"})  # the same value in both parts, by construction
 KEY_LENGTH = 12  # hex digits: 48 bits, and 13 bytes more per tag in each personalization
@@ -52,7 +37,8 @@ class Tags:
     """How one build spells each field's tag in each part.
 
     `key` is the build's key (see `build_key`). An email built by hand (tests) has none:
-    its tags are the bare `-first_name_html-` ones, which `render` never places.
+    its tags are the bare `-first_name_html-` ones, which `render` never places. An email
+    rebuilt from a stored copy needs the key of the build that made it.
     """
 
     key: str = ""
