@@ -42,7 +42,8 @@ def anonymous_reader(settings: Settings) -> Recipient:
 
 def public_html(copy: copies.StoredCopy, settings: Settings) -> bytes:
     """The stored HTML filled for the anonymous reader: the exact bytes the page serves."""
-    return placeholders.fill(copy.html, anonymous_reader(settings), part="html").encode("utf-8")
+    reader = anonymous_reader(settings)
+    return placeholders.fill(copy.html, reader, part="html", tags=copy.tags).encode("utf-8")
 
 
 class _Replaced(Exception):

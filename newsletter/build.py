@@ -36,8 +36,8 @@ def build_to_disk(
     email = render(issue, settings)
     html, text = email.html, email.text
     if preview_as is not None:
-        html = placeholders.fill(html, preview_as, part="html")
-        text = placeholders.fill(text, preview_as, part="text")
+        html = placeholders.fill(html, preview_as, part="html", tags=email.tags)
+        text = placeholders.fill(text, preview_as, part="text", tags=email.tags)
     message = to_bytes(build_message(email, settings, preview_as))
     directory = out_dir / issue.name
     outputs = {

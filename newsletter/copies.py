@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from newsletter.audience import insert_if_absent
 from newsletter.models import RenderedEmail
+from newsletter.placeholders import Tags
 from newsletter.schema import issue_copies, send_ledger, send_runs
 
 EDITION = ""  # one edition per issue until editions exist
@@ -34,6 +35,7 @@ class StoredCopy:
     html: str
     text: str
     content_hash: str
+    tags: Tags  # the tags the build placed: the only ones filled
 
 
 def store(conn: Connection, email: RenderedEmail, list_name: str) -> None:
@@ -47,6 +49,7 @@ def store(conn: Connection, email: RenderedEmail, list_name: str) -> None:
         "html": email.html,
         "text": email.text,
         "content_hash": email.content_hash,
+        "tags_key": email.tags.key,
         "stored_at": dt.datetime.now(dt.UTC),
     }
     if insert_if_absent(conn, issue_copies, values):
@@ -81,7 +84,14 @@ def load(conn: Connection, issue: str) -> StoredCopy | None:
     if row is None:
         return None
     return StoredCopy(
-        row.issue, row.list_name, row.subject, row.preheader, row.html, row.text, row.content_hash
+        row.issue,
+        row.list_name,
+        row.subject,
+        row.preheader,
+        row.html,
+        row.text,
+        row.content_hash,
+        Tags(row.tags_key),
     )
 
 

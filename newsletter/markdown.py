@@ -8,6 +8,8 @@ import nh3
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
+from newsletter import inert
+
 ALLOWED_TAGS = {
     "p",
     "br",
@@ -38,8 +40,9 @@ def _parser() -> MarkdownIt:
 
 @lru_cache(maxsize=256)  # pure; a preview re-renders the same bodies on every save
 def to_html(markdown: str) -> Markup:
-    """Safe HTML for a template: only https/http/mailto links, no scripts, styles or handlers."""
-    rendered = _parser().render(markdown)
+    """Safe HTML for a template: only https/http/mailto links, no scripts, styles or handlers,
+    and no text shaped like a placeholder or template syntax (see `inert`)."""
+    rendered = _parser().render(inert.markdown(markdown))
     clean = nh3.clean(
         rendered,
         tags=ALLOWED_TAGS,
@@ -49,11 +52,13 @@ def to_html(markdown: str) -> Markup:
         strip_comments=True,
         attribute_filter=_absolute_links_only,
     )
-    return Markup(clean)  # noqa: S704 - sanitized by nh3 just above
+    # Again after rendering: entities and backslash escapes (`&#95;`, `\\{`) are decoded by
+    # the parser, so the source alone cannot tell what the HTML will spell.
+    return Markup(inert.text(clean))  # noqa: S704 - sanitized by nh3 just above
 
 
 def _absolute_links_only(tag: str, attribute: str, value: str) -> str | None:
-    # A relative link means nothing in an inbox, and nh3 lets scheme-less ones through.
-    if attribute == "href" and not value.lower().startswith(ABSOLUTE):
-        return None
-    return value
+    if attribute == "href":
+        # A relative link means nothing in an inbox, and nh3 lets scheme-less ones through.
+        return inert.url(value) if value.lower().startswith(ABSOLUTE) else None
+    return inert.text(value)

@@ -32,10 +32,10 @@ def build_message(
     Message-ID and MIME boundary from the content hash (no clock, no randomness).
     """
     html, text = email.html, email.text
-    unsubscribe = placeholders.text_tag("unsubscribe_url")
+    unsubscribe = email.tags.text("unsubscribe_url")
     if recipient is not None:
-        html = placeholders.fill(html, recipient, part="html")
-        text = placeholders.fill(text, recipient, part="text")
+        html = placeholders.fill(html, recipient, part="html", tags=email.tags)
+        text = placeholders.fill(text, recipient, part="text", tags=email.tags)
         unsubscribe = recipient.unsubscribe_url
     msg = EmailMessage(policy=BODY)
     msg["From"] = formataddr((email.from_name, email.from_email))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from newsletter.errors import Problem
+from newsletter.placeholders import UNKEYED, Tags
 
 Order = Literal["newest", "oldest", "title"]
 Style = Literal["cards", "full"]  # cards: image, title, summary; full: the whole article
@@ -150,6 +151,8 @@ class RenderedEmail:
     content_hash: str
     warnings: tuple[Problem, ...] = ()
     issue_date: dt.date | None = None
+    # The tags this build placed: whatever fills the email fills these and nothing else.
+    tags: Tags = UNKEYED
 
     @property
     def html_bytes(self) -> int:

@@ -27,7 +27,9 @@ def personal_message(
 ) -> EmailMessage:
     """One recipient's message, filled as SendGrid fills it (subject included) with its List-Id."""
     message = build_message(email, settings, recipient, batch.subject_prefix)
-    subject = placeholders.fill(batch.subject_prefix + email.subject, recipient, part="text")
+    subject = placeholders.fill(
+        batch.subject_prefix + email.subject, recipient, part="text", tags=email.tags
+    )
     message.replace_header("Subject", subject)
     message["List-Id"] = list_id(settings, batch.list_name)
     return message

@@ -18,6 +18,7 @@ from newsletter import placeholders
 from newsletter.config import Settings
 from newsletter.errors import IssueError, NewsletterError, PreflightError, Problem, Severity
 from newsletter.models import Article, Issue, Query, RenderedEmail
+from newsletter.placeholders import UNKEYED, Tags
 
 KB = 1024
 # Gmail clips an HTML part above ~102 KB behind "View entire message", which also hides the
@@ -40,7 +41,13 @@ _HIDING_STYLE = re.compile(
 )
 _FONT_SIZE = re.compile(r"font-size\s*:\s*([\d.]+)", re.IGNORECASE)
 _MAILTO = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_UNKNOWN_HTML_TAG = re.compile(r"(?<![\w-])-([a-z][a-z0-9_]*)_html-(?![\w-])")
+# Anything spelt like a tag, old style or new (`-first_name-`, `-x_html-`, `-email-<key>-`).
+# Content is made inert before it is rendered (see `inert`), so in the output these come
+# from a template; only the tags of this build, in their own part, are ever filled.
+_TAG_FORM = re.compile(
+    rf"(?<![\w-])-(?:{'|'.join(placeholders.FIELDS)}|[a-z][a-z0-9_]*_html)-"
+    rf"(?:[0-9a-f]{{{placeholders.KEY_LENGTH}}}-)?"
+)
 
 
 @dataclass(frozen=True)
@@ -121,10 +128,11 @@ def check(
     problems = [
         *check_size(email.html_bytes, blocks),
         *check_images(doc, email.html),
-        *check_links(doc, email.text),
+        *check_links(doc, email.text, email.tags),
         *check_inbox_fields(email.subject, email.preheader),
+        *check_content(issue, email),
         *check_residue(doc, email),
-        *check_footer(doc, email.text, settings.postal_address),
+        *check_footer(doc, email.text, settings.postal_address, email.tags),
         *check_document(doc),
         *check_article_dates(issue),
         *check_repeats(issue, history, settings.history_issues),
@@ -378,8 +386,8 @@ def _is_https(url: str) -> bool:
     return parts.scheme == "https" and "." in host and not re.search(r"\s", url)
 
 
-def _link_error(href: str) -> str | None:
-    if href in {placeholders.html_tag(f) for f in placeholders.FIELDS}:
+def _link_error(href: str, tags: Tags) -> str | None:
+    if href in {tags.html(f) for f in placeholders.FIELDS}:
         return None
     if href.startswith("mailto:"):
         address = href[len("mailto:") :].split("?")[0]
@@ -391,7 +399,7 @@ def _link_error(href: str) -> str | None:
     return "is not a well-formed https or mailto link"
 
 
-def check_links(doc: HtmlElement, text: str) -> list[Problem]:
+def check_links(doc: HtmlElement, text: str, tags: Tags = UNKEYED) -> list[Problem]:
     problems = []
     seen: set[str] = set()
     for anchor in doc.iter("a"):
@@ -399,10 +407,10 @@ def check_links(doc: HtmlElement, text: str) -> list[Problem]:
         if href in seen:
             continue
         seen.add(href)
-        error = _link_error(href)
+        error = _link_error(href, tags)
         if error:
             problems.append(_problem(f"link '{href}' {error}.", "html"))
-        elif _as_text_link(href) not in text:
+        elif _as_text_link(href, tags) not in text:
             problems.append(
                 _problem(
                     f"link {href} is in the HTML part but not in the text part; readers of the "
@@ -414,10 +422,10 @@ def check_links(doc: HtmlElement, text: str) -> list[Problem]:
     return problems
 
 
-def _as_text_link(href: str) -> str:
+def _as_text_link(href: str, tags: Tags) -> str:
     """How the HTML part's link reads in the text part: per-recipient tags change form."""
     for name in placeholders.FIELDS:
-        href = href.replace(placeholders.html_tag(name), placeholders.text_tag(name))
+        href = href.replace(tags.html(name), tags.text(name))
     return href
 
 
@@ -458,6 +466,12 @@ def check_inbox_fields(subject: str, preheader: str) -> list[Problem]:
     return problems
 
 
+def check_content(issue: Issue, email: RenderedEmail) -> list[Problem]:
+    """What the render found in the content and made inert (see `inert.findings`): warnings
+    on the article's or the issue's own file and line, never errors against a template."""
+    return [p for p in email.warnings if p not in issue.warnings]
+
+
 def check_residue(doc: HtmlElement, email: RenderedEmail) -> list[Problem]:
     """Template syntax, misplaced per-recipient tags and Python values left in the output."""
     # Attribute values are joined one per line so a value's end is the end of a "sentence".
@@ -470,11 +484,11 @@ def check_residue(doc: HtmlElement, email: RenderedEmail) -> list[Problem]:
     }
     problems = []
     for field, (content, kind) in parts.items():
-        problems += _residue_in(content, field, kind)
+        problems += _residue_in(content, field, kind, email.tags)
     return problems
 
 
-def _residue_in(content: str, field: str, kind: str) -> list[Problem]:
+def _residue_in(content: str, field: str, kind: str, tags: Tags) -> list[Problem]:
     problems = []
     for token in _TEMPLATE_RESIDUE:
         if token in content:
@@ -486,7 +500,7 @@ def _residue_in(content: str, field: str, kind: str) -> list[Problem]:
                 )
             )
             break
-    problems += _misplaced_tags(content, field, kind)
+    problems += _misplaced_tags(content, field, kind, tags)
     match = _NONE_NAN.search(content)
     if match:
         start, end = max(match.start() - 30, 0), match.end() + 10
@@ -500,10 +514,10 @@ def _residue_in(content: str, field: str, kind: str) -> list[Problem]:
     return problems
 
 
-def _misplaced_tags(content: str, field: str, kind: str) -> list[Problem]:
+def _misplaced_tags(content: str, field: str, kind: str, tags: Tags) -> list[Problem]:
     problems = []
     for name in placeholders.FIELDS:
-        text_tag, html_tag = placeholders.text_tag(name), placeholders.html_tag(name)
+        text_tag, html_tag = tags.text(name), tags.html(name)
         if text_tag == html_tag:
             continue  # one tag for both parts: never misplaced
         wrong, right = (text_tag, html_tag) if kind == "html" else (html_tag, text_tag)
@@ -515,13 +529,14 @@ def _misplaced_tags(content: str, field: str, kind: str) -> list[Problem]:
                     field,
                 )
             )
-    known = [placeholders.html_tag(name) for name in placeholders.FIELDS]
-    for match in _UNKNOWN_HTML_TAG.finditer(content):
-        if match.group(0) not in known:
+    known = tags.all()
+    for found in dict.fromkeys(match.group(0) for match in _TAG_FORM.finditer(content)):
+        if found not in known:
             problems.append(
                 _problem(
-                    f"unknown placeholder {match.group(0)} in the {field}; known ones are "
-                    f"{', '.join(known)}.",
+                    f"unknown placeholder {found} in the {field}; it is never filled. In a "
+                    "template write {{ ph.first_name }}, {{ ph.email }} or "
+                    "{{ ph.unsubscribe_url }}: each build spells its own tags.",
                     field,
                 )
             )
@@ -567,9 +582,11 @@ def _squash(text: str) -> str:
     return re.sub(r"\W+", "", text).casefold()
 
 
-def check_footer(doc: HtmlElement, text: str, postal_address: str) -> list[Problem]:
+def check_footer(
+    doc: HtmlElement, text: str, postal_address: str, tags: Tags = UNKEYED
+) -> list[Problem]:
     problems = []
-    unsubscribe = placeholders.html_tag("unsubscribe_url")
+    unsubscribe = tags.html("unsubscribe_url")
     links = [
         a
         for a in doc.iter("a")

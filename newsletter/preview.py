@@ -263,7 +263,9 @@ class _Pages:
                 (p.severity, _where(p, self.desk.settings.root), p.message)
                 for p in outcome.report.problems
             ],
-            text=placeholders.fill(outcome.email.text, recipient, part="text"),
+            text=placeholders.fill(
+                outcome.email.text, recipient, part="text", tags=outcome.email.tags
+            ),
             query=_query(options),
             options=options,
             notice=notice,
@@ -277,7 +279,9 @@ class _Pages:
         if isinstance(outcome, Failure):
             return _failure(request.path_params["name"], outcome, self.desk.generation)
         recipient, _ = self.recipient(request)
-        html = placeholders.fill(outcome.email.html, recipient, part="html")
+        html = placeholders.fill(
+            outcome.email.html, recipient, part="html", tags=outcome.email.tags
+        )
         if request.query_params.get("dark"):
             html = force_dark(html)
         return HTMLResponse(html)
@@ -287,7 +291,10 @@ class _Pages:
         if isinstance(outcome, Failure):
             return PlainTextResponse("\n".join(outcome.lines), status_code=outcome.status)
         recipient, _ = self.recipient(request)
-        return PlainTextResponse(placeholders.fill(outcome.email.text, recipient, part="text"))
+        text = placeholders.fill(
+            outcome.email.text, recipient, part="text", tags=outcome.email.tags
+        )
+        return PlainTextResponse(text)
 
     async def report(self, request: Request) -> Response:
         outcome = await run_in_threadpool(self.desk.result, request.path_params["name"])

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from newsletter import inline, placeholders, rates
+from newsletter import inert, inline, placeholders, rates
 from newsletter.config import Settings
 from newsletter.errors import RenderError
 from newsletter.markdown import to_html
-from newsletter.models import Article, Issue, RateSnapshot, RenderedEmail
+from newsletter.models import Article, Image, Issue, RateSnapshot, RenderedEmail
 from newsletter.text import wrap_markdown
 
 MONTHS = (
@@ -43,28 +45,37 @@ CURRENCY_NAMES = {
 
 
 def render(issue: Issue, settings: Settings) -> RenderedEmail:
-    """One render per issue; per-recipient fields stay placeholders for the mailer."""
+    """One render per issue; per-recipient fields stay placeholders for the mailer.
+
+    Content reaches the templates inert (see `inert`); the tags carry a key derived from
+    that content (see `placeholders.build_key`), so no content can spell one.
+    """
     env = environment(settings.path("templates_dir"))
     context = build_context(issue, settings)
-    mjml = _render_template(env, f"{issue.spec.template}.mjml.j2", context, placeholders.html_tag)
-    text = _render_template(env, f"{issue.spec.template}.txt.j2", context, placeholders.text_tag)
+    tags = placeholders.Tags(placeholders.build_key([issue.spec.template, context]))
+    mjml = _render_template(env, f"{issue.spec.template}.mjml.j2", context, tags.html)
+    # MRML writes a non-printable character in an attribute (an image's alt, the title it
+    # copies into aria-label) as the text `\u{2060}`; a character reference reaches the
+    # HTML as the character itself.
+    mjml = mjml.replace(inert.JOINER, "&#8288;")
+    text = _render_template(env, f"{issue.spec.template}.txt.j2", context, tags.text)
     html = inline.inline_css(compile_mjml(mjml))
     text = _tidy_text(text)
-    digest = hashlib.sha256(
-        "\0".join((issue.spec.subject, issue.spec.preheader, html, text)).encode("utf-8")
-    ).hexdigest()
+    subject, preheader = context["issue"]["subject"], context["issue"]["preheader"]
+    digest = hashlib.sha256("\0".join((subject, preheader, html, text)).encode()).hexdigest()
     return RenderedEmail(
         issue_name=issue.name,
-        subject=issue.spec.subject,
-        preheader=issue.spec.preheader,
+        subject=subject,
+        preheader=preheader,
         from_name=settings.from_name,
         from_email=settings.from_email,
         html=html,
         text=text,
         mjml=mjml,
         content_hash=digest,
-        warnings=issue.warnings,
+        warnings=issue.warnings + inert.findings(issue),
         issue_date=issue.spec.date,
+        tags=tags,
     )
 
 
@@ -90,8 +101,10 @@ def environment(templates: Path) -> jinja2.Environment:
     return _ENVIRONMENTS[templates]
 
 
-def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any], tag: Any) -> str:
-    ph = {field: tag(field) for field in placeholders.FIELDS}
+def _render_template(
+    env: jinja2.Environment, name: str, context: dict[str, Any], tag: Callable[[str], str]
+) -> str:
+    ph = {field: tag(field) for field in placeholders.FIELDS}  # this build's tags
     try:
         return env.get_template(name).render(context, ph=ph)
     except jinja2.TemplateSyntaxError as exc:
@@ -137,28 +150,30 @@ def _tidy_text(text: str) -> str:
 
 
 def build_context(issue: Issue, settings: Settings) -> dict[str, Any]:
+    """What the templates see. Every string from content is inert here: text through
+    `inert.text`, URLs through `inert.url`, Markdown through `to_html`/`wrap_markdown`."""
     spec = issue.spec
     return {
         "issue": {
-            "name": spec.name,
-            "title": spec.title,
-            "subject": spec.subject,
-            "preheader": spec.preheader,
+            "name": inert.text(spec.name),
+            "title": inert.text(spec.title),
+            "subject": inert.text(spec.subject),
+            "preheader": inert.text(spec.preheader),
             "date": long_date(spec.date),
         },
         "intro": to_html(spec.intro),
         "intro_text": wrap_markdown(spec.intro),
         "sections": [
             {
-                "heading": s.heading,
+                "heading": inert.text(s.heading),
                 "style": s.style,
                 "articles": [_article(a, spec.utm, full=s.style == "full") for a in s.articles],
             }
             for s in issue.sections
         ],
         "rates": _rates(issue.rates, issue.rate_history),
-        "links": {"archive": f"{settings.base_url.rstrip('/')}/issues/{spec.name}/"},
-        "footer": {"postal_address": settings.postal_address},
+        "links": {"archive": inert.url(f"{settings.base_url.rstrip('/')}/issues/{spec.name}/")},
+        "footer": {"postal_address": inert.text(settings.postal_address)},
     }
 
 
@@ -170,17 +185,23 @@ def long_date(date: Any) -> str:
 def _article(article: Article, utm: tuple[tuple[str, str], ...], *, full: bool) -> dict[str, Any]:
     return {
         "slug": article.slug,
-        "title": article.title,
+        "title": inert.text(article.title),
         "date": long_date(article.date),
-        "link": with_params(article.url, utm),
-        "summary": article.summary,
-        "image": article.image,
-        "author": article.author,
-        "credit": article.credit,
+        "link": inert.url(with_params(article.url, utm)),
+        "summary": inert.text(article.summary),
+        "image": _image(article.image),
+        "author": inert.text(article.author) if article.author else None,
+        "credit": inert.text(article.credit) if article.credit else None,
         # Bodies are rendered only where a section shows them in full.
         "body_html": to_html(article.body) if full else None,
         "body_text": wrap_markdown(article.body) if full else None,
     }
+
+
+def _image(image: Image | None) -> Image | None:
+    if image is None:
+        return None
+    return replace(image, url=inert.url(image.url), alt=inert.text(image.alt))
 
 
 def with_params(url: str, params: tuple[tuple[str, str], ...]) -> str:
@@ -217,7 +238,7 @@ def _rates(snapshot: RateSnapshot | None, trend: tuple[RateSnapshot, ...]) -> di
         "base": snapshot.base,
         "base_name": CURRENCY_NAMES.get(snapshot.base, snapshot.base),
         "date": long_date(snapshot.date),
-        "source": snapshot.source,
+        "source": inert.text(snapshot.source),
         "days": len(trend),
         "rows": rows,
     }

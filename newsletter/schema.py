@@ -207,6 +207,8 @@ issue_copies = Table(
     Column("html", Text, nullable=False),
     Column("text", Text, nullable=False),
     Column("content_hash", String(128), nullable=False),
+    # The build's placeholder key (placeholders.Tags): the stored HTML is filled with it.
+    Column("tags_key", String(32), nullable=False, server_default=""),
     Column("stored_at", WHEN, nullable=False),
 )
 

@@ -10,7 +10,7 @@ import random
 import socket
 import time
 import urllib.error
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
@@ -55,7 +55,7 @@ def personalization(
     recipient: Recipient,
     key: str,
     issue_name: str,
-    fields: Sequence[str] = placeholders.FIELDS,
+    fields: placeholders.UsedTags,
 ) -> dict[str, Any]:
     """One recipient's envelope: address, placeholder values, unsubscribe headers, keys."""
     headers = {}

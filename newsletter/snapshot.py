@@ -148,7 +148,7 @@ def preview_html(email: RenderedEmail, settings: Settings) -> str:
     """The HTML part as the sample reader receives it (placeholders filled)."""
     from newsletter.preview import sample_recipient
 
-    return placeholders.fill(email.html, sample_recipient(settings), part="html")
+    return placeholders.fill(email.html, sample_recipient(settings), part="html", tags=email.tags)
 
 
 def take(chromium: Browser, html: str, out_dir: Path, images: ImageSizes) -> list[Path]:

@@ -6,14 +6,18 @@ import re
 import textwrap
 from functools import lru_cache
 
+from newsletter import inert
+
 WIDTH = 72
 LIST_ITEM = re.compile(r"^(\s*(?:[-*+]|\d+[.)])\s+)(.*)$")
 
 
 @lru_cache(maxsize=256)  # pure; a preview re-renders the same bodies on every save
 def wrap_markdown(markdown: str, width: int = WIDTH) -> str:
-    """Wrap paragraphs and list items at `width`; headings and long URLs stay whole."""
-    blocks = re.split(r"\n\s*\n", markdown.strip())
+    """Wrap paragraphs and list items at `width`; headings and long URLs stay whole.
+
+    Placeholder- and template-shaped text is made inert (see `inert`)."""
+    blocks = re.split(r"\n\s*\n", inert.markdown(markdown).strip())
     return "\n\n".join(_wrap_block(block, width) for block in blocks)
 
 

@@ -91,8 +91,8 @@ def test_the_stored_copy_is_what_the_reader_received(site: Settings, engine: Eng
     assert text is not None
     dana = Recipient("dana@example.org", "Dana", str(message["List-Unsubscribe"]).strip("<>"))
     # Line by line: MIME carries text with CRLF line ends and a final line break.
-    filled = placeholders.fill(copy.html, dana, part="html")
+    filled = placeholders.fill(copy.html, dana, part="html", tags=copy.tags)
     assert html.get_content().splitlines() == filled.splitlines()
-    filled = placeholders.fill(copy.text, dana, part="text")
+    filled = placeholders.fill(copy.text, dana, part="text", tags=copy.tags)
     assert text.get_content().splitlines() == filled.splitlines()
     assert message["Subject"] == copy.subject

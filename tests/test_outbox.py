@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,20 +91,26 @@ def test_the_outbox_is_the_default_and_sendgrid_wins_with_a_key(tmp_path: Path) 
 
 def test_placeholders_fill_agrees_with_the_substitution_map() -> None:
     tom = Recipient("t@example.org", "<Tom>", "https://u.test/u/WyJ0b20iXQ.sig-_")
-    subs = placeholders.substitutions(tom)
-    assert placeholders.fill("-first_name_html- -unsubscribe_url-", tom, part="html") == (
-        f"{subs['-first_name_html-']} {subs['-unsubscribe_url-']}"
+    tags = placeholders.Tags("0123456789ab")
+    html_tags = f"{tags.html('first_name')} {tags.html('unsubscribe_url')}"
+    text_tags = f"{tags.text('first_name')} {tags.text('unsubscribe_url')}"
+    both = RenderedEmail("i", "s", "p", "n", "f@x.test", html_tags, text_tags, "", "h", tags=tags)
+    subs = placeholders.substitutions(tom, placeholders.used_fields(both))
+    assert placeholders.fill(html_tags, tom, part="html", tags=tags) == (
+        f"{subs[tags.html('first_name')]} {subs[tags.html('unsubscribe_url')]}"
     )
-    assert placeholders.fill("-first_name- -unsubscribe_url-", tom, part="text") == (
-        f"{subs['-first_name-']} {subs['-unsubscribe_url-']}"
+    assert placeholders.fill(text_tags, tom, part="text", tags=tags) == (
+        f"{subs[tags.text('first_name')]} {subs[tags.text('unsubscribe_url')]}"
     )
 
 
 def test_an_unsubscribe_url_that_html_would_escape_is_refused() -> None:
     """One tag serves both parts, so such a URL would land in the HTML unescaped."""
     odd = Recipient("t@example.org", "T", 'https://u.test/u/x"><script>')
+    tags = placeholders.Tags("0123456789ab")
+    both = RenderedEmail("i", "s", "p", "n", "f@x.test", tags.html("unsubscribe_url"), "", "", "h")
     with pytest.raises(ValueError, match="characters HTML must escape"):
-        placeholders.substitutions(odd)
+        placeholders.substitutions(odd, placeholders.used_fields(replace(both, tags=tags)))
 
 
 def test_a_long_unsubscribe_url_stays_a_plain_header(

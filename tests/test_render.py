@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pytest
 
-from newsletter import placeholders
+from newsletter import inert, placeholders
 from newsletter.build import build_issue
 from newsletter.config import Settings
 from newsletter.errors import RenderError
@@ -84,16 +84,18 @@ def test_hostile_article_is_inert_in_html(settings: Settings) -> None:
     assert not [css for css in sheets if "display:none" in css]  # the article's <style> is text
     assert "injected" in html  # MJML tags came out as text ...
     assert "&lt;mj-section&gt;" in html  # ... escaped, not compiled
-    assert "{{ settings.sendgrid_api_key }}" in html  # template syntax is literal text
-    assert "{% for x in range(3) %}loop{% endfor %}" in html
+    # Template syntax is literal text: as typed once the invisible joiners are taken out.
+    seen = html.replace(inert.JOINER, "")
+    assert "{{ settings.sendgrid_api_key }}" in seen
+    assert "{% for x in range(3) %}loop{% endfor %}" in seen
     assert "looplooploop" not in html
-    assert "&lt;b&gt;{{ 7*7 }}&lt;/b&gt; Kyrgyzstan" in html  # the title is escaped, not run
+    assert "&lt;b&gt;{{ 7*7 }}&lt;/b&gt; Kyrgyzstan" in seen  # the title is escaped, not run
     assert 'href="https://example.org/ok?a=1&amp;b=2"' in html
 
 
 def test_hostile_article_is_literal_in_text_part(settings: Settings) -> None:
     email = build_issue(hostile_project(settings), settings)
-    assert "{{ settings.sendgrid_api_key }}" in email.text
+    assert "{{ settings.sendgrid_api_key }}" in email.text.replace(inert.JOINER, "")
     assert "49" not in email.text.split("Kyrgyzstan")[0]  # {{ 7*7 }} was not evaluated
 
 
@@ -186,12 +188,13 @@ def test_every_article_link_in_html_is_in_text(settings: Settings) -> None:
 
 def test_placeholders_stay_marked_and_fill_with_escaping(settings: Settings) -> None:
     email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
-    assert "Hello -first_name_html-," in email.html
-    assert 'href="-unsubscribe_url-"' in email.html
-    assert "Hello -first_name-," in email.text
+    tags = email.tags
+    assert f"Hello {tags.html('first_name')}," in email.html
+    assert f'href="{tags.html("unsubscribe_url")}"' in email.html
+    assert f"Hello {tags.text('first_name')}," in email.text
     tom = Recipient("tom@example.org", "<b>Tom & Jerry</b>", "https://news.example.org/u/t?a=1&b=2")
-    html = placeholders.fill(email.html, tom, part="html")
-    text = placeholders.fill(email.text, tom, part="text")
+    html = placeholders.fill(email.html, tom, part="html", tags=tags)
+    text = placeholders.fill(email.text, tom, part="text", tags=tags)
     assert "Hello &lt;b&gt;Tom &amp; Jerry&lt;/b&gt;," in html
     assert 'href="https://news.example.org/u/t?a=1&amp;b=2"' in html
     assert "Hello <b>Tom & Jerry</b>," in text

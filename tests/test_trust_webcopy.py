@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -131,7 +132,9 @@ def named_by_ledger(engine: Engine, site: Settings) -> bytes:
     assert copy is not None
     parts = (copy.subject, copy.preheader, copy.html, copy.text)
     assert hashlib.sha256("\0".join(parts).encode()).hexdigest() == ledger_hash(engine)
-    return placeholders.fill(copy.html, anonymous_reader(site), part="html").encode()
+    return placeholders.fill(
+        copy.html, anonymous_reader(site), part="html", tags=copy.tags
+    ).encode()
 
 
 def write_article(
@@ -166,7 +169,14 @@ def test_a_send_stores_exactly_what_it_sent_and_the_page_serves_those_bytes(
     email = send(site, engine)
     copy = stored(engine)
     assert copy == copies.StoredCopy(
-        ISSUE, "weekly", email.subject, email.preheader, email.html, email.text, email.content_hash
+        ISSUE,
+        "weekly",
+        email.subject,
+        email.preheader,
+        email.html,
+        email.text,
+        email.content_hash,
+        email.tags,
     )
     assert ledger_hash(engine) == email.content_hash
     page = http.get(f"/issues/{ISSUE}/")
@@ -174,6 +184,8 @@ def test_a_send_stores_exactly_what_it_sent_and_the_page_serves_those_bytes(
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert page.content == named_by_ledger(engine, site)
     assert b"Hello reader," in page.content
+    # Every tag the build placed is filled: none is left for a reader to see.
+    assert not re.search(rb"-(?:first_name|email|unsubscribe_url)(?:_html)?-", page.content)
     assert b"Dana" not in page.content
     assert b"/u/" not in page.content
 

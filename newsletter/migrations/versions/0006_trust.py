@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("html", sa.Text, nullable=False),
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("content_hash", sa.String(128), nullable=False),
+        sa.Column("tags_key", sa.String(32), nullable=False, server_default=""),
         sa.Column("stored_at", WHEN, nullable=False),
         sa.PrimaryKeyConstraint("issue", "edition", name="pk_issue_copies"),
     )
