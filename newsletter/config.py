@@ -159,6 +159,9 @@ def _checked_from_email(address: str, origin: str) -> str:
     from email_validator import EmailNotValidError, validate_email
 
     try:
+        if "=?" in address:
+            # Valid atext, but the email package decodes it as an encoded word in headers.
+            raise EmailNotValidError("'=?' would be read as an RFC 2047 encoded word.")
         result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise ConfigError(

@@ -32,8 +32,9 @@ from typing import Any
 # Nothing a mail client can show and everything that could end a line somewhere:
 # C0 and C1 controls (tab included), DEL, and the Unicode line and paragraph separators.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# RFC 5322 specials: a display name holding one of these is written as a quoted string.
-_SPECIALS = frozenset('()<>@,:;."[]\\')
+# Words of RFC 5322 atext separated by single spaces: the only names written bare. Anything
+# else is a quoted string, which keeps specials and every space exactly as typed.
+_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 # RFC 2047 keeps an encoded word under 76 characters, whatever the line limit is.
 EW_LINE = 76
 
@@ -69,7 +70,7 @@ def phrase(text: str, header_name: str, linesep: str) -> str:
     """A display name or List-Id description as it goes on the wire."""
     if needs_encoding(text):
         return encoded_words(text, header_name, linesep)
-    if _SPECIALS.isdisjoint(text):
+    if _ATOMS.fullmatch(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
