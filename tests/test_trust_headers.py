@@ -629,3 +629,33 @@ def test_build_payload_from_name_is_taken_literally(settings: Settings) -> None:
     name = '=?utf-8?b?RXZlDQpCY2M6IGV2ZUBldmlsLmV4YW1wbGU=?= "x" <y>'
     payload = build_payload(rendered_with("S", name), issue_batch((BENIGN,), ""), settings)
     assert payload["from"]["name"] == name
+
+
+class OAuthOnly(Inbox):
+    """A server whose only AUTH mechanism is one smtplib does not speak."""
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> Any:
+        return None
+
+
+def test_a_server_without_a_shared_auth_mechanism_is_reported_as_such(tmp_path: Path) -> None:
+    port = free_port()
+    controller = Controller(
+        OAuthOnly(),
+        hostname="127.0.0.1",
+        port=port,
+        auth_require_tls=False,
+        auth_exclude_mechanism=["LOGIN", "PLAIN"],
+    )
+    controller.start()
+    try:
+        settings = load_settings(
+            tmp_path,
+            env={"NEWSLETTER_SMTP_PORT": str(port), "NEWSLETTER_SMTP_USERNAME": "editor"},
+        )
+        with pytest.raises(AuthError, match="offers no login method this program supports"):
+            SmtpMailer(settings).send_batch(
+                rendered_with("Subject", "Weekly"), issue_batch((BENIGN,), "")
+            )
+    finally:
+        controller.stop()
