@@ -101,7 +101,7 @@ def _login(client: smtplib.SMTP, s: Settings) -> None:
         raise AuthError(
             f"The SMTP server {s.smtp_host}:{s.smtp_port} offers no login method this "
             f"program supports (it offers: {client.esmtp_features.get('auth', '').strip()}); "
-            "nothing was sent. Use a server or port that offers AUTH PLAIN or LOGIN."
+            "nothing was sent. Use a server or port that offers AUTH PLAIN, LOGIN or CRAM-MD5."
         ) from None
 
 
