@@ -33,6 +33,7 @@ from sqlalchemy.sql.dml import Insert
 
 from newsletter.config import Settings
 from newsletter.errors import AddressError, AudienceError
+from newsletter.headers import CONTROL
 from newsletter.models import AudienceSpec, Recipient
 from newsletter.schema import (
     ALL_LISTS,
@@ -47,13 +48,13 @@ from newsletter.tokens import unsubscribe_url
 PAGE = 1000  # rows per query when streaming recipients
 LIST_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}\Z")
 MAX_NAME = 200
+MAX_TITLE = 200
 MAX_LOCALE = 35
 # At most one confirmation message per address and list in this time, so the public form
 # cannot be used to flood somebody's inbox.
 CONFIRMATION_INTERVAL = dt.timedelta(hours=24)
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def now() -> dt.datetime:
@@ -103,11 +104,19 @@ def _validated(candidate: str) -> str:
 
 
 def check_header_text(field: str, value: str, limit: int) -> str:
-    """A value that may reach a mail header: no line breaks or control characters."""
+    """A value that may reach a mail header: no line breaks or control characters.
+
+    C0 and C1 controls and U+2028/U+2029 are refused (they could end a header line, and no
+    client shows them). Text that merely looks like an RFC 2047 encoded word is accepted and
+    kept as typed: newsletter.headers sends it so that readers see exactly those characters.
+    """
     if "\r" in value or "\n" in value:
         raise AudienceError(f"The {field} contains a line break, which could reach a mail header.")
-    if _CONTROL.search(value):
-        raise AudienceError(f"The {field} contains a control character.")
+    found = CONTROL.search(value)
+    if found:
+        raise AudienceError(
+            f"The {field} contains a control character (U+{ord(found.group()):04X}); remove it."
+        )
     if len(value) > limit:
         raise AudienceError(f"The {field} is longer than {limit} characters.")
     return value
@@ -129,6 +138,7 @@ def create_list(conn: Connection, name: str, title: str = "") -> None:
         raise AudienceError(
             f"List name {name!r} is not allowed: use lower-case letters, digits, '-' and '_'."
         )
+    check_header_text("list title", title, MAX_TITLE)  # a title may reach a subject line
     if conn.execute(select(lists.c.id).where(lists.c.name == name)).first():
         raise AudienceError(f"List {name!r} already exists.")
     conn.execute(insert(lists).values(name=name, title=title, created_at=now()))

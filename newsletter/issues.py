@@ -20,6 +20,7 @@ from newsletter.errors import (
     UnreadableFileError,
     YamlSyntaxError,
 )
+from newsletter.headers import CONTROL
 from newsletter.models import (
     Article,
     AudienceSpec,
@@ -113,6 +114,12 @@ def _one_line(check: yamlfile.Checker, field: tuple[str], *, required: bool = Tr
     if "\r" in value or "\n" in value.strip():
         # Subjects reach mail headers, where a line break would inject a header.
         check.problem(field, "must be a single line.")
+    elif found := CONTROL.search(value.strip().replace("\t", " ")):
+        # NUL, other C0/C1 controls and U+2028/2029: invisible, and some end a line somewhere.
+        # (A tab is only spacing: it is collapsed below like any run of spaces.)
+        check.problem(
+            field, f"contains the control character U+{ord(found.group()):04X}; remove it."
+        )
     return " ".join(value.split())
 
 

@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
+from newsletter.headers import ListId
 from newsletter.models import BatchOutcome, RenderedEmail, SendBatch
 
 MAILERS = ("sendgrid", "smtp", "outbox")
@@ -40,10 +41,14 @@ class Scheduler(Protocol):
     def cancel_scheduled(self, batch_id: str) -> None: ...
 
 
-def list_id(settings: Settings, list_name: str) -> str:
-    """RFC 2919 List-Id: a stable identifier under the sender's domain."""
+def list_id(settings: Settings, list_name: str) -> ListId:
+    """RFC 2919 List-Id: a stable identifier under the sender's domain, described by from_name.
+
+    Structured, not a formatted string: from_name is written out as text (quoted or
+    encoded), so it can never be read as header syntax.
+    """
     domain = settings.from_email.rpartition("@")[2] or "localhost"
-    return f"{settings.from_name} <{list_name}.{domain}>"
+    return ListId(settings.from_name, f"{list_name}.{domain}")
 
 
 def mailer_kind(settings: Settings) -> str:

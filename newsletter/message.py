@@ -1,23 +1,27 @@
-"""The RFC 5322 message of a rendered email: multipart/alternative, UTF-8, list headers."""
+"""The RFC 5322 messages we send: an issue (multipart/alternative, list headers) and the
+subscription confirmation. Headers come from structured values (see newsletter.headers)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, make_msgid
 
-from newsletter import placeholders
+from newsletter import placeholders, tokens
 from newsletter.config import Settings
+from newsletter.headers import registry
 from newsletter.models import Recipient, RenderedEmail
 
 # RFC 5322 allows 998 characters a header line. At the default 78, the email package turns
 # a long unsubscribe URL (no spaces to fold at) into an RFC 2047 encoded-word that no client
 # follows. Bodies are encoded first under BODY: the email package wraps quoted-printable at
-# the policy's line length, and RFC 2045 allows 76.
-WIRE = SMTP.clone(max_line_length=998)
-BODY = SMTP.clone(max_line_length=76)
+# the policy's line length, and RFC 2045 allows 76. Both use our header classes, so a name or
+# subject is never decoded into header syntax.
+WIRE = SMTP.clone(max_line_length=998, header_factory=registry())
+BODY = WIRE.clone(max_line_length=76)
 
 
 def build_message(
@@ -38,10 +42,10 @@ def build_message(
         text = placeholders.fill(text, recipient, part="text", tags=email.tags)
         unsubscribe = recipient.unsubscribe_url
     msg = EmailMessage(policy=BODY)
-    msg["From"] = formataddr((email.from_name, email.from_email))
+    msg["From"] = Address(email.from_name, addr_spec=email.from_email)
     if recipient is not None:
-        msg["To"] = formataddr((recipient.first_name, recipient.email))
-    msg["Subject"] = f"{subject_prefix}{email.subject}"
+        msg["To"] = Address(recipient.first_name, addr_spec=recipient.email)
+    msg["Subject"] = subject_prefix + email.subject
     date = email.issue_date or dt.date(1970, 1, 1)
     msg["Date"] = format_datetime(dt.datetime.combine(date, dt.time(6, 0), tzinfo=dt.UTC))
     key = email.content_hash[:32]
@@ -67,3 +71,24 @@ def _personal(recipient: Recipient | None, subject_prefix: str) -> str:
 
 def to_bytes(message: EmailMessage) -> bytes:
     return message.as_bytes(policy=WIRE)
+
+
+def confirmation(
+    settings: Settings, public_id: str, address: str, name: str, list_name: str
+) -> EmailMessage:
+    """The double opt-in message: the subscriber's name goes into `To` as typed, never decoded."""
+    message = EmailMessage(policy=BODY)
+    message["From"] = Address(settings.from_name, addr_spec=settings.from_email)
+    message["To"] = Address(name, addr_spec=address)
+    message["Subject"] = f"Confirm your subscription to {list_name}"
+    message["Date"] = format_datetime(dt.datetime.now(dt.UTC))
+    message["Message-ID"] = make_msgid(domain=settings.from_email.rpartition("@")[2])
+    link = tokens.confirm_url(settings, public_id, list_name)
+    message.set_content(
+        f"Someone, hopefully you, asked to receive {list_name} from {settings.from_name}.\n\n"
+        f"Confirm here:\n{link}\n\n"
+        "If it was not you, ignore this message: nothing is sent until you confirm.\n\n"
+        f"{settings.postal_address}\n"
+    )
+    message.policy = WIRE
+    return message

@@ -12,8 +12,8 @@ import time
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import getaddresses, parseaddr
 from typing import Any
 
 # Absolute import: this module is `newsletter.sendgrid`, the package below is the real one.
@@ -30,6 +30,7 @@ from newsletter.errors import (
     PayloadError,
     UnreachableError,
 )
+from newsletter.headers import addresses, wire_value
 from newsletter.mailer import list_id
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
 
@@ -94,7 +95,7 @@ def build_payload(
             {"type": "text/plain", "value": email.text},
             {"type": "text/html", "value": email.html},
         ],
-        "headers": {"List-Id": list_id(settings, batch.list_name)},
+        "headers": {"List-Id": list_id(settings, batch.list_name).wire()},
         "categories": categories(batch),
     }
     if batch.send_at is not None:
@@ -123,13 +124,17 @@ _OWN_FIELDS = {
 
 
 def message_payload(message: EmailMessage) -> dict[str, Any]:
-    """A complete RFC 5322 message as a Mail Send body (for transactional mail)."""
-    sender = parseaddr(str(message["From"]))
+    """A complete RFC 5322 message as a Mail Send body (for transactional mail).
+
+    Names and subject are taken from the structured headers, exactly as given: SendGrid
+    takes these fields as literal text and encodes them itself.
+    """
+    senders = addresses(message, "From")
+    if len(senders) != 1:
+        raise ValueError("a message for SendGrid needs exactly one From address")
     payload: dict[str, Any] = {
-        "personalizations": [
-            {"to": [_address(a) for a in getaddresses(message.get_all("To", []))]}
-        ],
-        "from": _address(sender),
+        "personalizations": [{"to": [_address(a) for a in addresses(message, "To")]}],
+        "from": _address(senders[0]),
         "subject": str(message["Subject"]),
         "content": [
             {"type": f"text/{kind}", "value": part.get_content()}
@@ -137,15 +142,17 @@ def message_payload(message: EmailMessage) -> dict[str, Any]:
             if (part := message.get_body((kind,))) is not None
         ],
     }
-    headers = {k: str(v) for k, v in message.items() if k.lower() not in _OWN_FIELDS}
+    headers = {k: wire_value(message, k) for k in message if k.lower() not in _OWN_FIELDS}
     if headers:
         payload["headers"] = headers
     return payload
 
 
-def _address(pair: tuple[str, str]) -> dict[str, str]:
-    name, address = pair
-    return {"email": address, "name": name} if name else {"email": address}
+def _address(address: Address) -> dict[str, str]:
+    entry = {"email": address.addr_spec}
+    if address.display_name:
+        entry["name"] = address.display_name
+    return entry
 
 
 def check_batch(batch: SendBatch) -> None:

@@ -9,6 +9,7 @@ from email.message import EmailMessage
 
 from newsletter.config import Settings
 from newsletter.errors import AuthError, ConfigError, UnreachableError
+from newsletter.headers import addresses
 from newsletter.models import BatchOutcome, RenderedEmail, SendBatch, SendResult
 from newsletter.outbox import UNBUILDABLE, personal_message, unbuildable
 
@@ -32,8 +33,11 @@ class SmtpMailer:
         return f"SmtpMailer({self.settings.smtp_host}:{self.settings.smtp_port})"
 
     def send_message(self, message: EmailMessage) -> str:
+        # The envelope comes from the structured headers, not from re-parsing their text.
+        sender = [a.addr_spec for a in addresses(message, "From")]
+        recipients = [a.addr_spec for a in addresses(message, "To")]
         with self._connect() as client:
-            client.send_message(message)
+            client.send_message(message, from_addr=sender[0], to_addrs=recipients)
         return str(message.get("Message-ID", ""))
 
     def send_batch(self, email: RenderedEmail, batch: SendBatch) -> BatchOutcome:
@@ -62,8 +66,7 @@ class SmtpMailer:
         try:
             client = _open(s)
             if s.smtp_username:
-                password = s.smtp_password.reveal() if s.smtp_password else ""
-                client.login(s.smtp_username, password)
+                _login(client, s)
         except smtplib.SMTPAuthenticationError:
             raise AuthError(
                 f"The SMTP server {s.smtp_host}:{s.smtp_port} refused the login for "
@@ -75,6 +78,31 @@ class SmtpMailer:
                 f"({type(exc).__name__}); nothing was sent. Check smtp_host and smtp_port."
             ) from None
         return client
+
+
+def _login(client: smtplib.SMTP, s: Settings) -> None:
+    password = s.smtp_password.reveal() if s.smtp_password else ""
+    try:
+        client.login(s.smtp_username, password)
+    except smtplib.SMTPNotSupportedError:
+        # The server answered, it just offers no AUTH (many offer it only after STARTTLS).
+        client.close()
+        raise AuthError(
+            f"The SMTP server {s.smtp_host}:{s.smtp_port} offers no login (no AUTH in its "
+            f"EHLO answer), but smtp_username is set; nothing was sent. Remove smtp_username "
+            "if the server needs none, or set smtp_security to starttls or tls if it offers "
+            "AUTH only over TLS."
+        ) from None
+    except smtplib.SMTPException as exc:
+        if isinstance(exc, smtplib.SMTPResponseException):
+            raise  # an answer to our AUTH: refused credentials or a server error
+        # smtplib found no AUTH mechanism it shares with the server.
+        client.close()
+        raise AuthError(
+            f"The SMTP server {s.smtp_host}:{s.smtp_port} offers no login method this "
+            f"program supports (it offers: {client.esmtp_features.get('auth', '').strip()}); "
+            "nothing was sent. Use a server or port that offers AUTH PLAIN, LOGIN or CRAM-MD5."
+        ) from None
 
 
 def _refuse_clear_text_login(s: Settings) -> None:

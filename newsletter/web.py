@@ -14,9 +14,6 @@ import html
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from sqlalchemy import select
@@ -32,6 +29,7 @@ from newsletter import archive, audience, db, tokens, webhook
 from newsletter.config import Settings
 from newsletter.errors import AudienceError, MailerError, StorageError, TokenError
 from newsletter.mailer import get_mailer
+from newsletter.message import confirmation
 from newsletter.schema import lists
 
 log = logging.getLogger(__name__)
@@ -217,25 +215,6 @@ class _App:
         if not confirmed:  # confirmed already, or unsubscribed since: the link is spent
             return not_found()
         return page("Subscribed", f"<p>You are subscribed to <b>{html.escape(list_name)}</b>.</p>")
-
-
-def confirmation(
-    settings: Settings, public_id: str, address: str, name: str, list_name: str
-) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = Address(settings.from_name, addr_spec=settings.from_email)
-    message["To"] = Address(name, addr_spec=address)
-    message["Subject"] = f"Confirm your subscription to {list_name}"
-    message["Date"] = format_datetime(audience.now())
-    message["Message-ID"] = make_msgid(domain=settings.from_email.rpartition("@")[2])
-    link = tokens.confirm_url(settings, public_id, list_name)
-    message.set_content(
-        f"Someone, hopefully you, asked to receive {list_name} from {settings.from_name}.\n\n"
-        f"Confirm here:\n{link}\n\n"
-        "If it was not you, ignore this message: nothing is sent until you confirm.\n\n"
-        f"{settings.postal_address}\n"
-    )
-    return message
 
 
 def create_app(settings: Settings) -> Starlette:

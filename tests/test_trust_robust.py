@@ -41,6 +41,7 @@ from newsletter.errors import (
     UnreadableFileError,
     YamlSyntaxError,
 )
+from newsletter.headers import CONTROL
 from newsletter.issues import load_issue
 from newsletter.rates import load_snapshot
 from newsletter.schema import memberships, subscribers, suppressions
@@ -596,7 +597,7 @@ def test_values_are_kept_as_given_and_export_then_import_is_lossless(
         [f"p{i}@example.org", (a + b).replace("\x00", ""), "", (c + d).replace("\x00", "")]
         for i, (a, b, c, d) in enumerate(people)
     ]
-    rows = [r for r in rows if not audience._CONTROL.search(r[1].strip())]  # name rules apply
+    rows = [r for r in rows if not CONTROL.search(r[1].strip())]  # name rules apply
     source = _write_csv(tmp_path / "given.csv", [["email", "name", "locale", "note"], *rows])
     import_csv(weekly, source, "weekly")
     kept = stored_subscribers(weekly)
