@@ -93,7 +93,8 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 
 POSTGRES_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES_URL", "")
 DATABASES = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
-TEST_KEYS = "newest-test-key-0123456789,older-test-key-9876543210"
+# Strong enough for load_settings (32 random bytes each), newest first.
+TEST_KEYS = "HAr_QJguiDBKNsSvO8-RyGDpb5qSIUnSi2hCQ6Rh638,JCL-hHswvvf83KdlM1wYOQlNP04oHXALxWQUnPO-Rcg"
 
 
 @pytest.fixture(params=DATABASES)
