@@ -218,11 +218,13 @@ confirmation_queue = Table(
     "confirmation_queue",
     metadata,
     Column("id", Integer, primary_key=True),
+    # None: a post that mails nothing (unknown or private list, address already in),
+    # counted for the budgets all the same; a deleted subscriber's rows keep counting.
     Column(
         "subscriber_id",
         Integer,
-        ForeignKey("subscribers.id", ondelete="CASCADE"),
-        nullable=False,
+        ForeignKey("subscribers.id", ondelete="SET NULL"),
+        nullable=True,
     ),
     Column("list_name", String(100), nullable=False),
     Column("client", String(64), nullable=False, server_default=""),

@@ -1,0 +1,234 @@
+"""The subscribe form's confirmation mail: who the client is, its budgets, the queue and its worker.
+
+A form post never mails inside the request. It is counted against two rolling-hour
+budgets (per client, and for everyone) and, when there is something to mail, queued in
+`confirmation_queue`; a worker started by `newsletter serve` sends the queue. So the
+answer is the same, and takes the same time, whatever the address's state or the list,
+and a client that posts 600 times gets its budget's worth of mail, then 429s.
+
+Every accepted post is a row, even one that mails nothing (an unknown or private list,
+an address already subscribed): otherwise the budget left would tell a client which of
+its posts produced mail. Those rows have no subscriber and are never sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy.engine import Connection, Engine
+
+from newsletter import audience, db
+from newsletter.config import Settings
+from newsletter.errors import MailerError
+from newsletter.mailer import Mailer
+from newsletter.schema import confirmation_queue, subscribers
+
+log = logging.getLogger(__name__)
+
+WINDOW = dt.timedelta(hours=1)
+KEEP = dt.timedelta(days=2)  # rows older than this count for nothing and are deleted
+MAX_ATTEMPTS = 3
+BATCH = 50  # rows one worker pass sends at most before it looks at the clock again
+# PostgreSQL: posts from several `serve` processes count their budgets one at a time, so
+# two of them cannot both take the last unit. (SQLite writes one at a time anyway.)
+_BUDGET_LOCK = 0x6E65_7773  # "news"
+
+Build = Callable[[Settings, str, str, str, str], EmailMessage]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+# --- Who is asking ---------------------------------------------------------------------
+
+
+def client_key(settings: Settings, peer: str, headers: Mapping[str, str]) -> str:
+    """The budget key of a request: an IPv4 address, or the /64 of an IPv6 address.
+
+    The TCP peer is the client, unless it is one of `trusted_proxies`: then the client is
+    the right-most address of `client_ip_header` that is not itself a trusted proxy (the
+    left part of that header is whatever the client chose to write).
+    """
+    proxies = _networks(settings.trusted_proxies)
+    client = _address(peer)
+    if client is not None and _trusted(client, proxies):
+        forwarded = headers.get(settings.client_ip_header.lower(), "")
+        for part in reversed([p.strip() for p in forwarded.split(",")]):
+            hop = _address(part)
+            if hop is None:
+                break  # a malformed hop: trust nothing left of it
+            client = hop
+            if not _trusted(hop, proxies):
+                break
+    if client is None:
+        return peer[:64]
+    if isinstance(client, ipaddress.IPv6Address):
+        if client.ipv4_mapped is not None:
+            return str(client.ipv4_mapped)
+        return str(ipaddress.IPv6Network((client, 64), strict=False))
+    return str(client)
+
+
+def _address(text_: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text_.strip().removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+
+
+def _networks(values: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+
+
+def _trusted(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: tuple[Network, ...]
+) -> bool:
+    return any(address.version == net.version and address in net for net in proxies)
+
+
+# --- Budgets and the queue -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Over budget: ask again in `retry_after` seconds."""
+
+    retry_after: int
+
+
+def request(
+    conn: Connection, settings: Settings, client: str, address: str, name: str, list_name: str
+) -> Refused | None:
+    """Count one form post against the budgets and queue its confirmation, if any is due.
+
+    None when the post was accepted (whether or not anything will be mailed).
+    """
+    stamp = audience.now()
+    refused = over_budget(conn, settings, client, stamp)
+    if refused is not None:
+        return refused
+    subscriber_id = audience.request_subscription(conn, address, name, list_name)
+    conn.execute(
+        insert(confirmation_queue).values(
+            subscriber_id=subscriber_id,
+            list_name=list_name if subscriber_id is not None else "",
+            client=client,
+            requested_at=stamp,
+        )
+    )
+    return None
+
+
+def over_budget(
+    conn: Connection, settings: Settings, client: str, stamp: dt.datetime
+) -> Refused | None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _BUDGET_LOCK})
+    since = stamp - WINDOW
+    recent = confirmation_queue.c.requested_at > since
+    for where, limit in (
+        (and_(recent, confirmation_queue.c.client == client), settings.subscribe_per_client_hour),
+        (recent, settings.subscribe_per_hour),
+    ):
+        count, oldest = conn.execute(
+            select(func.count(), func.min(confirmation_queue.c.requested_at)).where(where)
+        ).one()
+        if count >= limit:
+            # The window frees its first unit when the oldest post in it is an hour old.
+            free_at = audience.aware(oldest) + WINDOW if oldest is not None else stamp + WINDOW
+            return Refused(max(1, math.ceil((free_at - stamp).total_seconds())))
+    return None
+
+
+# --- The worker ------------------------------------------------------------------------
+
+
+def send_due(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:
+    """Send up to BATCH queued confirmations; how many rows were handled.
+
+    Each row is claimed by a conditional UPDATE first, so two processes never both send
+    it. A row whose send failed is tried again up to MAX_ATTEMPTS; one claimed by a
+    process that then died is not (at most once, like a send's `unknown` rows).
+    """
+    with db.writing(engine) as conn:
+        conn.execute(delete(confirmation_queue).where(confirmation_queue.c.requested_at < _old()))
+        due = conn.execute(
+            select(confirmation_queue.c.id, confirmation_queue.c.attempts)
+            .where(
+                confirmation_queue.c.sent_at.is_(None),
+                confirmation_queue.c.subscriber_id.is_not(None),
+                or_(
+                    confirmation_queue.c.attempts == 0,
+                    and_(
+                        confirmation_queue.c.error != "",
+                        confirmation_queue.c.attempts < MAX_ATTEMPTS,
+                    ),
+                ),
+            )
+            .order_by(confirmation_queue.c.id)
+            .limit(BATCH)
+        ).all()
+    for row_id, attempts in due:
+        _send_one(settings, engine, mailer, build, row_id, attempts)
+    return len(due)
+
+
+def _old() -> dt.datetime:
+    return audience.now() - KEEP
+
+
+def _send_one(
+    settings: Settings, engine: Engine, mailer: Mailer, build: Build, row_id: int, attempts: int
+) -> None:
+    with db.writing(engine) as conn:
+        message = _claim(conn, settings, build, row_id, attempts)
+    if message is None:
+        return
+    outcome: dict[str, object]
+    try:
+        mailer.send_message(message)
+    except MailerError as exc:
+        log.warning("A confirmation message could not be sent (will retry): %s", exc)
+        outcome = {"error": str(exc)[:500] or type(exc).__name__}
+    else:
+        outcome = {"sent_at": audience.now()}
+    with db.writing(engine) as conn:
+        conn.execute(
+            update(confirmation_queue).where(confirmation_queue.c.id == row_id).values(**outcome)
+        )
+
+
+def _claim(
+    conn: Connection, settings: Settings, build: Build, row_id: int, attempts: int
+) -> EmailMessage | None:
+    """Take the row (None if another process did) and build its message."""
+    queue = confirmation_queue.c
+    claimed = conn.execute(
+        update(confirmation_queue)
+        .where(queue.id == row_id, queue.attempts == attempts, queue.sent_at.is_(None))
+        .values(attempts=attempts + 1, error="")
+    )
+    if not claimed.rowcount:
+        return None
+    row = conn.execute(
+        select(subscribers.c.public_id, subscribers.c.email, subscribers.c.name, queue.list_name)
+        .join(subscribers, subscribers.c.id == queue.subscriber_id)
+        .where(queue.id == row_id)
+    ).first()
+    if row is None:  # the subscriber was deleted meanwhile
+        return None
+    return build(settings, row.public_id, row.email, row.name, row.list_name)
+
+
+def drain(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:
+    """Send everything due now, in this thread; how many rows were handled (for tests and
+    for a server stopping)."""
+    total = 0
+    while handled := send_due(settings, engine, mailer, build):
+        total += handled
+    return total
