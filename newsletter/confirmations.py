@@ -8,7 +8,8 @@ and a client that posts 600 times gets its budget's worth of mail, then 429s.
 
 Every accepted post is a row, even one that mails nothing (an unknown or private list,
 an address already subscribed): otherwise the budget left would tell a client which of
-its posts produced mail. Those rows have no subscriber and are never sent.
+its posts produced mail. The worker resolves a row (records the membership, or finds
+there is nothing to mail) and then sends it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from newsletter import audience, db
 from newsletter.config import Settings
-from newsletter.errors import MailerError
+from newsletter.errors import MailerError, NewsletterError
 from newsletter.mailer import Mailer
 from newsletter.schema import confirmation_queue, subscribers
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 WINDOW = dt.timedelta(hours=1)
 KEEP = dt.timedelta(days=2)  # rows older than this count for nothing and are deleted
 MAX_ATTEMPTS = 3
+LIST_NAME_WIDTH = 100  # confirmation_queue.list_name, as wide as lists.name
 BATCH = 50  # rows one worker pass sends at most before it looks at the clock again
 # PostgreSQL: posts from several `serve` processes count their budgets one at a time, so
 # two of them cannot both take the last unit. (SQLite writes one at a time anyway.)
@@ -104,19 +106,21 @@ class Refused:
 def request(
     conn: Connection, settings: Settings, client: str, address: str, name: str, list_name: str
 ) -> Refused | None:
-    """Count one form post against the budgets and queue its confirmation, if any is due.
+    """Count one form post against the budgets and queue it; None when it was accepted.
 
-    None when the post was accepted (whether or not anything will be mailed).
+    The post is stored as asked, and the worker decides what it means (new, known, unknown
+    list...): so this does the same work, and takes the same time, whatever the answer.
     """
     stamp = audience.now()
     refused = over_budget(conn, settings, client, stamp)
     if refused is not None:
         return refused
-    subscriber_id = audience.request_subscription(conn, address, name, list_name)
+    fits = len(list_name) <= LIST_NAME_WIDTH
     conn.execute(
         insert(confirmation_queue).values(
-            subscriber_id=subscriber_id,
-            list_name=list_name if subscriber_id is not None else "",
+            email=address,
+            name=name,
+            list_name=list_name if fits else "",  # longer than any list's name: none
             client=client,
             requested_at=stamp,
         )
@@ -149,14 +153,55 @@ def over_budget(
 
 
 def send_due(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:
-    """Send up to BATCH queued confirmations; how many rows were handled.
+    """Resolve and send up to BATCH queued posts each; how many rows were handled."""
+    with db.writing(engine) as conn:
+        conn.execute(delete(confirmation_queue).where(confirmation_queue.c.requested_at < _old()))
+        asked = conn.execute(
+            select(confirmation_queue.c.id, confirmation_queue.c.email)
+            .where(confirmation_queue.c.email != "")
+            .order_by(confirmation_queue.c.id)
+            .limit(BATCH)
+        ).all()
+    for row_id, address in asked:
+        with db.writing(engine) as conn:
+            _resolve(conn, row_id, address)
+    return len(asked) + _send_resolved(settings, engine, mailer, build)
+
+
+def _resolve(conn: Connection, row_id: int, address: str) -> None:
+    """What a post means: an unconfirmed membership and a confirmation to send, or nothing.
+
+    The row is claimed by emptying its address (nobody else resolves it twice), in the same
+    transaction that records the membership.
+    """
+    queue = confirmation_queue.c
+    row = conn.execute(select(queue.name, queue.list_name).where(queue.id == row_id)).first()
+    claimed = conn.execute(
+        update(confirmation_queue)
+        .where(queue.id == row_id, queue.email == address)
+        .values(email="", name="")
+    )
+    if row is None or not claimed.rowcount or not row.list_name:
+        return
+    try:
+        subscriber_id = audience.request_subscription(conn, address, row.name, row.list_name)
+    except NewsletterError as exc:  # checked by the form already; a stale row at worst
+        log.warning("A queued subscribe request was dropped: %s", exc)
+        return
+    if subscriber_id is not None:
+        conn.execute(
+            update(confirmation_queue).where(queue.id == row_id).values(subscriber_id=subscriber_id)
+        )
+
+
+def _send_resolved(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:
+    """Send up to BATCH confirmations.
 
     Each row is claimed by a conditional UPDATE first, so two processes never both send
     it. A row whose send failed is tried again up to MAX_ATTEMPTS; one claimed by a
     process that then died is not (at most once, like a send's `unknown` rows).
     """
-    with db.writing(engine) as conn:
-        conn.execute(delete(confirmation_queue).where(confirmation_queue.c.requested_at < _old()))
+    with db.reading(engine) as conn:
         due = conn.execute(
             select(confirmation_queue.c.id, confirmation_queue.c.attempts)
             .where(

@@ -244,6 +244,7 @@ class _App:
         found = await self.claims(request, "confirm")
         if found is None:
             return not_found()
+        await read_form(request)  # capped like every public form, though nothing is read
         sid, list_name = found
         confirmed = await self.run(
             True, lambda conn: audience.confirm_subscription(conn, sid, list_name)

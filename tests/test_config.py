@@ -24,7 +24,10 @@ def test_layers_defaults_file_env_flags(tmp_path: Path) -> None:
 
 
 def test_secret_keys_are_a_list_newest_first_and_never_printed(tmp_path: Path) -> None:
-    new, old = "nwkpWPtU7Oyl18fB8wBL_scrgqsis2OW4A7rBQ20wvw", "7nJAeE2k6pWH5yXu_8XnedmairCvet_Wabhp1yo64X8"
+    new, old = (
+        "nwkpWPtU7Oyl18fB8wBL_scrgqsis2OW4A7rBQ20wvw",
+        "7nJAeE2k6pWH5yXu_8XnedmairCvet_Wabhp1yo64X8",
+    )
     settings = load_settings(
         tmp_path, env={"NEWSLETTER_SECRET_KEY": f"{new}, {old}", "SENDGRID_API_KEY": "SG.zz"}
     )

@@ -50,6 +50,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("subscriber_id", sa.Integer, nullable=True),
         sa.Column("list_name", sa.String(100), nullable=False),
+        sa.Column("email", sa.String(320), nullable=False, server_default=""),
+        sa.Column("name", sa.String(200), nullable=False, server_default=""),
         sa.Column("client", sa.String(64), nullable=False, server_default=""),
         sa.Column("requested_at", WHEN, nullable=False),
         sa.Column("sent_at", WHEN, nullable=True),
