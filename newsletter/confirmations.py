@@ -18,7 +18,7 @@ import datetime as dt
 import ipaddress
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 
@@ -49,17 +49,20 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # --- Who is asking ---------------------------------------------------------------------
 
 
-def client_key(settings: Settings, peer: str, headers: Mapping[str, str]) -> str:
+def client_key(settings: Settings, peer: str, headers: Sequence[tuple[str, str]]) -> str:
     """The budget key of a request: an IPv4 address, or the /64 of an IPv6 address.
 
     The TCP peer is the client, unless it is one of `trusted_proxies`: then the client is
     the right-most address of `client_ip_header` that is not itself a trusted proxy (the
-    left part of that header is whatever the client chose to write).
+    left part of that header is whatever the client chose to write). `headers` are the
+    request's (name, value) pairs, repeated names included.
     """
     proxies = _networks(settings.trusted_proxies)
     client = _address(peer)
     if client is not None and _trusted(client, proxies):
-        forwarded = headers.get(settings.client_ip_header.lower(), "")
+        wanted = settings.client_ip_header.lower()
+        # Every line of the header, in order: a client may send its own line first.
+        forwarded = ",".join(value for key, value in headers if key.lower() == wanted)
         for part in reversed([p.strip() for p in forwarded.split(",")]):
             hop = _address(part)
             if hop is None:

@@ -202,7 +202,7 @@ class _App:
         except AudienceError as exc:
             return page("Please check the form", f"<p>{html.escape(str(exc))}</p>", status=400)
         peer = request.client.host if request.client else ""
-        client = confirmations.client_key(self.settings, peer, request.headers)
+        client = confirmations.client_key(self.settings, peer, request.headers.items())
         refused = await self.run(
             True,
             lambda conn: confirmations.request(

@@ -3,6 +3,7 @@ after a removal, oversized bodies, Host reflection, tokens in the access log, we
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import ipaddress
@@ -19,12 +20,13 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Engine
 
-from newsletter import audience, db, tokens
-from newsletter.config import load_settings
+from newsletter import audience, confirmations, db, tokens
+from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError
 from newsletter.models import AudienceSpec
 from newsletter.schema import confirmation_queue, lists, memberships, subscribers, suppressions
-from tests.conftest import TEST_KEYS, Served
+from newsletter.web import drain_confirmations
+from tests.conftest import TEST_KEYS, Served, free_port
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 # Each example is several HTTP round trips to a real server: a few examples per run.
@@ -478,3 +480,80 @@ def test_a_generated_key_is_accepted(key: str, seed: int) -> None:
     else:
         text = "".join(rng.choice(string.ascii_letters + string.digits + "-_") for _ in range(43))
     assert load_settings(env={"NEWSLETTER_SECRET_KEY": text}).secret_keys[0].reveal() == text
+
+
+# --- In process, on every database: client keys, budgets, the worker ---------------------
+
+
+@given(
+    prefix=st.integers(0, 2**64 - 1),
+    hosts=st.lists(st.integers(0, 2**64 - 1), min_size=2, max_size=5),
+    spoof=st.text(max_size=40),
+)
+def test_one_ipv6_64_is_one_client_key(prefix: int, hosts: list[int], spoof: str) -> None:
+    behind = dataclasses.replace(Settings(), trusted_proxies=("127.0.0.1", "10.0.0.0/8"))
+    keys = set()
+    for host in hosts:
+        address = str(ipaddress.IPv6Address((prefix << 64) | host))
+        keys.add(confirmations.client_key(Settings(), address, []))
+        # Behind the proxy, with whatever the client wrote first on its own line.
+        headers = [("X-Forwarded-For", spoof), ("x-forwarded-for", f"{address}, 10.0.0.2")]
+        keys.add(confirmations.client_key(behind, "127.0.0.1", headers))
+    assert keys == {str(ipaddress.IPv6Network(((prefix << 64), 64)))}
+
+
+@given(peer=st.ip_addresses(), forwarded=st.text(max_size=60))
+def test_an_untrusted_peer_is_its_own_client_whatever_it_forwards(
+    peer: ipaddress.IPv4Address | ipaddress.IPv6Address, forwarded: str
+) -> None:
+    key = confirmations.client_key(Settings(), str(peer), [("X-Forwarded-For", forwarded)])
+    assert key == confirmations.client_key(Settings(), str(peer), [])
+
+
+def test_budgets_count_on_every_database(engine: Engine, db_settings: Settings) -> None:
+    tight = dataclasses.replace(db_settings, subscribe_per_client_hour=2, subscribe_per_hour=3)
+    with db.writing(engine) as conn:
+        audience.create_list(conn, "weekly", public=True)
+    outcomes = []
+    for client, n in (("192.0.2.1", 1), ("192.0.2.1", 2), ("192.0.2.1", 3), ("192.0.2.2", 4)):
+        with db.writing(engine) as conn:
+            outcomes.append(confirmations.request(conn, tight, client, f"q{n}@x.org", "", "weekly"))
+    with db.writing(engine) as conn:
+        outcomes.append(confirmations.request(conn, tight, "192.0.2.3", "q5@x.org", "", "weekly"))
+    assert outcomes[:2] == [None, None]
+    assert isinstance(outcomes[2], confirmations.Refused)  # the client's two are spent
+    assert outcomes[3] is None
+    refused = outcomes[4]  # three in the hour from everyone
+    assert isinstance(refused, confirmations.Refused)
+    assert 3500 < refused.retry_after <= 3600
+
+
+def test_a_failing_mailer_is_retried_then_left_and_the_server_stops_cleanly(
+    engine: Engine, db_settings: Settings
+) -> None:
+    """SMTP on a closed port: the worker records the error and tries MAX_ATTEMPTS times;
+    the server's lifespan stops its worker without an error."""
+    from starlette.testclient import TestClient
+
+    from newsletter.web import create_app
+
+    closed = dataclasses.replace(
+        db_settings, mailer="smtp", smtp_port=free_port(), smtp_timeout=0.5
+    )
+    with db.writing(engine) as conn:
+        audience.create_list(conn, "weekly", public=True)
+    with TestClient(create_app(closed), base_url="https://news.test") as client:
+        assert client.post("/subscribe", data={"email": "z@example.org"}).status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with db.reading(engine) as conn:
+                row = conn.execute(select(confirmation_queue)).one()
+            if row.attempts >= 1 and row.error:
+                break
+            time.sleep(0.05)
+    assert row.error
+    assert row.sent_at is None
+    drain_confirmations(closed, engine)
+    with db.reading(engine) as conn:
+        row = conn.execute(select(confirmation_queue)).one()
+    assert (row.attempts, row.sent_at, row.email) == (confirmations.MAX_ATTEMPTS, None, "")
