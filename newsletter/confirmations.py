@@ -157,14 +157,17 @@ def over_budget(
 
 def send_due(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:
     """Resolve and send up to BATCH queued posts each; how many rows were handled."""
-    with db.writing(engine) as conn:
-        conn.execute(delete(confirmation_queue).where(confirmation_queue.c.requested_at < _old()))
+    with db.reading(engine) as conn:  # an idle pass takes no write lock
         asked = conn.execute(
             select(confirmation_queue.c.id, confirmation_queue.c.email)
             .where(confirmation_queue.c.email != "")
             .order_by(confirmation_queue.c.id)
             .limit(BATCH)
         ).all()
+    if asked:  # rows only pile up with posts: purge the stale ones as new ones come
+        with db.writing(engine) as conn:
+            stale = confirmation_queue.c.requested_at < _old()
+            conn.execute(delete(confirmation_queue).where(stale))
     for row_id, address in asked:
         with db.writing(engine) as conn:
             _resolve(conn, row_id, address)
