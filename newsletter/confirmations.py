@@ -237,15 +237,18 @@ def _send_one(
     settings: Settings, engine: Engine, mailer: Mailer, build: Build, row_id: int, attempts: int
 ) -> None:
     with db.writing(engine) as conn:
-        message = _claim(conn, settings, build, row_id, attempts)
-    if message is None:
+        claimed = _claim(conn, row_id, attempts)
+    if claimed is None:
         return
     outcome: dict[str, object]
     try:
-        mailer.send_message(message)
+        mailer.send_message(build(settings, *claimed))
     except MailerError as exc:
         log.warning("A confirmation message could not be sent (will retry): %s", exc)
         outcome = {"error": str(exc)[:500] or type(exc).__name__}
+    except Exception as exc:  # a message that cannot be built: record it, never loop on it
+        log.exception("A confirmation message could not be built")
+        outcome = {"error": f"{type(exc).__name__}: {exc}"[:500], "attempts": MAX_ATTEMPTS}
     else:
         outcome = {"sent_at": audience.now()}
     with db.writing(engine) as conn:
@@ -254,10 +257,10 @@ def _send_one(
         )
 
 
-def _claim(
-    conn: Connection, settings: Settings, build: Build, row_id: int, attempts: int
-) -> EmailMessage | None:
-    """Take the row (None if another process did) and build its message."""
+def _claim(conn: Connection, row_id: int, attempts: int) -> tuple[str, str, str, str] | None:
+    """Take the row; (public id, address, name, list) to mail, or None if another process
+    took it or the subscriber is gone. Committed before the send, so a crash mid-send
+    leaves the row claimed and unsent (never sent twice)."""
     queue = confirmation_queue.c
     claimed = conn.execute(
         update(confirmation_queue)
@@ -271,9 +274,7 @@ def _claim(
         .join(subscribers, subscribers.c.id == queue.subscriber_id)
         .where(queue.id == row_id)
     ).first()
-    if row is None:  # the subscriber was deleted meanwhile
-        return None
-    return build(settings, row.public_id, row.email, row.name, row.list_name)
+    return None if row is None else (row.public_id, row.email, row.name, row.list_name)
 
 
 def drain(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:

@@ -11,6 +11,7 @@ whether an address is subscribed.
 from __future__ import annotations
 
 import asyncio
+import copy
 import html
 import logging
 import re
@@ -221,13 +222,20 @@ class _App:
         return page("Check your inbox", body)
 
     async def send_confirmations(self, stop: asyncio.Event) -> None:
-        """The confirmation worker: send the queue, then wait for a new post or WORKER_POLL."""
+        """The confirmation worker: send a batch of the queue; unless the batch was full,
+        wait for a new post or WORKER_POLL (so a failed send is retried seconds later)."""
+        mailer = get_mailer(self.settings)
         while not stop.is_set():
             self.queued.clear()
             try:
-                await run_in_threadpool(drain_confirmations, self.settings, self.engine)
-            except NewsletterError as exc:  # the database or mailer is down: try again later
+                handled = await run_in_threadpool(
+                    confirmations.send_due, self.settings, self.engine, mailer, confirmation
+                )
+            except NewsletterError as exc:  # the database is down: try again later
                 log.warning("The confirmation queue could not be sent: %s", exc)
+                handled = 0
+            if handled >= confirmations.BATCH:
+                continue
             waits = [asyncio.ensure_future(e.wait()) for e in (stop, self.queued)]
             await asyncio.wait(waits, timeout=WORKER_POLL, return_when=asyncio.FIRST_COMPLETED)
             for waiting in waits:
@@ -353,8 +361,6 @@ class RedactTokens(logging.Filter):
 
 def log_config() -> dict[str, object]:
     """uvicorn's own logging configuration, with RedactTokens on the access log."""
-    import copy
-
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -376,6 +382,7 @@ def create_app(settings: Settings, *, send_confirmations: bool = True) -> Starle
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
+        handlers.queued = asyncio.Event()  # bound to this server's event loop
         worker = None
         if send_confirmations:
             worker = asyncio.create_task(handlers.send_confirmations(stop))
