@@ -131,9 +131,10 @@ class ListInfo:
     title: str
     created_at: dt.datetime
     counts: Mapping[str, int]  # membership status -> number of subscribers
+    public: bool = False  # may be joined from the web form
 
 
-def create_list(conn: Connection, name: str, title: str = "") -> None:
+def create_list(conn: Connection, name: str, title: str = "", public: bool = False) -> None:
     if not LIST_NAME.match(name):
         raise AudienceError(
             f"List name {name!r} is not allowed: use lower-case letters, digits, '-' and '_'."
@@ -141,7 +142,16 @@ def create_list(conn: Connection, name: str, title: str = "") -> None:
     check_header_text("list title", title, MAX_TITLE)  # a title may reach a subject line
     if conn.execute(select(lists.c.id).where(lists.c.name == name)).first():
         raise AudienceError(f"List {name!r} already exists.")
-    conn.execute(insert(lists).values(name=name, title=title, created_at=now()))
+    conn.execute(insert(lists).values(name=name, title=title, created_at=now(), public=public))
+
+
+def set_list_public(conn: Connection, name: str, public: bool) -> bool:
+    """Open a list to the web form, or close it; True if that changed anything."""
+    lid = list_id(conn, name)
+    changed = conn.execute(
+        update(lists).where(lists.c.id == lid, lists.c.public != public).values(public=public)
+    )
+    return bool(changed.rowcount)
 
 
 def list_id(conn: Connection, name: str) -> int:
@@ -154,6 +164,14 @@ def list_id(conn: Connection, name: str) -> int:
     return int(found)
 
 
+def public_list_id(conn: Connection, name: str) -> int | None:
+    """The id of a list the web form may join, or None (unknown and private alike)."""
+    found = conn.execute(
+        select(lists.c.id).where(lists.c.name == name, lists.c.public.is_(True))
+    ).scalar()
+    return None if found is None else int(found)
+
+
 def all_lists(conn: Connection) -> list[ListInfo]:
     counts: dict[int, dict[str, int]] = {}
     query = select(memberships.c.list_id, memberships.c.status, func.count()).group_by(
@@ -162,7 +180,10 @@ def all_lists(conn: Connection) -> list[ListInfo]:
     for lid, status, count in conn.execute(query):
         counts.setdefault(lid, {})[status] = count
     rows = conn.execute(select(lists).order_by(lists.c.name))
-    return [ListInfo(r.name, r.title, aware(r.created_at), counts.get(r.id, {})) for r in rows]
+    return [
+        ListInfo(r.name, r.title, aware(r.created_at), counts.get(r.id, {}), bool(r.public))
+        for r in rows
+    ]
 
 
 def get_list(conn: Connection, name: str) -> ListInfo:
@@ -490,50 +511,50 @@ def subscriber_id_for(conn: Connection, public_id: str) -> int | None:
 
 def resubscribe(
     conn: Connection, subscriber_id: int, list_name: str, source: str = "resubscribe"
-) -> None:
-    """Undo an unsubscribe from a list; a bounce or spam report for every list stays.
-    Only the subscriber's own signed resubscribe link leads here."""
+) -> bool:
+    """Undo the subscriber's own unsubscribe from a list; False if something else stands.
+
+    Only the subscriber's own signed resubscribe link leads here, and it may undo only
+    what that subscriber did with it: an `unsubscribed` suppression scoped to this list.
+    A bounce, a spam report, an editor's `manual` removal, or any suppression for every
+    list stays, and the membership is left as it is.
+    """
     lid = list_id(conn, list_name)
     address = conn.execute(
         select(subscribers.c.email).where(subscribers.c.id == subscriber_id)
     ).scalar_one()
-    conn.execute(
-        suppressions.delete().where(
-            suppressions.c.email == address, suppressions.c.scope == list_name
-        )
-    )
+    own = and_(suppressions.c.scope == list_name, suppressions.c.reason == "unsubscribed")
+    standing = select(suppressions.c.id).where(_applies(address, list_name), ~own).limit(1)
+    if conn.execute(standing).first() is not None:
+        return False
+    if membership_status(conn, subscriber_id, lid) not in ("unsubscribed", "confirmed"):
+        return False  # never confirmed: that is the double opt-in's job, not this link's
+    # Deletes only the row checked above: a bounce landing meanwhile is another row.
+    conn.execute(suppressions.delete().where(suppressions.c.email == address, own))
     set_membership(conn, subscriber_id, lid, "confirmed", source)
+    return True
 
 
-def request_subscription(
-    conn: Connection, address: str, name: str, list_name: str
-) -> tuple[str, str, str, str] | None:
-    """Record an unconfirmed membership; what to mail (id, address, name, list) or None.
+def request_subscription(conn: Connection, address: str, name: str, list_name: str) -> int | None:
+    """Record an unconfirmed membership; the subscriber id to mail a confirmation, or None.
 
-    Nothing is mailed to an address that is confirmed or unsubscribed already, suppressed
-    for the list or everywhere, or was sent a confirmation for the list within
-    CONFIRMATION_INTERVAL. An existing subscriber's stored name is never changed from
-    this unauthenticated form.
+    Only a public list can be joined this way; an unknown or private one is None, as is an
+    address that is confirmed or unsubscribed already, suppressed for the list or
+    everywhere, or was sent a confirmation for the list within CONFIRMATION_INTERVAL. An
+    existing subscriber's stored name is never changed from this unauthenticated form.
     """
-    lid = list_id(conn, list_name)
-    if suppression_reason(conn, address, list_name) is not None:
+    lid = public_list_id(conn, list_name)
+    if lid is None or suppression_reason(conn, address, list_name) is not None:
         return None
-    row = conn.execute(
-        select(subscribers.c.id, subscribers.c.public_id, subscribers.c.name).where(
-            subscribers.c.email == address
-        )
-    ).first()
-    if row is None:
-        sid, public_id = ensure_subscriber(conn, address, name)
-        stored_name = name
-    else:
-        sid, public_id, stored_name = row.id, row.public_id, row.name
+    sid = conn.execute(select(subscribers.c.id).where(subscribers.c.email == address)).scalar()
+    if sid is None:
+        sid, _public_id = ensure_subscriber(conn, address, name)
     status = membership_status(conn, sid, lid)
     if status is None:
         set_membership(conn, sid, lid, "unconfirmed", "web")
     elif status != "unconfirmed" or not _confirmation_due(conn, sid, lid):
         return None
-    return public_id, address, stored_name, list_name
+    return int(sid)
 
 
 def _confirmation_due(conn: Connection, subscriber_id: int, lid: int) -> bool:

@@ -167,13 +167,22 @@ def preview(
     """Serve a live preview that reloads within a second of saving any issue, article,
     rate or template file."""
     from newsletter.config import load_settings
-    from newsletter.preview import bind, create_app, database_lookup, server
+    from newsletter.preview import (
+        EXPOSED,
+        beyond_loopback,
+        bind,
+        create_app,
+        database_lookup,
+        server,
+    )
 
     settings = load_settings(overrides={"preview_host": host, "preview_port": port})
     issues_dir = settings.path("issues_dir").resolve()
     if issue is not None and (not issue.is_file() or issue.resolve().parent != issues_dir):
         raise UsageError(f"{issue}: no such issue file in {issues_dir}; name one there.")
     sock = bind(settings.preview_host, settings.preview_port)
+    if beyond_loopback(settings.preview_host):
+        _console(stderr=True).print(EXPOSED.format(host=settings.preview_host), style="yellow")
     bound_port = sock.getsockname()[1]
     page = f"issues/{issue.stem}" if issue else ""
     _console().print(
@@ -281,24 +290,49 @@ def db_upgrade() -> None:
 
 @lists_app.command("create")
 def lists_create(
-    name: str, title: Annotated[str, typer.Option(help="A title for people.")] = ""
+    name: str,
+    title: Annotated[str, typer.Option(help="A title for people.")] = "",
+    public: Annotated[
+        bool, typer.Option("--public", help="Let anyone ask to join it with the web form.")
+    ] = False,
 ) -> None:
-    """Create a mailing list."""
+    """Create a mailing list (private unless --public: only editors add to it)."""
     from newsletter import audience, db
 
     with db.writing(db.connect(_settings())) as conn:
-        audience.create_list(conn, name, title)
-    say(f"Created list {name}.")
+        audience.create_list(conn, name, title, public=public)
+    say(f"Created list {name} ({'public' if public else 'private'}).")
+
+
+@lists_app.command("set")
+def lists_set(
+    name: str,
+    public: Annotated[
+        bool,
+        typer.Option(
+            "--public/--private", help="Whether the web form may join it.", show_default=False
+        ),
+    ],
+) -> None:
+    """Open a list to the web form (--public) or close it (--private)."""
+    from newsletter import audience, db
+
+    with db.writing(db.connect(_settings())) as conn:
+        changed = audience.set_list_public(conn, name, public)
+    state = "public: the web form can join it" if public else "private: only editors add to it"
+    say(f"List {name} is {state}{'' if changed else ' (it already was)'}.")
 
 
 def _list_table(infos: list[audience.ListInfo]) -> Table:
     from rich.table import Table
 
-    table = Table("list", "title", "confirmed", "unconfirmed", "unsubscribed", "created")
+    columns = ("list", "title", "web form", "confirmed", "unconfirmed", "unsubscribed", "created")
+    table = Table(*columns)
     for info in infos:
         table.add_row(
             info.name,
             info.title,
+            "public" if info.public else "private",
             *(str(info.counts.get(s, 0)) for s in ("confirmed", "unconfirmed", "unsubscribed")),
             f"{info.created_at:%Y-%m-%d}",
         )
@@ -477,7 +511,7 @@ def serve(
     import uvicorn
 
     from newsletter import webhook
-    from newsletter.web import create_app
+    from newsletter.web import create_app, log_config
 
     chosen = _settings(serve_host=host, serve_port=port)
     web_app = create_app(chosen)  # a malformed webhook key stops it here, before listening
@@ -485,7 +519,16 @@ def serve(
         say(f"SendGrid event webhook on: POST {chosen.base_url.rstrip('/')}{webhook.PATH}")
     else:
         say(webhook.OFF)
-    uvicorn.run(web_app, host=chosen.serve_host, port=chosen.serve_port)
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1, and
+    # the web app decides itself which proxies to believe (setting trusted_proxies).
+    uvicorn.run(
+        web_app,
+        host=chosen.serve_host,
+        port=chosen.serve_port,
+        proxy_headers=False,
+        server_header=False,
+        log_config=log_config(),
+    )
 
 
 def _fail(message: str) -> NoReturn:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
 import re
+import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,6 +88,17 @@ class Settings:
     sendgrid_webhook_tolerance: float = 600.0
     serve_host: str = "127.0.0.1"
     serve_port: int = 8025
+    # The subscribe form's budgets, per rolling hour: form posts from one client (an IPv4
+    # address, or an IPv6 /64, which one household or VM usually holds whole), and from
+    # everyone together. Past either, the form answers 429 with Retry-After.
+    subscribe_per_client_hour: int = 5
+    subscribe_per_hour: int = 500
+    # Proxies (addresses or networks) whose `client_ip_header` is believed: the client is
+    # the right-most address in it that is not one of them. Empty: the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
+    client_ip_header: str = "X-Forwarded-For"
+    form_max_bytes: int = 16384  # a public form's whole body; a subscribe form needs ~1 KB
+    confirm_token_days: float = 7.0  # a double opt-in link older than this is invalid
     # The editor's desk: preview server, preflight and browser screenshots.
     preview_host: str = "127.0.0.1"
     preview_port: int = 8030
@@ -133,6 +147,10 @@ def load_settings(
         values["from_email"] = _checked_from_email(values["from_email"], raw["from_email"][1])
     if "from_name" in values:
         _check_from_name(values["from_name"], raw["from_name"][1])
+    if "secret_keys" in values:
+        _check_secret_keys(values["secret_keys"], raw["secret_keys"][1])
+    if "trusted_proxies" in values:
+        _check_networks(values["trusted_proxies"], raw["trusted_proxies"][1])
     values["root"] = root
     return Settings(**values)
 
@@ -187,6 +205,63 @@ def _check_from_name(name: str, origin: str) -> None:
         )
     if len(name) > MAX_FROM_NAME:
         raise ConfigError(f"{origin}: from_name is longer than {MAX_FROM_NAME} characters.")
+
+
+# A signing key must resist an offline search from one token (a 3-character key fell in
+# under a second): 256 bits, estimated from the key's length and the alphabet it draws on.
+MIN_KEY_BITS = 256
+KEY_HOWTO = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+_HEX = frozenset("0123456789abcdefABCDEF")
+_BASE64 = frozenset(string.ascii_letters + string.digits + "+/-_=")
+
+
+def key_bits(key: str) -> float:
+    """An upper estimate of a key's entropy: length x log2(size of the alphabet it uses).
+
+    Hex digits count 4 bits, base64 in both cases 6 (what `secrets` makes); otherwise each
+    class present (lower, upper, digits, other) widens the alphabet. A key of fewer than 8
+    distinct characters is repetition, not randomness, and counts nothing.
+    """
+    if len(set(key)) < 8:
+        return 0.0
+    if set(key) <= _HEX:
+        return 4.0 * len(key)
+    if set(key) <= _BASE64 and not key.islower() and not key.isupper():
+        return 6.0 * len(key)
+    pool = sum(
+        size
+        for size, present in (
+            (26, any(c.islower() for c in key)),
+            (26, any(c.isupper() for c in key)),
+            (10, any(c.isdigit() for c in key)),
+            (33, any(not c.isalnum() for c in key)),
+        )
+        if present
+    )
+    return len(key) * math.log2(pool)
+
+
+def _check_secret_keys(keys: tuple[Secret, ...], origin: str) -> None:
+    """Refuse a guessable signing key; the message never shows the key itself."""
+    for number, key in enumerate(keys, 1):
+        if key_bits(key.reveal()) < MIN_KEY_BITS:
+            which = f"key {number} of {len(keys)}" if len(keys) > 1 else "the key"
+            raise ConfigError(
+                f"{origin}: {which} is too weak to sign links (it needs at least 32 random "
+                f"bytes; anyone could find it from one unsubscribe link). Generate one with "
+                f"{KEY_HOWTO} and set NEWSLETTER_SECRET_KEY to it."
+            )
+
+
+def _check_networks(values: tuple[str, ...], origin: str) -> None:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{origin}: {value!r} is not an IP address or network (for example "
+                "10.0.0.5 or 10.0.0.0/24); list the addresses of your reverse proxies."
+            ) from exc
 
 
 def _env_key(name: str) -> str:

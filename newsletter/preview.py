@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import re
@@ -332,9 +333,23 @@ class _Pages:
 
     def recipient(self, request: Request) -> tuple[Recipient, str]:
         """Who the placeholders are filled for, and a notice when the choice was not found."""
+        peer = request.client.host if request.client else ""
         return resolve_recipient(
-            request.query_params.get("as", ""), self.desk.settings, self.lookup
+            request.query_params.get("as", ""),
+            self.desk.settings,
+            self.lookup if is_loopback(peer) else None,
+            local=is_loopback(peer),
         )
+
+
+def is_loopback(host: str) -> bool:
+    """True for this machine's own addresses (127.0.0.0/8, ::1, IPv4-mapped loopback)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def _where(problem: Problem, root: Path) -> str:
@@ -359,11 +374,24 @@ def _query(options: dict[str, str]) -> str:
     return urlencode({k: v for k, v in options.items() if v})
 
 
+# Every unsubscribe link the preview shows, whoever it renders for: a working signed token
+# would unsubscribe that subscriber for whoever can reach the preview's port.
+PREVIEW_ONLY_PATH = "/u/preview-only-not-a-real-token"
+NOT_HERE = (
+    "rendering as a subscriber works only from the machine running the preview; showing "
+    "the sample reader. Write NAME,EMAIL to preview a made-up one."
+)
+
+
+def preview_only_link(settings: Settings) -> str:
+    return f"{settings.base_url.rstrip('/')}{PREVIEW_ONLY_PATH}"
+
+
 def sample_recipient(settings: Settings) -> Recipient:
     return Recipient(
         email="aida@example.org",
         first_name="Aida",
-        unsubscribe_url=f"{settings.base_url.rstrip('/')}/u/preview-only-not-a-real-token",
+        unsubscribe_url=preview_only_link(settings),
     )
 
 
@@ -371,8 +399,14 @@ def resolve_recipient(
     choice: str,
     settings: Settings,
     lookup: Lookup | None,
+    *,
+    local: bool = True,
 ) -> tuple[Recipient, str]:
-    """'' is the sample reader; 'NAME,EMAIL' a made-up one; 'EMAIL' an existing subscriber."""
+    """'' is the sample reader; 'NAME,EMAIL' a made-up one; 'EMAIL' an existing subscriber.
+
+    A client that is not `local` is never told whether an address is a subscriber: it
+    gets the sample reader and the same notice whatever it asked for.
+    """
     from newsletter.build import preview_recipient
 
     choice = choice.strip()
@@ -383,6 +417,8 @@ def resolve_recipient(
             return preview_recipient(choice, settings), ""
         except NewsletterError as exc:
             return sample_recipient(settings), str(exc)
+    if not local:
+        return sample_recipient(settings), NOT_HERE
     found = lookup(choice) if lookup else None
     if found is None:
         return sample_recipient(settings), (
@@ -525,6 +561,19 @@ _TEMPLATES = jinja2.Environment(
 # ---- serving ------------------------------------------------------------------------------
 
 
+def beyond_loopback(host: str) -> bool:
+    """True when listening on `host` lets other machines connect (0.0.0.0, a LAN address, a
+    name other than localhost)."""
+    return host != "localhost" and not is_loopback(host.strip("[]"))
+
+
+EXPOSED = (
+    "warning: the preview listens on {host}, beyond this machine. It shows unpublished "
+    "issues to anyone who can reach the port and is not for a public network; use the "
+    "default 127.0.0.1 (an SSH tunnel reaches it from elsewhere)."
+)
+
+
 def bind(host: str, port: int) -> socket.socket:
     """Listen on host:port now, so a taken port is a clear error before anything starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -566,8 +615,8 @@ def database_lookup(settings: Settings) -> Lookup | None:
     """ "Render as" an existing subscriber, read from the audience database.
 
     None when there is no database yet: a preview must not create one as a side effect.
-    The unsubscribe link is really signed when a secret key is set, so the preview shows
-    the link the subscriber would get; without a key it is the preview-only URL.
+    The unsubscribe link is always the preview-only URL, never a signed token: a page or a
+    screenshot of the preview must not be able to unsubscribe anyone.
     """
     from sqlalchemy.engine import make_url
 
@@ -580,18 +629,14 @@ def database_lookup(settings: Settings) -> Lookup | None:
     engine = db.engine_for(settings.database, int(settings.database_busy_timeout * 1000))
 
     def lookup(address: str) -> Recipient | None:
-        from newsletter import audience, tokens
+        from newsletter import audience
 
         try:  # read-only: no migration, no write lock, one engine for the server's life
             with db.reading(engine) as conn:
                 found = audience.subscriber(conn, address)
         except NewsletterError:
             return None
-        lists = [m.list for m in found.memberships] or ["weekly"]
-        link = sample_recipient(settings).unsubscribe_url
-        if settings.secret_keys:
-            link = tokens.unsubscribe_url(settings, found.public_id, lists[0])
         first = found.name.split()[0] if found.name.strip() else ""
-        return Recipient(found.email, first, link, found.public_id)
+        return Recipient(found.email, first, preview_only_link(settings), found.public_id)
 
     return lookup

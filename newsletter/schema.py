@@ -215,18 +215,25 @@ issue_copies = Table(
 # Confirmation mail asked for through the web form, sent by a worker outside the request
 # (so a new address answers in the same time as a known one). `client` is the rate-limit
 # key (an IP address, or an IPv6 /64); the per-client and global hourly budgets are counted
-# here, so every process serving the same database shares them.
+# here, so every process serving the same database shares them. A post is stored as asked
+# (`email`, `name`, `list_name`) and the worker resolves it, so the request does the same
+# work whatever the address's state; `email` and `name` are emptied once resolved.
 confirmation_queue = Table(
     "confirmation_queue",
     metadata,
     Column("id", Integer, primary_key=True),
+    # None until the worker resolves the post, and after it when there is nothing to mail
+    # (unknown or private list, address already in); such rows count for the budgets all
+    # the same, as do a deleted subscriber's.
     Column(
         "subscriber_id",
         Integer,
-        ForeignKey("subscribers.id", ondelete="CASCADE"),
-        nullable=False,
+        ForeignKey("subscribers.id", ondelete="SET NULL"),
+        nullable=True,
     ),
     Column("list_name", String(100), nullable=False),
+    Column("email", String(320), nullable=False, server_default=""),
+    Column("name", String(200), nullable=False, server_default=""),
     Column("client", String(64), nullable=False, server_default=""),
     Column("requested_at", WHEN, nullable=False),
     Column("sent_at", WHEN, nullable=True),

@@ -1,6 +1,8 @@
 """Signed unsubscribe and confirmation tokens: an opaque subscriber id and a list, never an address.
 
-Tokens do not expire: an unsubscribe link in an issue from last year must still work.
+Unsubscribe tokens do not expire: an unsubscribe link in an issue from last year must still
+work. Confirmation tokens carry their signing time and expire after `confirm_token_days`: a
+double opt-in link is for the days after someone asked, not for whoever finds it later.
 Keys come from NEWSLETTER_SECRET_KEY, newest first; the newest signs, every listed key
 verifies, so a key can be rotated out slowly by keeping it at the end of the list.
 
@@ -21,7 +23,7 @@ from functools import lru_cache
 from json.encoder import encode_basestring
 from typing import Any, ClassVar, Literal
 
-from itsdangerous import BadData, Signer, URLSafeSerializer
+from itsdangerous import BadData, Signer, URLSafeSerializer, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, want_bytes
 from itsdangerous.signer import HMACAlgorithm
 
@@ -126,7 +128,21 @@ def _keyed_serializer(secret_keys: tuple[Secret, ...], purpose: Purpose) -> URLS
     )
 
 
+@lru_cache(maxsize=16)
+def _timed_serializer(secret_keys: tuple[Secret, ...]) -> URLSafeTimedSerializer:
+    # Stock itsdangerous: one confirmation token per form post, speed does not matter here.
+    keys = [key.reveal() for key in reversed(secret_keys)]
+    return URLSafeTimedSerializer(keys, salt="newsletter.confirm")
+
+
+def _timed(settings: Settings) -> URLSafeTimedSerializer:
+    _serializer(settings, "confirm")  # the same error when no key is set
+    return _timed_serializer(settings.secret_keys)
+
+
 def sign(settings: Settings, purpose: Purpose, subscriber_id: str, list_name: str) -> str:
+    if purpose == "confirm":
+        return _timed(settings).dumps([subscriber_id, list_name])
     # What URLSafeSerializer.dumps does, minus building a new Signer for every token.
     serializer = _serializer(settings, purpose)
     payload = serializer.dump_payload([subscriber_id, list_name])
@@ -139,9 +155,14 @@ def _signer(serializer: URLSafeSerializer) -> Signer:
 
 
 def verify(settings: Settings, purpose: Purpose, token: str) -> TokenClaims:
-    """The claims of a token, or TokenError with the same text whatever went wrong."""
+    """The claims of a token, or TokenError with the same text whatever went wrong
+    (an expired confirmation token included)."""
     try:
-        payload = _serializer(settings, purpose).loads(token)
+        if purpose == "confirm":
+            max_age = round(settings.confirm_token_days * 86400)
+            payload = _timed(settings).loads(token, max_age=max_age)
+        else:
+            payload = _serializer(settings, purpose).loads(token)
     except BadData as exc:
         raise TokenError(INVALID) from exc
     if (

@@ -10,24 +10,29 @@ whether an address is subscribed.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import html
 import logging
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from newsletter import archive, audience, db, tokens, webhook
+from newsletter import archive, audience, confirmations, db, tokens, webhook
 from newsletter.config import Settings
-from newsletter.errors import AudienceError, MailerError, StorageError, TokenError
+from newsletter.errors import AudienceError, NewsletterError, StorageError, TokenError
 from newsletter.mailer import get_mailer
 from newsletter.message import confirmation
 from newsletter.schema import lists
@@ -43,9 +48,16 @@ HEADERS = {
     "form-action 'self'; frame-ancestors 'none'",
 }
 NOT_FOUND = "This link is not valid. If you copied it from an email, check it is complete."
+# A public form has a handful of short fields and never a file (RFC 8058's one-click POST
+# may be multipart, but carries one field). The body's size is `form_max_bytes`.
+MAX_FIELDS = 8
+MAX_FILES = 0
+WORKER_POLL = 5.0  # seconds between looks at a queue other processes may also fill
 
 
-def page(title: str, body: str, status: int = 200, task: BackgroundTask | None = None) -> Response:
+def page(
+    title: str, body: str, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     """A small HTML page; `body` is HTML the caller has already escaped."""
     document = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -55,7 +67,7 @@ def page(title: str, body: str, status: int = 200, task: BackgroundTask | None =
         "padding:0 1em}button{font-size:1em;padding:.5em 1.2em}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
     )
-    return HTMLResponse(document, status_code=status, headers=HEADERS, background=task)
+    return HTMLResponse(document, status_code=status, headers={**HEADERS, **(headers or {})})
 
 
 def form(action: str, label: str, fields: dict[str, str] | None = None) -> str:
@@ -79,6 +91,7 @@ class _App:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
+        self.queued = asyncio.Event()  # wakes the confirmation worker
 
     async def run(self, write: bool, work: Callable[[Connection], Any]) -> Any:
         def call() -> Any:
@@ -120,7 +133,7 @@ class _App:
         found = await self.claims(request, "unsubscribe")
         if found is None:
             return not_found()
-        submitted = await request.form()
+        submitted = await read_form(request)
         if submitted.get("List-Unsubscribe") != "One-Click":
             body = "<p>The request must carry List-Unsubscribe=One-Click (RFC 8058).</p>"
             return page("Bad request", body, status=400)
@@ -150,7 +163,16 @@ class _App:
         if found is None:
             return not_found()
         sid, list_name = found
-        await self.run(True, lambda conn: audience.resubscribe(conn, sid, list_name))
+        await read_form(request)  # capped like every public form, though nothing is read
+        done = await self.run(True, lambda conn: audience.resubscribe(conn, sid, list_name))
+        if not done:
+            body = (
+                f"<p>This address was taken off <b>{html.escape(list_name)}</b> for a reason "
+                "other than this link's unsubscribe (a message that bounced, a spam report, "
+                "or the editors), so this link cannot add it back. Please write to the "
+                "editors to be added again.</p>"
+            )
+            return page("Not resubscribed", body, status=409)
         return page("Resubscribed", f"<p>Welcome back to <b>{html.escape(list_name)}</b>.</p>")
 
     # --- double opt-in ------------------------------------------------------------------
@@ -167,7 +189,7 @@ class _App:
         return page("Subscribe", body)
 
     async def subscribe(self, request: Request) -> Response:
-        submitted = await request.form()
+        submitted = await read_form(request)
         email, name, list_name = (
             str(submitted.get(key, default)) for key, default in (
                 ("email", ""), ("name", ""), ("list", "weekly")
@@ -178,24 +200,44 @@ class _App:
             audience.check_header_text("name", name.strip(), audience.MAX_NAME)
         except AudienceError as exc:
             return page("Please check the form", f"<p>{html.escape(str(exc))}</p>", status=400)
-        try:
-            pending = await self.run(
-                True,
-                lambda conn: audience.request_subscription(conn, address, name.strip(), list_name),
-            )
-        except AudienceError:
-            return page("Unknown list", "<p>There is no such newsletter.</p>", status=400)
-        task = BackgroundTask(self.send_confirmation, pending) if pending else None
-        # The same answer whether the address is new, pending, subscribed or suppressed.
+        peer = request.client.host if request.client else ""
+        client = confirmations.client_key(self.settings, peer, request.headers.items())
+        refused = await self.run(
+            True,
+            lambda conn: confirmations.request(
+                conn, self.settings, client, address, name.strip(), list_name
+            ),
+        )
+        if refused is not None:
+            minutes = -(-refused.retry_after // 60)
+            body = f"<p>Too many requests from here. Please try again in {minutes} minute(s).</p>"
+            headers = {"Retry-After": str(refused.retry_after)}
+            return page("Please wait", body, status=429, headers=headers)
+        self.queued.set()
+        # The same answer whatever the address's state and whether the list exists or is
+        # public: the confirmation, if any, is mailed by the worker after this response.
         body = "<p>If the address can subscribe, a confirmation link is on its way to it.</p>"
-        return page("Check your inbox", body, task=task)
+        return page("Check your inbox", body)
 
-    def send_confirmation(self, pending: tuple[str, str, str, str]) -> None:
-        try:
-            get_mailer(self.settings).send_message(confirmation(self.settings, *pending))
-        except MailerError as exc:
-            # After the response, so the answer cannot reveal anything; the form can be resent.
-            log.warning("The confirmation message could not be sent: %s", exc)
+    async def send_confirmations(self, stop: asyncio.Event) -> None:
+        """The confirmation worker: send a batch of the queue; unless the batch was full,
+        wait for a new post or WORKER_POLL (so a failed send is retried seconds later)."""
+        mailer = get_mailer(self.settings)
+        while not stop.is_set():
+            self.queued.clear()
+            try:
+                handled = await run_in_threadpool(
+                    confirmations.send_due, self.settings, self.engine, mailer, confirmation
+                )
+            except NewsletterError as exc:  # the database is down: try again later
+                log.warning("The confirmation queue could not be sent: %s", exc)
+                handled = 0
+            if handled >= confirmations.BATCH:
+                continue
+            waits = [asyncio.ensure_future(e.wait()) for e in (stop, self.queued)]
+            await asyncio.wait(waits, timeout=WORKER_POLL, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
 
     async def confirm_page(self, request: Request) -> Response:
         found = await self.claims(request, "confirm")
@@ -208,6 +250,7 @@ class _App:
         found = await self.claims(request, "confirm")
         if found is None:
             return not_found()
+        await read_form(request)  # capped like every public form, though nothing is read
         sid, list_name = found
         confirmed = await self.run(
             True, lambda conn: audience.confirm_subscription(conn, sid, list_name)
@@ -217,19 +260,125 @@ class _App:
         return page("Subscribed", f"<p>You are subscribed to <b>{html.escape(list_name)}</b>.</p>")
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The app for `newsletter serve`; the database is migrated when it starts."""
+def drain_confirmations(settings: Settings, engine: Engine) -> int:
+    """Send every queued confirmation now (the worker's pass; tests call it directly)."""
+    return confirmations.drain(settings, engine, get_mailer(settings), confirmation)
+
+
+async def read_form(request: Request) -> FormData:
+    """The posted form, within MAX_FIELDS fields and no files (the body cap is BodyCap's)."""
+    return await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyCap:
+    """Refuse a request body over its route's cap with 413, announced or streamed.
+
+    The webhook has its own cap (SendGrid's batches are large); every other public route
+    takes at most `form_max_bytes`. Applied to every route, so one added later is capped too.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = webhook.MAX_BODY if scope["path"] == webhook.PATH else self.limit
+        announced = dict(scope["headers"]).get(b"content-length", b"")
+        if announced.isdigit() and int(announced) > limit:
+            await _too_large(limit)(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def capped_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, watched_send)
+        except _TooLarge:
+            if started:
+                raise
+            await _too_large(limit)(scope, receive, send)
+
+
+def _too_large(limit: int) -> Response:
+    body = f"<p>The request is larger than {limit} bytes; nothing was changed.</p>"
+    return page("Request too large", body, status=413)
+
+
+# Tokens are bearer credentials: they stay out of the access log (and whatever ships it).
+_TOKEN_PATH = re.compile(r"^(/u/|/confirm/)[^/?\s]+")
+
+
+class RedactTokens(logging.Filter):
+    """Rewrites uvicorn's access-log path `/u/<token>...` to `/u/[token]...`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path = _TOKEN_PATH.sub(r"\1[token]", args[2])
+            record.args = (*args[:2], path, *args[3:])
+        return True
+
+
+def log_config() -> dict[str, object]:
+    """uvicorn's own logging configuration, with RedactTokens on the access log."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_tokens"] = {"()": RedactTokens}
+    config["handlers"]["access"]["filters"] = ["redact_tokens"]
+    return config
+
+
+def create_app(settings: Settings, *, send_confirmations: bool = True) -> Starlette:
+    """The app for `newsletter serve`; the database is migrated when it starts.
+
+    Its lifespan runs the confirmation worker (`send_confirmations=False` leaves the queue
+    to `drain_confirmations`, for tests that want to say when mail goes out).
+    """
     tokens.sign(settings, "unsubscribe", "-", "-")  # fail at start-up when no key is set
     engine = db.connect(settings)
     handlers = _App(settings, engine)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        stop = asyncio.Event()
+        handlers.queued = asyncio.Event()  # bound to this server's event loop
+        worker = None
+        if send_confirmations:
+            worker = asyncio.create_task(handlers.send_confirmations(stop))
+        try:
+            yield
+        finally:
+            stop.set()  # the worker finishes the message in hand, then stops
+            if worker is not None:
+                await worker
+            engine.dispose()
 
-    async def missing(_request: Request, _exc: Exception) -> Response:
-        return not_found()
+    async def missing(request: Request, _exc: Exception) -> Response:
+        return slash_redirect(settings, app, request) or not_found()
+
+    async def bad_request(_request: Request, exc: Exception) -> Response:
+        detail = exc.detail if isinstance(exc, HTTPException) else "The request is malformed."
+        return page("Bad request", f"<p>{html.escape(str(detail))}</p>", status=400)
 
     async def unavailable(_request: Request, exc: Exception) -> Response:
         log.warning("Storage error while serving a request: %s", exc)
@@ -248,5 +397,24 @@ def create_app(settings: Settings) -> Starlette:
         *archive.routes(settings, engine, not_found),
         *webhook.routes(settings, engine),
     ]
-    handlers_for: dict[Any, Any] = {404: missing, StorageError: unavailable}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers_for)
+    handlers_for: dict[Any, Any] = {404: missing, 400: bad_request, StorageError: unavailable}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers_for)
+    # Starlette's own slash redirect echoes the request's Host; `missing` builds it from
+    # base_url instead.
+    app.router.redirect_slashes = False
+    app.add_middleware(BodyCap, limit=settings.form_max_bytes)
+    return app
+
+
+def slash_redirect(settings: Settings, app: Starlette, request: Request) -> Response | None:
+    """A redirect to the same path with its trailing slash added or removed, when that path
+    exists; always on base_url, never on the Host the request named."""
+    path = request.url.path
+    if path == "/":
+        return None
+    other = path.rstrip("/") if path.endswith("/") else path + "/"
+    scope = {**request.scope, "path": other}
+    if not any(route.matches(scope)[0] is not Match.NONE for route in app.routes):
+        return None
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(f"{settings.base_url.rstrip('/')}{other}{query}")

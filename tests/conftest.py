@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -93,7 +93,10 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 
 POSTGRES_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES_URL", "")
 DATABASES = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
-TEST_KEYS = "newest-test-key-0123456789,older-test-key-9876543210"
+# Strong enough for load_settings (32 random bytes each), newest first.
+TEST_KEYS = (
+    "HAr_QJguiDBKNsSvO8-RyGDpb5qSIUnSi2hCQ6Rh638,JCL-hHswvvf83KdlM1wYOQlNP04oHXALxWQUnPO-Rcg"
+)
 
 
 @pytest.fixture(params=DATABASES)
@@ -223,3 +226,84 @@ def preview_url(project: Path) -> Iterator[str]:
     uvicorn_server.should_exit = True
     thread.join(timeout=10)
     assert not thread.is_alive(), "the preview server did not stop"
+
+
+# --- `newsletter serve` over HTTP, as the attack tests reach it --------------------------
+
+
+@dataclasses.dataclass
+class Served:
+    """A running `newsletter serve`: its URL, its settings and database, its output."""
+
+    url: str
+    settings: Settings
+    engine: Engine
+    process: subprocess.Popen[bytes]
+    output: Path  # stdout and stderr, the access log among them
+
+    def log(self) -> str:
+        return self.output.read_text(encoding="utf-8", errors="replace")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Served]]:
+    """Start the real `newsletter serve` (uvicorn, worker and all) in a child process on a
+    free port of 127.0.0.1, on its own SQLite file, with `settings` added to the test
+    settings (as NEWSLETTER_<NAME> variables); stopped at the end of the session.
+
+    A server takes seconds to start, so one is started per `name` and shared: a test
+    empties what it relies on first (see test_trust_web.fresh). The server reads the
+    database on every request, and its confirmation worker runs, so tests wait for the
+    outbox rather than drain the queue themselves.
+    """
+    import time
+
+    import httpx
+
+    started: dict[str, Served] = {}
+
+    def start(name: str, **settings: str) -> Served:
+        if name in started:
+            return started[name]
+        root = tmp_path_factory.mktemp(f"serve-{name}")
+        port = free_port()
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONUNBUFFERED": "1",  # the access log reaches the file as it happens
+            "NEWSLETTER_SECRET_KEY": TEST_KEYS,
+            "NEWSLETTER_BASE_URL": "https://news.test",
+            **{f"NEWSLETTER_{k.upper()}": v for k, v in settings.items()},
+        }
+        loaded = load_settings(root, env=env)
+        engine = db.connect(loaded)  # migrated before the server starts
+        output = root / "serve.log"
+        with output.open("wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
+                cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        served = Served(f"http://127.0.0.1:{port}", loaded, engine, process, output)
+        started[name] = served
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{served.url}/subscribe", timeout=2)
+                return served
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"serve did not start:\n{served.log()}") from None
+                time.sleep(0.05)
+
+    yield start
+    for served in started.values():
+        served.process.terminate()
+        served.process.wait(timeout=30)
+        served.engine.dispose()

@@ -26,7 +26,7 @@ def run(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": "/usr/bin:/bin",
         "NEWSLETTER_DATABASE_URL": settings.database,
-        "NEWSLETTER_SECRET_KEY": "cli-test-key",
+        "NEWSLETTER_SECRET_KEY": "cuUgTi9211ESzX313SzeMFHV8ds3yQzO4GvL_SSejkM",
     }
     return subprocess.run(
         [sys.executable, "-c", "from newsletter.cli import main; main()", *args],
@@ -112,7 +112,7 @@ def test_serve_answers_on_127_0_0_1(settings: Settings) -> None:
         port = probe.getsockname()[1]
     env = {
         "NEWSLETTER_DATABASE_URL": settings.database,
-        "NEWSLETTER_SECRET_KEY": "serve-test-key",
+        "NEWSLETTER_SECRET_KEY": "jq2YrgFgo2xFYaHOhC60GmuU1v08EK0rpZM_vGpiIY8",
         "PATH": "/usr/bin:/bin",
     }
     server = subprocess.Popen(

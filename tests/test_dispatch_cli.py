@@ -18,7 +18,7 @@ def newsletter(project: Path, env: dict[str, str], *args: str) -> tuple[int, str
 def test_the_default_outbox_path_needs_no_provider_credentials(project: Path) -> None:
     env = {
         "PATH": os.environ.get("PATH", ""),
-        "NEWSLETTER_SECRET_KEY": "cli-test-signing-key-0123456789",
+        "NEWSLETTER_SECRET_KEY": "OMhvhQENe_2cXzyglUVTh-Bd7-rIq5cmKfFpSrm7b7o",
         "NEWSLETTER_SEND_BATCH_SIZE": "4",
     }
     engine = db.connect(load_settings(project, env=env))

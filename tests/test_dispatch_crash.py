@@ -70,7 +70,7 @@ def sender(project: Path, fake_sendgrid: FakeSendGrid) -> Sender:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "NEWSLETTER_DATABASE_URL": f"sqlite:///{database}",
-        "NEWSLETTER_SECRET_KEY": "crash-test-signing-key-0123456789",
+        "NEWSLETTER_SECRET_KEY": "n9mx2w-U5HmfQsmFKgCG0_X_mOrTJ3fUwl8NMThfXPY",
         "NEWSLETTER_SEND_BATCH_SIZE": str(BATCH),
         "NEWSLETTER_SENDGRID_API_URL": fake_sendgrid.url,
         "NEWSLETTER_SENDGRID_TIMEOUT": "5",
@@ -221,7 +221,7 @@ def test_two_send_processes_on_one_issue_share_it_without_overlap(
     env = {
         "PATH": os.environ.get("PATH", ""),
         "NEWSLETTER_DATABASE_URL": database_url,
-        "NEWSLETTER_SECRET_KEY": "crash-test-signing-key-0123456789",
+        "NEWSLETTER_SECRET_KEY": "n9mx2w-U5HmfQsmFKgCG0_X_mOrTJ3fUwl8NMThfXPY",
         "NEWSLETTER_SEND_BATCH_SIZE": "5",
         "NEWSLETTER_SENDGRID_API_URL": fake_sendgrid.url,
         "SENDGRID_API_KEY": CANARY_KEY,

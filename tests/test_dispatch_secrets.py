@@ -61,7 +61,7 @@ def test_the_cli_send_paths_leave_no_trace_of_the_key(
     env = {
         "PATH": os.environ.get("PATH", ""),
         "NEWSLETTER_DATABASE_URL": f"sqlite:///{project / 'newsletter.db'}",
-        "NEWSLETTER_SECRET_KEY": "secrets-test-signing-key-0123456789",
+        "NEWSLETTER_SECRET_KEY": "37Fa-X-aoYJGRqLkfQCptjBr5j1TuqQB3zyXlSXz0zQ",
         "NEWSLETTER_SEND_BATCH_SIZE": "5",
         "NEWSLETTER_SENDGRID_API_URL": fake_sendgrid.url,
         "NEWSLETTER_SENDGRID_TIMEOUT": "0.5",

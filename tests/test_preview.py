@@ -253,7 +253,8 @@ def test_render_as_an_existing_subscriber_reads_the_database(
     engine: Engine, db_settings: Settings
 ) -> None:
     from newsletter import audience, db, tokens
-    from newsletter.preview import database_lookup, resolve_recipient
+    from newsletter.errors import TokenError
+    from newsletter.preview import PREVIEW_ONLY_PATH, database_lookup, resolve_recipient
 
     with db.writing(engine) as conn:
         audience.create_list(conn, "weekly")
@@ -265,9 +266,11 @@ def test_render_as_an_existing_subscriber_reads_the_database(
     found, note = resolve_recipient("dana@example.org", db_settings, lookup)
     assert note == ""
     assert (found.email, found.first_name) == ("dana@example.org", "Dana")
-    token = found.unsubscribe_url.rsplit("/", 1)[1]
-    claims = tokens.verify(db_settings, "unsubscribe", token)
-    assert (claims.subscriber_id, claims.list_name) == (public_id, "weekly")
+    # Never a working token: a preview page or screenshot must not unsubscribe anyone.
+    assert found.unsubscribe_url == f"{db_settings.base_url}{PREVIEW_ONLY_PATH}"
+    with pytest.raises(TokenError):
+        tokens.verify(db_settings, "unsubscribe", found.unsubscribe_url.rsplit("/", 1)[1])
+    assert found.subscriber_id == public_id
     missing, note = resolve_recipient("nobody@example.org", db_settings, lookup)
     assert missing.first_name == "Aida"  # the sample reader, with a note saying why
     assert "no subscriber 'nobody@example.org' found" in note

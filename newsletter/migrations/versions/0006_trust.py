@@ -49,8 +49,10 @@ def upgrade() -> None:
     op.create_table(
         "confirmation_queue",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("subscriber_id", sa.Integer, nullable=False),
+        sa.Column("subscriber_id", sa.Integer, nullable=True),
         sa.Column("list_name", sa.String(100), nullable=False),
+        sa.Column("email", sa.String(320), nullable=False, server_default=""),
+        sa.Column("name", sa.String(200), nullable=False, server_default=""),
         sa.Column("client", sa.String(64), nullable=False, server_default=""),
         sa.Column("requested_at", WHEN, nullable=False),
         sa.Column("sent_at", WHEN, nullable=True),
@@ -61,7 +63,7 @@ def upgrade() -> None:
             ["subscriber_id"],
             ["subscribers.id"],
             name="fk_confirmation_queue_subscriber_id_subscribers",
-            ondelete="CASCADE",
+            ondelete="SET NULL",
         ),
     )
     op.create_index("ix_confirmation_queue_requested_at", "confirmation_queue", ["requested_at"])

@@ -1,0 +1,286 @@
+"""The subscribe form's confirmation mail: who the client is, its budgets, the queue and its worker.
+
+A form post never mails inside the request. It is counted against two rolling-hour
+budgets (per client, and for everyone) and, when there is something to mail, queued in
+`confirmation_queue`; a worker started by `newsletter serve` sends the queue. So the
+answer is the same, and takes the same time, whatever the address's state or the list,
+and a client that posts 600 times gets its budget's worth of mail, then 429s.
+
+Every accepted post is a row, even one that mails nothing (an unknown or private list,
+an address already subscribed): otherwise the budget left would tell a client which of
+its posts produced mail. The worker resolves a row (records the membership, or finds
+there is nothing to mail) and then sends it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy.engine import Connection, Engine
+
+from newsletter import audience, db
+from newsletter.config import Settings
+from newsletter.errors import MailerError, NewsletterError
+from newsletter.mailer import Mailer
+from newsletter.schema import confirmation_queue, subscribers
+
+log = logging.getLogger(__name__)
+
+WINDOW = dt.timedelta(hours=1)
+KEEP = dt.timedelta(days=2)  # rows older than this count for nothing and are deleted
+MAX_ATTEMPTS = 3
+LIST_NAME_WIDTH = 100  # confirmation_queue.list_name, as wide as lists.name
+BATCH = 50  # rows one worker pass sends at most before it looks at the clock again
+# PostgreSQL: posts from several `serve` processes count their budgets one at a time, so
+# two of them cannot both take the last unit. (SQLite writes one at a time anyway.)
+_BUDGET_LOCK = 0x6E65_7773  # "news"
+
+Build = Callable[[Settings, str, str, str, str], EmailMessage]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+# --- Who is asking ---------------------------------------------------------------------
+
+
+def client_key(settings: Settings, peer: str, headers: Sequence[tuple[str, str]]) -> str:
+    """The budget key of a request: an IPv4 address, or the /64 of an IPv6 address.
+
+    The TCP peer is the client, unless it is one of `trusted_proxies`: then the client is
+    the right-most address of `client_ip_header` that is not itself a trusted proxy (the
+    left part of that header is whatever the client chose to write). `headers` are the
+    request's (name, value) pairs, repeated names included.
+    """
+    proxies = _networks(settings.trusted_proxies)
+    client = _address(peer)
+    if client is not None and _trusted(client, proxies):
+        wanted = settings.client_ip_header.lower()
+        # Every line of the header, in order: a client may send its own line first.
+        forwarded = ",".join(value for key, value in headers if key.lower() == wanted)
+        for part in reversed([p.strip() for p in forwarded.split(",")]):
+            hop = _address(part)
+            if hop is None:
+                break  # a malformed hop: trust nothing left of it
+            client = hop
+            if not _trusted(hop, proxies):
+                break
+    if client is None:
+        return peer[:64]
+    if isinstance(client, ipaddress.IPv6Address):
+        if client.ipv4_mapped is not None:
+            return str(client.ipv4_mapped)
+        return str(ipaddress.IPv6Network((client, 64), strict=False))
+    return str(client)
+
+
+def _address(text_: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text_.strip().removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+
+
+def _networks(values: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+
+
+def _trusted(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: tuple[Network, ...]
+) -> bool:
+    return any(address.version == net.version and address in net for net in proxies)
+
+
+# --- Budgets and the queue -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Over budget: ask again in `retry_after` seconds."""
+
+    retry_after: int
+
+
+def request(
+    conn: Connection, settings: Settings, client: str, address: str, name: str, list_name: str
+) -> Refused | None:
+    """Count one form post against the budgets and queue it; None when it was accepted.
+
+    The post is stored as asked, and the worker decides what it means (new, known, unknown
+    list...): so this does the same work, and takes the same time, whatever the answer.
+    """
+    stamp = audience.now()
+    refused = over_budget(conn, settings, client, stamp)
+    if refused is not None:
+        return refused
+    fits = len(list_name) <= LIST_NAME_WIDTH
+    conn.execute(
+        insert(confirmation_queue).values(
+            email=address,
+            name=name,
+            list_name=list_name if fits else "",  # longer than any list's name: none
+            client=client,
+            requested_at=stamp,
+        )
+    )
+    return None
+
+
+def over_budget(
+    conn: Connection, settings: Settings, client: str, stamp: dt.datetime
+) -> Refused | None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _BUDGET_LOCK})
+    since = stamp - WINDOW
+    recent = confirmation_queue.c.requested_at > since
+    for where, limit in (
+        (and_(recent, confirmation_queue.c.client == client), settings.subscribe_per_client_hour),
+        (recent, settings.subscribe_per_hour),
+    ):
+        count, oldest = conn.execute(
+            select(func.count(), func.min(confirmation_queue.c.requested_at)).where(where)
+        ).one()
+        if count >= limit:
+            # The window frees its first unit when the oldest post in it is an hour old.
+            free_at = audience.aware(oldest) + WINDOW if oldest is not None else stamp + WINDOW
+            return Refused(max(1, math.ceil((free_at - stamp).total_seconds())))
+    return None
+
+
+# --- The worker ------------------------------------------------------------------------
+
+
+def send_due(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:
+    """Resolve and send up to BATCH queued posts each; how many rows were handled."""
+    with db.reading(engine) as conn:  # an idle pass takes no write lock
+        asked = conn.execute(
+            select(confirmation_queue.c.id, confirmation_queue.c.email)
+            .where(confirmation_queue.c.email != "")
+            .order_by(confirmation_queue.c.id)
+            .limit(BATCH)
+        ).all()
+    if asked:  # rows only pile up with posts: purge the stale ones as new ones come
+        with db.writing(engine) as conn:
+            stale = confirmation_queue.c.requested_at < _old()
+            conn.execute(delete(confirmation_queue).where(stale))
+    for row_id, address in asked:
+        with db.writing(engine) as conn:
+            _resolve(conn, row_id, address)
+    return len(asked) + _send_resolved(settings, engine, mailer, build)
+
+
+def _resolve(conn: Connection, row_id: int, address: str) -> None:
+    """What a post means: an unconfirmed membership and a confirmation to send, or nothing.
+
+    The row is claimed by emptying its address (nobody else resolves it twice), in the same
+    transaction that records the membership.
+    """
+    queue = confirmation_queue.c
+    row = conn.execute(select(queue.name, queue.list_name).where(queue.id == row_id)).first()
+    claimed = conn.execute(
+        update(confirmation_queue)
+        .where(queue.id == row_id, queue.email == address)
+        .values(email="", name="")
+    )
+    if row is None or not claimed.rowcount or not row.list_name:
+        return
+    try:
+        subscriber_id = audience.request_subscription(conn, address, row.name, row.list_name)
+    except NewsletterError as exc:  # checked by the form already; a stale row at worst
+        log.warning("A queued subscribe request was dropped: %s", exc)
+        return
+    if subscriber_id is not None:
+        conn.execute(
+            update(confirmation_queue).where(queue.id == row_id).values(subscriber_id=subscriber_id)
+        )
+
+
+def _send_resolved(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:
+    """Send up to BATCH confirmations.
+
+    Each row is claimed by a conditional UPDATE first, so two processes never both send
+    it. A row whose send failed is tried again up to MAX_ATTEMPTS; one claimed by a
+    process that then died is not (at most once, like a send's `unknown` rows).
+    """
+    with db.reading(engine) as conn:
+        due = conn.execute(
+            select(confirmation_queue.c.id, confirmation_queue.c.attempts)
+            .where(
+                confirmation_queue.c.sent_at.is_(None),
+                confirmation_queue.c.subscriber_id.is_not(None),
+                or_(
+                    confirmation_queue.c.attempts == 0,
+                    and_(
+                        confirmation_queue.c.error != "",
+                        confirmation_queue.c.attempts < MAX_ATTEMPTS,
+                    ),
+                ),
+            )
+            .order_by(confirmation_queue.c.id)
+            .limit(BATCH)
+        ).all()
+    for row_id, attempts in due:
+        _send_one(settings, engine, mailer, build, row_id, attempts)
+    return len(due)
+
+
+def _old() -> dt.datetime:
+    return audience.now() - KEEP
+
+
+def _send_one(
+    settings: Settings, engine: Engine, mailer: Mailer, build: Build, row_id: int, attempts: int
+) -> None:
+    with db.writing(engine) as conn:
+        claimed = _claim(conn, row_id, attempts)
+    if claimed is None:
+        return
+    outcome: dict[str, object]
+    try:
+        mailer.send_message(build(settings, *claimed))
+    except MailerError as exc:
+        log.warning("A confirmation message could not be sent (will retry): %s", exc)
+        outcome = {"error": str(exc)[:500] or type(exc).__name__}
+    except Exception as exc:  # a message that cannot be built: record it, never loop on it
+        log.exception("A confirmation message could not be built")
+        outcome = {"error": f"{type(exc).__name__}: {exc}"[:500], "attempts": MAX_ATTEMPTS}
+    else:
+        outcome = {"sent_at": audience.now()}
+    with db.writing(engine) as conn:
+        conn.execute(
+            update(confirmation_queue).where(confirmation_queue.c.id == row_id).values(**outcome)
+        )
+
+
+def _claim(conn: Connection, row_id: int, attempts: int) -> tuple[str, str, str, str] | None:
+    """Take the row; (public id, address, name, list) to mail, or None if another process
+    took it or the subscriber is gone. Committed before the send, so a crash mid-send
+    leaves the row claimed and unsent (never sent twice)."""
+    queue = confirmation_queue.c
+    claimed = conn.execute(
+        update(confirmation_queue)
+        .where(queue.id == row_id, queue.attempts == attempts, queue.sent_at.is_(None))
+        .values(attempts=attempts + 1, error="")
+    )
+    if not claimed.rowcount:
+        return None
+    row = conn.execute(
+        select(subscribers.c.public_id, subscribers.c.email, subscribers.c.name, queue.list_name)
+        .join(subscribers, subscribers.c.id == queue.subscriber_id)
+        .where(queue.id == row_id)
+    ).first()
+    return None if row is None else (row.public_id, row.email, row.name, row.list_name)
+
+
+def drain(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:
+    """Send everything due now, in this thread; how many rows were handled (for tests and
+    for a server stopping)."""
+    total = 0
+    while handled := send_due(settings, engine, mailer, build):
+        total += handled
+    return total
