@@ -256,7 +256,8 @@ def ensure_subscriber(
                 public_id=public_id, email=address, created_at=stamp, updated_at=stamp, **values
             )
         ).inserted_primary_key
-        assert new_id is not None
+        # bandit B101: an INSERT always has a primary key; the assert only narrows the type.
+        assert new_id is not None  # nosec B101
         return int(new_id[0]), public_id
     merged = {
         "name": name or row.name,

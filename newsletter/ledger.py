@@ -114,7 +114,8 @@ def open_send(
         )
     )
     record = send_record(conn, issue)
-    assert record is not None
+    # bandit B101: open_send inserted the row just above; the assert only narrows the type.
+    assert record is not None  # nosec B101
     if record.content_hash != content_hash and not allow_changed and _reached_anyone(conn, issue):
         raise DispatchError(
             f"Issue {issue} was already sent (in part) with different content "
@@ -195,7 +196,8 @@ def start_run(
         )
     )
     key = result.inserted_primary_key
-    assert key is not None
+    # bandit B101: an INSERT always has a primary key; the assert only narrows the type.
+    assert key is not None  # nosec B101
     return int(key[0])
 
 

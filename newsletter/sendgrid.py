@@ -187,7 +187,8 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         # Full jitter: parallel senders that were throttled together do not retry together.
-        return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311
+        # bandit B311: jitter for retry timing, not a secret.
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311  # nosec B311
 
 
 class SendGridMailer:
@@ -301,7 +302,8 @@ class SendGridMailer:
     def _rate_limit_wait(self, headers: Any, attempt: int) -> float:
         reset = _header(headers, "X-RateLimit-Reset")
         if reset.isdigit():
-            return min(self.retry.cap, max(0.0, int(reset) - time.time()) + random.random())  # noqa: S311
+            # bandit B311: jitter for retry timing, not a secret.
+            return min(self.retry.cap, max(0.0, int(reset) - time.time()) + random.random())  # noqa: S311  # nosec B311
         return self.retry.backoff(attempt)
 
     def create_batch_id(self) -> str:
