@@ -194,34 +194,42 @@ def load_history(issue: Issue, settings: Settings) -> tuple[list[PastIssue], tup
     """The last `history_issues` issue definitions dated before `issue`, with their articles.
 
     Articles are resolved against today's content, which is what those issues carried unless
-    an article was since deleted. An unreadable past issue is a warning: repeats may be missed.
-    A file that does not even parse (bad YAML, too deeply nested, a folder or FIFO) has no
-    date to place it before this issue, so it is skipped; its own `check` reports it.
+    an article was since deleted. An unreadable past issue is a warning on its file, never an
+    error of this one: repeats may be missed. A file that does not even parse (bad YAML, too
+    deeply nested, a folder or FIFO) has no date to place it, so it is reported whatever
+    its date; its own `check` says what is wrong with it.
     """
     from newsletter.issues import load_issue, parse_issue
 
-    dated = []
+    dated, problems = [], []
     for path in sorted(settings.path("issues_dir").glob("*.yaml")):
-        spec, _ = parse_issue(path)
-        if spec is not None and spec.date < issue.spec.date and path.stem != issue.name:
+        if path.stem == issue.name:
+            continue
+        spec, check = parse_issue(path)
+        if spec is None:
+            reason = check.problems[0].message if check.problems else "not an issue definition"
+            problems.append(_unreadable_past(path, reason))
+        elif spec.date < issue.spec.date:
             dated.append((spec.date, path))
     keep = sorted(dated)[-settings.history_issues :] if settings.history_issues > 0 else []
-    history, problems = [], []
+    history = []
     for date, path in keep:
         try:
             past = load_issue(path, settings)
         except NewsletterError as exc:
-            problems.append(
-                Problem(
-                    f"cannot read this earlier issue, so its articles are not checked for repeats: "
-                    f"{str(exc).splitlines()[0]}",
-                    file=path,
-                    severity="warning",
-                )
-            )
+            problems.append(_unreadable_past(path, str(exc).splitlines()[0]))
             continue
         history.append(PastIssue(past.name, date, frozenset(a.slug for a in past.articles)))
     return history, tuple(problems)
+
+
+def _unreadable_past(path: Path, reason: str) -> Problem:
+    return Problem(
+        "cannot read this earlier issue, so its articles are not checked for repeats "
+        f"(`newsletter check {path.name}` says why): {reason}",
+        file=path,
+        severity="warning",
+    )
 
 
 def _parse(html: str) -> HtmlElement:

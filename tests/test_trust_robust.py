@@ -107,10 +107,14 @@ def test_nesting_up_to_the_limit_still_loads(tmp_path: Path) -> None:
 def test_a_deep_issue_file_does_not_break_checking_another_issue(
     doc: tuple[str, int], project: Path
 ) -> None:
-    """The history scan reads every issue file: a hostile one is skipped there, never a crash."""
-    (project / "issues" / "2025-01-01.yaml").write_text(doc[0], encoding="utf-8")
+    """The history scan reads every issue file: a hostile one is a warning on that file,
+    never a crash or an error of the issue being checked."""
+    hostile = project / "issues" / "2025-01-01.yaml"
+    hostile.write_text(doc[0], encoding="utf-8")
     checked = preflight.check_file(project / SAMPLE, load_settings(project, env={}))
     assert checked.report.errors == ()
+    [warning] = [p for p in checked.report.warnings if p.file == hostile]
+    assert "cannot read this earlier issue" in warning.message
 
 
 def test_deep_files_through_the_real_command(project: Path) -> None:
@@ -856,3 +860,4 @@ def test_article_text_through_build(project: Path) -> None:
     article.write_text(text[:start] + hostile + text[end:])
     built = _clean(run_newsletter(project, "build", SAMPLE, "--out", "out"))
     assert "[red]Apricots\\u202e :bomb: \\u2066x\\x85y" in built
+
