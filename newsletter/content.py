@@ -85,9 +85,25 @@ def parse_article(path: Path) -> Article:
         path=path,
         draft=_draft(check),
     )
+    _check_body(check, text, match.start(2))
     if check.problems:
         raise ArticleFileError(check.problems)
     return article
+
+
+def _check_body(check: yamlfile.Checker, text: str, start: int) -> None:
+    """A control character in the body: no reader sees it, and MJML refuses the document."""
+    found = yamlfile.INVISIBLE_CONTROL.search(text, start)
+    if found:
+        line = text.count("\n", 0, found.start()) + 1
+        check.problems.append(
+            Problem(
+                f"contains the control character U+{ord(found.group()):04X}; remove it.",
+                check.doc.path,
+                "body",
+                line,
+            )
+        )
 
 
 def _url(check: yamlfile.Checker, field: tuple[str, ...], *, required: bool = True) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +211,11 @@ class Checker:
             return default
         if required and not value.strip():
             self.problem(field, "must not be empty.")
+        if found := INVISIBLE_CONTROL.search(value):
+            # No reader can see one, a terminal obeys some, and MJML refuses the document.
+            self.problem(
+                field, f"contains the control character U+{ord(found.group()):04X}; remove it."
+            )
         return value
 
     def date(self, field: tuple[str | int, ...], *, required: bool = True) -> dt.date | None:
@@ -259,6 +265,10 @@ class Checker:
             else:
                 self.problem((*field, i), f"expected text, got {_kind(item)}.")
         return tuple(out)
+
+
+# C0 and C1 controls and DEL; tabs and line breaks are text.
+INVISIBLE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def _kind(value: Any) -> str:

@@ -861,3 +861,52 @@ def test_article_text_through_build(project: Path) -> None:
     built = _clean(run_newsletter(project, "build", SAMPLE, "--out", "out"))
     assert "[red]Apricots\\u202e :bomb: \\u2066x\\x85y" in built
 
+
+# --- Control characters in content: an error on the file, never a template's fault --------
+
+CONTROLS = st.sampled_from([chr(c) for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]])
+CONTROLS |= st.sampled_from([chr(c) for c in range(0x7F, 0xA0)])
+ARTICLE = "content/articles/kyrgyzstan-dried-apricot-exports-china.md"
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(
+    control=CONTROLS,
+    where=st.sampled_from(["title", "summary", "body"]),
+    before=st.text(alphabet="abc <>{}-", max_size=5),
+)
+def test_a_control_character_in_an_article_is_an_error_on_its_line(
+    project: Path, control: str, where: str, before: str
+) -> None:
+    """On main a control character in a title reached MJML, which refused the document, and
+    the error blamed the template. Now it is refused on the article's own field and line."""
+    path = project / ARTICLE
+    original = (REPO / ARTICLE).read_text(encoding="utf-8")
+    lines = original.splitlines(keepends=True)
+    escaped = json.dumps(before + control)  # YAML double quotes read JSON escapes
+    if where == "body":
+        lines.append(f"Body {before}{control} end.\n")
+        line = len(lines)
+    else:
+        line = next(i for i, text in enumerate(lines, 1) if text.startswith(f"{where}:"))
+        lines[line - 1] = f"{where}: {escaped}\n"
+        if where == "summary":  # the folded summary's continuation lines go with it
+            while lines[line].startswith("  "):
+                del lines[line]
+    path.write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(IssueError) as info:
+        preflight.check_file(project / SAMPLE, load_settings(project, env={}))
+    [problem] = info.value.problems
+    assert (problem.file, problem.field, problem.line) == (path, where, line)
+    assert f"U+{ord(control):04X}" in problem.message
+
+
+def test_a_control_character_through_the_real_command(project: Path) -> None:
+    path = project / ARTICLE
+    path.write_text(path.read_text(encoding="utf-8") + "Bell \x07 here.\n", encoding="utf-8")
+    done = run_newsletter(project, "build", SAMPLE, "--out", "out")
+    no_traceback(done)
+    assert done.returncode == 1
+    assert "U+0007" in done.stderr + done.stdout
+    assert "mjml" not in (done.stderr + done.stdout).lower()
+    assert not (project / "out").exists()
