@@ -43,7 +43,7 @@ from newsletter.models import Article, AudienceSpec, Query, RenderedEmail
 from newsletter.outbox import OutboxMailer
 from newsletter.sendgrid import SendGridMailer
 from newsletter.web import create_app
-from tests.conftest import REPO, run_newsletter
+from tests.conftest import REPO, TEST_KEYS, run_newsletter
 
 ISSUE = "2025-12-10"
 SECRET_TITLE = "Embargoed: Central Bank Devalues the Som Tomorrow"
@@ -196,7 +196,7 @@ def test_test_copies_and_dry_runs_store_nothing_and_a_real_send_does(
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env |= {
         "NEWSLETTER_DATABASE_URL": database_url,
-        "NEWSLETTER_SECRET_KEY": "webcopy-test-key-0123456789abcdef",
+        "NEWSLETTER_SECRET_KEY": TEST_KEYS,
         "NEWSLETTER_BASE_URL": "https://news.test",
     }
     root = site.root
