@@ -17,7 +17,10 @@ def wrap_markdown(markdown: str, width: int = WIDTH) -> str:
     """Wrap paragraphs and list items at `width`; headings and long URLs stay whole.
 
     Placeholder- and template-shaped text is made inert (see `inert`)."""
-    blocks = re.split(r"\n\s*\n", inert.markdown(markdown).strip())
+    source = inert.markdown(markdown).strip()
+    if not source:  # an empty intro or body: nothing to wrap
+        return ""
+    blocks = re.split(r"\n\s*\n", source)
     return "\n\n".join(_wrap_block(block, width) for block in blocks)
 
 

@@ -911,3 +911,17 @@ def test_a_control_character_through_the_real_command(project: Path) -> None:
     assert "U+0007" in done.stderr + done.stdout
     assert "mjml" not in (done.stderr + done.stdout).lower()
     assert not (project / "out").exists()
+
+
+@pytest.mark.parametrize("intro", ['""', '" "', '"\\n\\n"', "|\n  \n"])
+def test_a_blank_intro_builds(project: Path, intro: str) -> None:
+    """A blank intro was an IndexError in the text part's wrapper."""
+    path = project / SAMPLE
+    text = path.read_text(encoding="utf-8")
+    start = text.index("intro:")
+    end = text.index("\nrates:", start)
+    path.write_text(text[:start] + f"intro: {intro}" + text[end:], encoding="utf-8")
+    done = run_newsletter(project, "build", SAMPLE, "--out", "out")
+    no_traceback(done)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Hello -first_name-" in (project / "out" / "2025-12-10" / "email.txt").read_text()
