@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.filters import do_wordwrap
 
 from newsletter import inert, inline, placeholders, rates
 from newsletter.config import Settings
@@ -99,7 +100,23 @@ def environment(templates: Path) -> jinja2.Environment:
             # compiling them costs more than rendering on every `newsletter build`.
             bytecode_cache=jinja2.FileSystemBytecodeCache(),
         )
+        _ENVIRONMENTS[templates].filters["wordwrap"] = _wordwrap
     return _ENVIRONMENTS[templates]
+
+
+@jinja2.pass_environment
+def _wordwrap(
+    env: jinja2.Environment,
+    text: str,
+    width: int = 79,
+    break_long_words: bool = False,
+    wrapstring: str | None = None,
+    break_on_hyphens: bool = False,
+) -> str:
+    """Jinja's wordwrap, but words come out whole by default: a word cut at a hyphen could
+    start a line with a tag-shaped fragment of content (which preflight would then blame on
+    the template), and a cut URL no longer works."""
+    return do_wordwrap(env, text, width, break_long_words, wrapstring, break_on_hyphens)
 
 
 def _render_template(

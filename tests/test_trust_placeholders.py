@@ -462,3 +462,30 @@ def test_a_value_holding_another_tag_is_not_filled_again(into: str, carried: str
 def test_the_golden_build_has_keyed_tags() -> None:
     assert EARLIER_TAGS, "the golden files should hold the sample build's tags"
     assert all(re.fullmatch(r"-[a-z_]+-[0-9a-f]{12}-", t) for t in EARLIER_TAGS)
+
+
+CARD = "content/articles/tajikistan-export-support-program-small-producers-farmers.md"
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    word=st.text(alphabet="abcxyz", min_size=60, max_size=120),
+    tag=st.sampled_from(["-email_html-", "-first_name-", "-unsubscribe_url-", "-x_html-"]),
+)
+def test_a_long_word_ending_in_a_tag_shape_is_never_cut_into_a_template_error(
+    tmp_path_factory: pytest.TempPathFactory, word: str, tag: str
+) -> None:
+    """The text part wraps card summaries at 72 columns: Jinja's wordwrap cut a long word at
+    its hyphen, the tag-shaped end began a line, and preflight blocked the issue with an
+    error blamed on templates/digest.txt.j2."""
+    root = tmp_path_factory.mktemp("wrap")
+    for name in ("content", "templates", "issues"):
+        shutil.copytree(REPO / name, root / name)
+    article = root / CARD
+    text = article.read_text(encoding="utf-8")
+    start = text.index("summary:")
+    end = text.index("\ntags:", start)
+    article.write_text(text[:start] + f'summary: "{word}{tag}"' + text[end:], encoding="utf-8")
+    checked = preflight.check_file(root / "issues" / "2025-12-10.yaml", load_settings(root, env={}))
+    assert checked.report.errors == ()
+    assert f"{word}{tag}" in seen(checked.email.text)
