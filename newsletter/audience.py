@@ -75,6 +75,9 @@ def normalize_email(text: str) -> str:
     candidate = text.strip()
     if "\r" in candidate or "\n" in candidate:
         raise AddressError("The address contains a line break.")
+    if "=?" in candidate:
+        # Valid atext, but a mail parser reads it as an RFC 2047 encoded word in a header.
+        raise AddressError("The address contains '=?', which mail software reads as encoding.")
     # Fast path for the common plain ASCII address: email-validator checks the domain
     # once (cached), and the local part is a dot-atom, which email-validator accepts.
     local, at, domain = candidate.rpartition("@")

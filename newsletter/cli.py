@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -14,6 +15,7 @@ from newsletter.errors import IssueError, NewsletterError, UsageError
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+    from sqlalchemy.engine import Connection
 
     from newsletter import audience
     from newsletter.build import BuildResult
@@ -411,11 +413,25 @@ def subscribers_export(
     statuses = ["confirmed", "unconfirmed"] + (["unsubscribed"] if include_unsubscribed else [])
     with db.reading(db.connect(_settings())) as conn:
         if output is None:
-            export_csv(conn, sys.stdout, list_name, statuses)
+            _export_to_stdout(conn, list_name, statuses)
             return
         with replacing_text(output, encoding="utf-8-sig") as handle:
             count = export_csv(conn, handle, list_name, statuses)
     _console(stderr=True).print(f"Wrote {count} subscribers to {output}.")
+
+
+def _export_to_stdout(conn: Connection, list_name: str | None, statuses: list[str]) -> None:
+    """The CSV as it is when piped; on a terminal, with control and bidi characters shown
+    escaped (names and attributes stored before they were refused could steer it)."""
+    from newsletter.audience_csv import export_csv
+    from newsletter.terminal import safe
+
+    if not sys.stdout.isatty():
+        export_csv(conn, sys.stdout, list_name, statuses)
+        return
+    buffer = io.StringIO()
+    export_csv(conn, buffer, list_name, statuses)
+    sys.stdout.write(safe(buffer.getvalue()))
 
 
 @subscribers_app.command("add")

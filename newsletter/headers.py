@@ -30,8 +30,9 @@ from email.policy import Policy
 from typing import Any
 
 # Nothing a mail client can show and everything that could end a line somewhere:
-# C0 and C1 controls (tab included), DEL, and the Unicode line and paragraph separators.
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 controls (tab included), DEL, the Unicode line and paragraph separators, and
+# the bidi embeddings, overrides and isolates, which reorder what a reader sees after them.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # Words of RFC 5322 atext separated by single spaces: the only names written bare. Anything
 # else is a quoted string, which keeps specials and every space exactly as typed.
 _ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine
 
 from newsletter import audience, db
 from newsletter.config import Settings, load_settings
-from newsletter.errors import AudienceError, AuthError, ConfigError, IssueError
+from newsletter.errors import AddressError, AudienceError, AuthError, ConfigError, IssueError
 from newsletter.headers import CONTROL
 from newsletter.issues import load_issue
 from newsletter.message import build_message, confirmation, to_bytes
@@ -662,3 +662,25 @@ def test_a_server_without_a_shared_auth_mechanism_is_reported_as_such(tmp_path: 
             )
     finally:
         controller.stop()
+
+
+@given(
+    before=st.text(alphabet="ab <>", max_size=4),
+    bidi=st.sampled_from([chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]]),
+)
+def test_bidi_overrides_in_a_name_are_refused_where_it_enters(before: str, bidi: str) -> None:
+    """An override reorders what a reader sees after it ('Bob \u202egnp.exe' reads as
+    'Bob exe.png'): refused like the control characters, in every header text."""
+    with pytest.raises(AudienceError, match="control character"):
+        audience.check_header_text("name", f"{before}{bidi}x", audience.MAX_NAME)
+
+
+@given(
+    local=st.text(alphabet="abc=?", min_size=0, max_size=6),
+    tail=st.text(alphabet="abc=?", min_size=0, max_size=6),
+)
+def test_an_address_that_spells_an_encoded_word_is_refused(local: str, tail: str) -> None:
+    """Valid atext, but mail software reads `=?` in a header as encoding; refused on entry
+    (from_email already was)."""
+    with pytest.raises(AddressError, match="=\\?"):
+        audience.normalize_email(f"{local}=?{tail}@example.com")
