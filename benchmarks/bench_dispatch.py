@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -144,7 +145,7 @@ def main() -> None:
             populate(Path(tmp), database, args.recipients)
             env = {
                 "NEWSLETTER_DATABASE_URL": database,
-                "NEWSLETTER_SECRET_KEY": "benchmark-signing-key-0123456789",
+                "NEWSLETTER_SECRET_KEY": secrets.token_urlsafe(32),  # a weak key is refused
                 "NEWSLETTER_SENDGRID_API_URL": url,
                 "NEWSLETTER_SENDGRID_TIMEOUT": "30",
                 "SENDGRID_API_KEY": KEY,
