@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from newsletter import db, dispatch, tokens
 from newsletter.build import build_issue
 from newsletter.config import load_settings
 from newsletter.models import AudienceSpec
-from newsletter.sendgrid import SendGridMailer
+from newsletter.mailers.sendgrid import SendGridMailer
 
 root, env = Path(sys.argv[1]), json.loads(sys.argv[2])
 settings = load_settings(root, env=env)
@@ -67,7 +68,7 @@ from pathlib import Path
 from newsletter.build import build_issue
 from newsletter.config import load_settings
 from newsletter.models import Recipient, SendBatch
-from newsletter.sendgrid import SendGridMailer, build_payload
+from newsletter.mailers.sendgrid import SendGridMailer, build_payload
 
 root, env, batches = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
 settings = load_settings(root, env=env)
@@ -144,7 +145,7 @@ def main() -> None:
             populate(Path(tmp), database, args.recipients)
             env = {
                 "NEWSLETTER_DATABASE_URL": database,
-                "NEWSLETTER_SECRET_KEY": "benchmark-signing-key-0123456789",
+                "NEWSLETTER_SECRET_KEY": secrets.token_urlsafe(32),
                 "NEWSLETTER_SENDGRID_API_URL": url,
                 "NEWSLETTER_SENDGRID_TIMEOUT": "30",
                 "SENDGRID_API_KEY": KEY,

@@ -556,7 +556,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from newsletter.dispatch import Links, SendOptions
-    from newsletter.mailer import Mailer
+    from newsletter.mailers import Mailer
     from newsletter.models import AudienceSpec, DispatchPlan, DispatchReport, RenderedEmail
 
 
@@ -588,7 +588,7 @@ def send(
 
     from newsletter import db, dispatch
     from newsletter.config import load_settings
-    from newsletter.mailer import get_mailer
+    from newsletter.mailers import get_mailer
     from newsletter.preflight import check_file
 
     settings = load_settings()
@@ -741,7 +741,7 @@ def cancel(
     """Cancel the scheduled send of ISSUE (its recipients become pending again)."""
     from newsletter import db, dispatch
     from newsletter.config import load_settings
-    from newsletter.mailer import Scheduler, get_mailer
+    from newsletter.mailers import Scheduler, get_mailer
 
     settings = load_settings()
     mailer = get_mailer(settings)
