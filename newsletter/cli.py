@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from newsletter.errors import IssueError, NewsletterError, UsageError
+from newsletter.errors import NewsletterError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -377,10 +377,9 @@ def subscribers_import(
     """Import subscribers from CSV, all or nothing; cells are kept as written."""
     from newsletter import db
     from newsletter.audience_csv import MODES, Mode, import_csv
-    from newsletter.errors import AudienceError
 
     if mode not in MODES:
-        raise AudienceError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}.")
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}.")
     chosen: Mode = mode  # checked just above
     report = import_csv(db.connect(_settings()), file, list_name, chosen, confirmed, exported)
     say(
@@ -542,8 +541,6 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry: NewsletterErrors become a message and exit status 1."""
     try:
         app(args=argv, prog_name="newsletter")
-    except IssueError as exc:
-        _fail(str(exc))
     except NewsletterError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
