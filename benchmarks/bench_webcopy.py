@@ -30,8 +30,8 @@ import httpx
 from newsletter import audience, db, dispatch, tokens
 from newsletter.build import build_issue
 from newsletter.config import load_settings
+from newsletter.mailers.outbox import OutboxMailer
 from newsletter.models import AudienceSpec
-from newsletter.outbox import OutboxMailer
 
 REPO = Path(__file__).resolve().parent.parent
 ISSUE = "2025-12-10"

@@ -161,19 +161,21 @@ def _records(handle: TextIO, path: Path) -> Iterator[tuple[int, list[str]]]:
         except csv.Error as exc:
             if "field larger than field limit" in str(exc):
                 raise ImportFileError(
-                    f"{path}:{line}: a cell is longer than {csv.field_size_limit():,} "
-                    "characters, the most one cell may hold. Shorten it; if no cell should be "
-                    "that long, a quote opened on that line is never closed. Nothing was "
-                    "imported."
+                    path,
+                    f"a cell is longer than {csv.field_size_limit():,} characters, the most "
+                    "one cell may hold. Shorten it; if no cell should be that long, a quote "
+                    "opened on that line is never closed.",
+                    line,
                 ) from exc
             raise ImportFileError(
-                f"{path}:{line}: the file is not valid CSV ({exc}). "
-                "Fix the quoting on that line; nothing was imported."
+                path, f"the file is not valid CSV ({exc}). Fix the quoting on that line.", line
             ) from exc
         except UnicodeDecodeError as exc:
+            # The decoder reads ahead in blocks, so the line is only near the bad bytes.
             raise ImportFileError(
-                f"{path}: near line {line}: the file is not UTF-8 ({exc.reason}). "
-                "Save it as UTF-8 (with or without BOM); nothing was imported."
+                path,
+                f"near line {line}, the file is not UTF-8 ({exc.reason}). "
+                "Save it as UTF-8 (with or without BOM).",
             ) from exc
         if cells:
             yield line, cells
@@ -182,25 +184,33 @@ def _records(handle: TextIO, path: Path) -> Iterator[tuple[int, list[str]]]:
 def _read_header(path: Path, records: Iterator[tuple[int, list[str]]], exported: bool) -> _Header:
     first = next(records, None)
     if first is None:
-        raise ImportFileError(f"{path}: the file is empty; it needs a header row naming columns.")
+        raise ImportFileError(path, "the file is empty; it needs a header row naming columns.")
     columns: list[str] = []
     for cell in first[1]:
         name = unneutralize(cell.strip()) if exported else cell.strip()
         known = name.lower() if name.lower() in KNOWN else name
         if not name:
-            raise ImportFileError(f"{path}:{first[0]}: a column in the header row has no name.")
+            raise ImportFileError(
+                path, "a column in the header row has no name; name it or remove it.", first[0]
+            )
         if known in columns:
-            raise ImportFileError(f"{path}:{first[0]}: the column {name!r} appears twice.")
+            raise ImportFileError(
+                path, f"the column {name!r} appears twice; keep one of them.", first[0]
+            )
         if "\x00" in name:
             raise ImportFileError(
-                f"{path}:{first[0]}: column {len(columns) + 1} of the header row contains a NUL "
-                "character (\\x00), which the database cannot store; remove it."
+                path,
+                f"column {len(columns) + 1} of the header row contains a NUL character "
+                "(\\x00), which the database cannot store; remove it.",
+                first[0],
             )
         columns.append(known)
     if "email" not in columns:
         raise ImportFileError(
-            f"{path}:{first[0]}: the header row has no 'email' column "
-            f"(found: {', '.join(columns)}). The first row must name the columns."
+            path,
+            f"the header row has no 'email' column (found: {', '.join(columns)}). "
+            "The first row must name the columns.",
+            first[0],
         )
     return _Header(tuple(columns))
 
@@ -211,7 +221,7 @@ def _stage_file(
     try:
         raw = inputfile.open_regular(path)  # no byte cap: a list can have millions of rows
     except UnreadableFileError as exc:
-        raise ImportFileError(f"{exc} Nothing was imported.") from exc
+        raise ImportFileError(exc.path, f"{exc.reason}.") from exc
     with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
         records = _records(handle, path)
         header = _read_header(path, records, exported)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from newsletter.errors import IssueError, NewsletterError, UsageError
+from newsletter.errors import NewsletterError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -379,10 +379,9 @@ def subscribers_import(
     """Import subscribers from CSV, all or nothing; cells are kept as written."""
     from newsletter import db
     from newsletter.audience_csv import MODES, Mode, import_csv
-    from newsletter.errors import AudienceError
 
     if mode not in MODES:
-        raise AudienceError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}.")
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}.")
     chosen: Mode = mode  # checked just above
     report = import_csv(db.connect(_settings()), file, list_name, chosen, confirmed, exported)
     say(
@@ -558,8 +557,6 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry: NewsletterErrors become a message and exit status 1."""
     try:
         app(args=argv, prog_name="newsletter")
-    except IssueError as exc:
-        _fail(str(exc))
     except NewsletterError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -572,7 +569,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from newsletter.dispatch import Links, SendOptions
-    from newsletter.mailer import Mailer
+    from newsletter.mailers import Mailer
     from newsletter.models import AudienceSpec, DispatchPlan, DispatchReport, RenderedEmail
 
 
@@ -604,7 +601,7 @@ def send(
 
     from newsletter import db, dispatch
     from newsletter.config import load_settings
-    from newsletter.mailer import get_mailer
+    from newsletter.mailers import get_mailer
     from newsletter.preflight import check_file
 
     settings = load_settings()
@@ -757,7 +754,7 @@ def cancel(
     """Cancel the scheduled send of ISSUE (its recipients become pending again)."""
     from newsletter import db, dispatch
     from newsletter.config import load_settings
-    from newsletter.mailer import Scheduler, get_mailer
+    from newsletter.mailers import Scheduler, get_mailer
 
     settings = load_settings()
     mailer = get_mailer(settings)

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from newsletter import audience, db
 from newsletter.config import Settings
 from newsletter.errors import MailerError, NewsletterError
-from newsletter.mailer import Mailer
+from newsletter.mailers import Mailer
 from newsletter.schema import confirmation_queue, subscribers
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,14 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from newsletter import audience, copies, db, ledger
-from newsletter.errors import DispatchError, InterruptedBeforeSending, MailerError, StorageError
-from newsletter.mailer import Mailer, Scheduler
+from newsletter.errors import (
+    DispatchError,
+    InterruptedBeforeSending,
+    MailerError,
+    StorageError,
+    UsageError,
+)
+from newsletter.mailers import Mailer, Scheduler
 from newsletter.models import (
     AudienceSpec,
     DispatchPlan,
@@ -27,14 +33,11 @@ from newsletter.models import (
     SendResult,
 )
 from newsletter.schema import ALL_LISTS, send_ledger, suppressions
-from newsletter.sendgrid import check_send_at
 
 TEST_PREFIX = "[TEST] "
 TOO_LARGE = "the provider refused the message as too large (HTTP 413) even for one recipient"
 # A run on another machine that has not written for this long is taken for dead.
 LEASE = dt.timedelta(minutes=10)
-# SendGrid asks for cancellations at least 10 minutes before the scheduled time.
-CANCEL_MARGIN = dt.timedelta(minutes=10)
 
 Links = Callable[[str], str]  # subscriber public id -> unsubscribe URL
 Progress = Callable[[DispatchReport], None]
@@ -143,10 +146,11 @@ def cancel_send(engine: Engine, issue: str, scheduler: Scheduler) -> int:
         record = ledger.send_record(conn, issue)
     if record is None or record.batch_id is None or record.send_at is None:
         raise DispatchError(f"Issue {issue} has no scheduled send to cancel.")
-    if record.send_at - ledger.now() < CANCEL_MARGIN:
+    if record.send_at - ledger.now() < scheduler.cancel_margin:
         raise DispatchError(
             f"Issue {issue} is scheduled for {record.send_at.isoformat()}: too close (or past) "
-            "to cancel reliably; SendGrid needs 10 minutes' notice."
+            f"to cancel reliably; the {scheduler.name} mailer needs at least "
+            f"{_span(scheduler.cancel_margin)} of notice."
         )
     scheduler.cancel_scheduled(record.batch_id)
     with db.writing(engine) as conn:
@@ -191,6 +195,7 @@ def _prepare(
     engine: Engine, email: RenderedEmail, spec: AudienceSpec, mailer: Mailer, options: SendOptions
 ) -> _Schedule:
     """Check the content against the ledger, store the copy, settle dead runs, fix the schedule."""
+    scheduler = _scheduler_for(mailer, options.send_at)  # refused before anything is written
     with db.writing(engine) as conn:
         record = ledger.open_send(
             conn,
@@ -207,17 +212,14 @@ def _prepare(
         if options.resend_unknown:
             ledger.resend_unknown(conn, email.issue_name)
     schedule = _Schedule(states=_claimable(mailer))
-    if options.send_at is None:
+    if options.send_at is None or scheduler is None:
         return schedule
-    if not isinstance(mailer, Scheduler):
-        raise DispatchError(f"--at needs the sendgrid mailer; the {mailer.name} mailer sends now.")
-    check_send_at(options.send_at, ledger.now())
     if _scheduled(record) and record.batch_id and record.send_at:
         batch_id, send_at = record.batch_id, record.send_at  # resumed (checked above)
     else:
         # A schedule whose time has come is delivered: a later one gets a batch_id of its
         # own, so cancelling it can never reach messages sent under the earlier one.
-        batch_id = mailer.create_batch_id()
+        batch_id = scheduler.create_batch_id()
         # SQLite keeps no zone: store UTC, or the time read back is off by the offset.
         send_at = options.send_at.astimezone(dt.UTC)
     with db.writing(engine) as conn:
@@ -227,6 +229,40 @@ def _prepare(
                 "check `newsletter status` and rerun with its --at time."
             )
     return replace(schedule, send_at=send_at, batch_id=batch_id)
+
+
+def _scheduler_for(mailer: Mailer, send_at: dt.datetime | None) -> Scheduler | None:
+    """The mailer as a Scheduler when the send is scheduled, with `send_at` checked."""
+    if send_at is None:
+        return None
+    if not isinstance(mailer, Scheduler):
+        raise DispatchError(f"--at needs the sendgrid mailer; the {mailer.name} mailer sends now.")
+    check_send_at(send_at, ledger.now(), mailer)
+    return mailer
+
+
+def check_send_at(send_at: dt.datetime, now: dt.datetime, scheduler: Scheduler) -> None:
+    """`--at` must be aware, in the future, and within what the provider schedules."""
+    if send_at.tzinfo is None:
+        raise UsageError(
+            f"--at {send_at.isoformat()} has no time zone; add one, e.g. 2025-12-10T07:00+06:00."
+        )
+    if send_at <= now:
+        raise UsageError(f"--at {send_at.isoformat()} is in the past; give a future time.")
+    if send_at - now > scheduler.max_schedule_ahead:
+        ahead = _span(scheduler.max_schedule_ahead)
+        raise UsageError(
+            f"--at {send_at.isoformat()} is more than {ahead} ahead; the {scheduler.name} "
+            f"mailer schedules at most {ahead} in advance. Give an earlier time."
+        )
+
+
+def _span(delta: dt.timedelta) -> str:
+    """A limit as people say it: "72 hours", "10 minutes"."""
+    minutes = int(delta.total_seconds()) // 60
+    if minutes % 60:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{minutes // 60} hour{'s' if minutes != 60 else ''}"
 
 
 def _scheduled(record: ledger.SendRecord) -> bool:

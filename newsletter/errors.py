@@ -5,7 +5,8 @@ exits non-zero without a traceback. Foreign exceptions are translated once, at t
 boundary where they happen, with ``raise ... from``::
 
     NewsletterError
-    ├── UsageError             a command-line argument is malformed (names the option)
+    ├── UsageError             a command-line argument is malformed (names the option:
+    │                          --at, --mode, --date...)
     ├── ConfigError            a setting is missing or malformed (names the setting)
     ├── ContentError           an article or rate file is malformed (names file and line)
     │   ├── UnreadableFileError  a file is missing, not a regular file, over its byte cap or
@@ -16,9 +17,10 @@ boundary where they happen, with ``raise ... from``::
     ├── IssueError             an issue definition failed validation (carries every Problem)
     ├── RenderError            a template failed to render or compile
     ├── StorageError           the database is unreachable, locked or inconsistent
-    │   └── ImportFileError    a subscriber CSV cannot be imported (names file and line)
     ├── AudienceError          a list, subscriber or address given by the user is unknown or invalid
-    │   └── AddressError       an email address is not valid (says why)
+    │   ├── AddressError       an email address is not valid (says why)
+    │   └── ImportFileError    a subscriber CSV is malformed; nothing was imported (names
+    │                          file and line)
     ├── TokenError             an unsubscribe/confirm token is invalid (always the same text)
     ├── WebhookError           a SendGrid event webhook POST is refused; nothing was stored
     │   ├── SignatureError     missing or bad signature, or a stale timestamp (one text)
@@ -26,10 +28,11 @@ boundary where they happen, with ``raise ... from``::
     ├── PreflightError         preflight found errors that block a send
     ├── PreviewError           the preview server or the browser cannot start (says why)
     ├── DispatchError          a send was refused before anything went out (changed content,
-    │                          a schedule too far ahead, nothing to cancel)
+    │                          a clash with a pending schedule, nothing to cancel)
     └── MailerError            a mailer could not deliver
         ├── AuthError          the provider refused our credentials; stop everything
-        └── UnreachableError   the provider could not be reached; nothing was accepted
+        ├── UnreachableError   the provider could not be reached; nothing was accepted
+        └── PayloadError       a request could not be built from the batch; none went out
 
 Outside the tree, ``InterruptedBeforeSending`` is a ``KeyboardInterrupt`` (Ctrl-C stops the
 program as ever) that also tells the sender nothing of the batch in hand went out.
@@ -130,16 +133,28 @@ class StorageError(NewsletterError):
     """The database is unreachable, locked, or not in the expected state."""
 
 
-class ImportFileError(StorageError):
-    """A subscriber file cannot be imported; nothing was written."""
-
-
 class AudienceError(NewsletterError):
     """A list, subscriber or address named by the user is unknown or invalid."""
 
 
 class AddressError(AudienceError):
     """An email address is not valid; the message says why."""
+
+
+class ImportFileError(AudienceError):
+    """A subscriber file cannot be imported; nothing was written.
+
+    The file's fault, not the database's (a StorageError would make the web layer answer
+    503, "try again", which no retry fixes). `path` and `line` (when known) say where,
+    `reason` what is wrong and what to do.
+    """
+
+    def __init__(self, path: Path, reason: str, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {reason} Nothing was imported.")
 
 
 class TokenError(NewsletterError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from email.errors import MessageError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -12,8 +13,8 @@ from email.utils import format_datetime, make_msgid
 
 from newsletter import placeholders, tokens
 from newsletter.config import Settings
-from newsletter.headers import registry
-from newsletter.models import Recipient, RenderedEmail
+from newsletter.headers import ListId, registry
+from newsletter.models import Recipient, RenderedEmail, SendBatch, SendResult
 
 # RFC 5322 allows 998 characters a header line. At the default 78, the email package turns
 # a long unsubscribe URL (no spaces to fold at) into an RFC 2047 encoded-word that no client
@@ -22,6 +23,9 @@ from newsletter.models import Recipient, RenderedEmail
 # subject is never decoded into header syntax.
 WIRE = SMTP.clone(max_line_length=998, header_factory=registry())
 BODY = WIRE.clone(max_line_length=76)
+# What the email package raises for a message it cannot build or serialize (a non-ASCII
+# address is a UnicodeEncodeError, a ValueError).
+UNBUILDABLE = (ValueError, MessageError)
 
 
 def build_message(
@@ -58,6 +62,35 @@ def build_message(
     msg.set_boundary(f"=_newsletter_{key}")
     msg.policy = WIRE  # from here on only header folding is affected
     return msg
+
+
+def list_id_header(settings: Settings, list_name: str) -> ListId:
+    """RFC 2919 List-Id: a stable identifier under the sender's domain, described by from_name.
+
+    Structured, not a formatted string: from_name is written out as text (quoted or
+    encoded), so it can never be read as header syntax. (Not `audience.list_id`, the
+    list's database key.)
+    """
+    domain = settings.from_email.rpartition("@")[2] or "localhost"
+    return ListId(settings.from_name, f"{list_name}.{domain}")
+
+
+def personal_message(
+    email: RenderedEmail, settings: Settings, recipient: Recipient, batch: SendBatch
+) -> EmailMessage:
+    """One recipient's message, filled as SendGrid fills it (subject included) with its List-Id."""
+    message = build_message(email, settings, recipient, batch.subject_prefix)
+    subject = placeholders.fill(
+        batch.subject_prefix + email.subject, recipient, part="text", tags=email.tags
+    )
+    message.replace_header("Subject", subject)
+    message["List-Id"] = list_id_header(settings, batch.list_name)
+    return message
+
+
+def unbuildable(key: str, exc: Exception) -> SendResult:
+    """The result for a recipient whose message cannot be built: that recipient alone fails."""
+    return SendResult((key,), "failed", error=f"the message cannot be built: {exc}")
 
 
 def _personal(recipient: Recipient | None, subject_prefix: str) -> str:

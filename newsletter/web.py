@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from newsletter import archive, audience, confirmations, db, tokens, webhook
 from newsletter.config import Settings
 from newsletter.errors import AudienceError, NewsletterError, StorageError, TokenError
-from newsletter.mailer import get_mailer
+from newsletter.mailers import get_mailer
 from newsletter.message import confirmation
 from newsletter.schema import lists
 

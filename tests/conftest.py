@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine, make_url
 
 from newsletter import audience, db
 from newsletter.config import Secret, Settings, load_settings
+from newsletter.mailers.sendgrid import RetryPolicy, SendGridMailer
 from newsletter.models import RenderedEmail
-from newsletter.sendgrid import RetryPolicy, SendGridMailer
 from tests.fakes.sendgrid_server import FakeSendGrid, running
 
 REPO = Path(__file__).resolve().parent.parent

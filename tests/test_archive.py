@@ -15,8 +15,8 @@ from starlette.testclient import TestClient
 from newsletter import audience, copies, db, dispatch, placeholders, tokens
 from newsletter.build import build_issue
 from newsletter.config import Settings
+from newsletter.mailers.outbox import OutboxMailer, file_name
 from newsletter.models import AudienceSpec, Recipient
-from newsletter.outbox import OutboxMailer, file_name
 from newsletter.web import create_app
 
 

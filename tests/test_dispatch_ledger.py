@@ -15,9 +15,9 @@ from sqlalchemy.engine import Engine
 from newsletter import audience, db, dispatch, ledger, schema
 from newsletter.config import Settings
 from newsletter.dispatch import SendOptions
-from newsletter.errors import AuthError, ConfigError, DispatchError, PayloadError
+from newsletter.errors import AuthError, DispatchError, PayloadError, UsageError
+from newsletter.mailers.sendgrid import SendGridMailer
 from newsletter.models import AudienceSpec, DispatchReport, RenderedEmail
-from newsletter.sendgrid import SendGridMailer
 from tests.conftest import AUDIENCE_SIZE
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
 
@@ -377,7 +377,7 @@ def test_scheduling_more_than_72_hours_ahead_is_refused_before_anything_is_sent(
     fake_sendgrid: FakeSendGrid,
 ) -> None:
     at = ledger.now() + dt.timedelta(hours=73)
-    with pytest.raises(ConfigError, match="72 hours"):
+    with pytest.raises(UsageError, match="72 hours"):
         send(engine, rendered, mailer, dataclasses.replace(SMALL, send_at=at))
     assert fake_sendgrid.requests == []
 

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 from newsletter import db, dispatch, schema
 from newsletter.config import load_settings
 from newsletter.errors import MailerError
+from newsletter.mailers.sendgrid import RetryPolicy, SendGridMailer
 from newsletter.models import AudienceSpec, RenderedEmail
-from newsletter.sendgrid import RetryPolicy, SendGridMailer
 from tests.conftest import populate
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
 

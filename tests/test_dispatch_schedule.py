@@ -12,14 +12,17 @@ import datetime as dt
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from newsletter import audience, db, dispatch, ledger, schema
 from newsletter.dispatch import SendOptions
-from newsletter.errors import DispatchError
+from newsletter.errors import DispatchError, UsageError
+from newsletter.mailers import Scheduler
+from newsletter.mailers.sendgrid import SendGridMailer
 from newsletter.models import AudienceSpec, DispatchReport, RenderedEmail
-from newsletter.sendgrid import SendGridMailer
 from tests.conftest import AUDIENCE_SIZE
 from tests.fakes.sendgrid_server import FakeSendGrid
 
@@ -157,3 +160,78 @@ def test_a_second_schedule_after_the_first_time_passed_cancels_only_its_own_rows
     assert fake_sendgrid.cancelled == [second]
     assert send(engine, rendered, mailer).sent == LATE
     assert fake_sendgrid.inboxes() == everyone_once(weekly_readers + late)
+
+
+# --- The provider's limits come from its Scheduler, not from dispatch ------------------------
+
+NOW = dt.datetime(2025, 12, 10, 1, 0, tzinfo=dt.UTC)
+
+
+@dataclasses.dataclass
+class Later:
+    """A provider other than SendGrid with its own limits: dispatch must apply them."""
+
+    max_schedule_ahead: dt.timedelta
+    cancel_margin: dt.timedelta = dt.timedelta(minutes=1)
+    name: str = "later"
+    cancelled: list[str] = dataclasses.field(default_factory=list)
+
+    def create_batch_id(self) -> str:
+        return "later-batch"
+
+    def cancel_scheduled(self, batch_id: str) -> None:
+        self.cancelled.append(batch_id)
+
+
+def test_sendgrid_carries_its_scheduling_limits(mailer: SendGridMailer) -> None:
+    assert isinstance(mailer, Scheduler)
+    assert mailer.max_schedule_ahead == dt.timedelta(hours=72)
+    assert mailer.cancel_margin == dt.timedelta(minutes=10)
+
+
+@given(
+    limit=st.integers(min_value=1, max_value=200 * 60).map(lambda m: dt.timedelta(minutes=m)),
+    offset=st.integers(min_value=-300 * 3600, max_value=300 * 3600).map(
+        lambda s: dt.timedelta(seconds=s)
+    ),
+    zone=st.integers(min_value=-14 * 60, max_value=14 * 60).map(
+        lambda m: dt.timezone(dt.timedelta(minutes=m))
+    ),
+)
+def test_send_at_is_checked_against_the_schedulers_own_limit(
+    limit: dt.timedelta, offset: dt.timedelta, zone: dt.timezone
+) -> None:
+    """Any provider, any limit, any offset, any zone: refused exactly when past or too far."""
+    at = (NOW + offset).astimezone(zone)
+    scheduler = Later(max_schedule_ahead=limit)
+    if offset <= dt.timedelta(0) or offset > limit:
+        with pytest.raises(UsageError, match=r"--at .*(in the past|at most .* in advance)"):
+            dispatch.check_send_at(at, NOW, scheduler)
+    else:
+        dispatch.check_send_at(at, NOW, scheduler)
+
+
+def test_send_at_without_a_zone_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="time zone"):
+        dispatch.check_send_at(dt.datetime(2025, 12, 10, 9, 0), NOW, Later(dt.timedelta(hours=1)))
+
+
+def test_sendgrid_allows_exactly_72_hours(mailer: SendGridMailer) -> None:
+    dispatch.check_send_at(NOW + dt.timedelta(hours=72), NOW, mailer)
+    with pytest.raises(UsageError, match="72 hours ahead; the sendgrid mailer schedules"):
+        dispatch.check_send_at(NOW + dt.timedelta(hours=72, seconds=1), NOW, mailer)
+
+
+def test_cancel_honours_the_schedulers_own_margin(engine: Engine) -> None:
+    """A provider that needs an hour's notice: a send 30 minutes away is not cancelled."""
+    at = ledger.now().replace(microsecond=0) + dt.timedelta(minutes=30)
+    with db.writing(engine) as conn:
+        ledger.open_send(conn, ISSUE, "weekly", "c0ffee", allow_changed=False)
+        assert ledger.set_schedule(conn, ISSUE, "later-batch", at.astimezone(dt.UTC))
+    strict = Later(dt.timedelta(hours=72), cancel_margin=dt.timedelta(hours=1))
+    with pytest.raises(DispatchError, match="the later mailer needs at least 1 hour of notice"):
+        dispatch.cancel_send(engine, ISSUE, strict)
+    assert strict.cancelled == []
+    lenient = Later(dt.timedelta(hours=72), cancel_margin=dt.timedelta(minutes=10))
+    assert dispatch.cancel_send(engine, ISSUE, lenient) == 0
+    assert lenient.cancelled == ["later-batch"]

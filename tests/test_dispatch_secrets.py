@@ -12,8 +12,8 @@ import pytest
 from newsletter import db
 from newsletter.config import Settings, load_settings
 from newsletter.errors import NewsletterError
+from newsletter.mailers.sendgrid import RetryPolicy, SendGridMailer
 from newsletter.models import Recipient, RenderedEmail, SendBatch
-from newsletter.sendgrid import RetryPolicy, SendGridMailer
 from tests.conftest import CANARY_KEY, populate, run_newsletter
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
 

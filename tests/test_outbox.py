@@ -12,10 +12,10 @@ import pytest
 
 from newsletter import placeholders
 from newsletter.config import load_settings
-from newsletter.mailer import get_mailer
+from newsletter.mailers import get_mailer
+from newsletter.mailers.outbox import OutboxMailer, file_name
+from newsletter.mailers.sendgrid import build_payload
 from newsletter.models import Recipient, RenderedEmail, SendBatch
-from newsletter.outbox import OutboxMailer, file_name
-from newsletter.sendgrid import build_payload
 
 
 def test_one_file_per_recipient_under_the_issue_folder(

@@ -12,8 +12,8 @@ import pytest
 
 from newsletter.config import Settings
 from newsletter.errors import AuthError, InterruptedBeforeSending, MailerError, UnreachableError
+from newsletter.mailers.sendgrid import RetryPolicy, SendGridMailer
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
-from newsletter.sendgrid import RetryPolicy, SendGridMailer
 from tests.conftest import CANARY_KEY
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
 

@@ -23,8 +23,8 @@ from sqlalchemy.engine import Engine
 from newsletter import audience, db, dispatch
 from newsletter.config import Secret, Settings, load_settings
 from newsletter.errors import AuthError, ConfigError, UnreachableError
+from newsletter.mailers.smtp import SmtpMailer, _deliver
 from newsletter.models import AudienceSpec, Recipient, RenderedEmail, SendBatch
-from newsletter.smtp import SmtpMailer, _deliver
 from tests.conftest import populate
 
 REFUSED = "refused@example.org"

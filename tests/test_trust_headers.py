@@ -42,11 +42,11 @@ from newsletter.config import Settings, load_settings
 from newsletter.errors import AddressError, AudienceError, AuthError, ConfigError, IssueError
 from newsletter.headers import CONTROL
 from newsletter.issues import load_issue
+from newsletter.mailers.outbox import OutboxMailer
+from newsletter.mailers.sendgrid import SendGridMailer, build_payload, message_payload
+from newsletter.mailers.smtp import SmtpMailer
 from newsletter.message import build_message, confirmation, to_bytes
 from newsletter.models import Recipient, RenderedEmail, SendBatch
-from newsletter.outbox import OutboxMailer
-from newsletter.sendgrid import SendGridMailer, build_payload, message_payload
-from newsletter.smtp import SmtpMailer
 from newsletter.web import create_app
 from tests.conftest import TEST_KEYS, run_newsletter
 from tests.fakes.sendgrid_server import FakeSendGrid

@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 from newsletter import inert, placeholders, preflight
 from newsletter.build import build_issue, build_to_disk
 from newsletter.config import load_settings
+from newsletter.mailers.outbox import OutboxMailer
+from newsletter.mailers.sendgrid import RetryPolicy, SendGridMailer
 from newsletter.models import Recipient, RenderedEmail, SendBatch
-from newsletter.outbox import OutboxMailer
-from newsletter.sendgrid import RetryPolicy, SendGridMailer
 from tests.conftest import CANARY_KEY, REPO, run_newsletter
 from tests.fakes.sendgrid_server import FakeSendGrid, running
 

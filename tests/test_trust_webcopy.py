@@ -38,10 +38,10 @@ from newsletter.build import build_issue
 from newsletter.config import Settings
 from newsletter.errors import DispatchError, IssueError
 from newsletter.issues import select
-from newsletter.mailer import Mailer
+from newsletter.mailers import Mailer
+from newsletter.mailers.outbox import OutboxMailer
+from newsletter.mailers.sendgrid import SendGridMailer
 from newsletter.models import Article, AudienceSpec, Query, RenderedEmail
-from newsletter.outbox import OutboxMailer
-from newsletter.sendgrid import SendGridMailer
 from newsletter.web import create_app
 from tests.conftest import REPO, TEST_KEYS, run_newsletter
 

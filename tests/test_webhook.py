@@ -24,9 +24,9 @@ from newsletter import db, dispatch, webhook
 from newsletter.config import Settings
 from newsletter.dispatch import SendOptions
 from newsletter.errors import ConfigError, SignatureError
+from newsletter.mailers.sendgrid import SendGridMailer
 from newsletter.models import AudienceSpec, RenderedEmail
 from newsletter.schema import suppressions, webhook_events
-from newsletter.sendgrid import SendGridMailer
 from newsletter.web import create_app
 from tests.fakes.sendgrid_server import FakeSendGrid
 

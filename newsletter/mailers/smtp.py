@@ -10,8 +10,8 @@ from email.message import EmailMessage
 from newsletter.config import Settings
 from newsletter.errors import AuthError, ConfigError, UnreachableError
 from newsletter.headers import addresses
+from newsletter.message import UNBUILDABLE, personal_message, unbuildable
 from newsletter.models import BatchOutcome, RenderedEmail, SendBatch, SendResult
-from newsletter.outbox import UNBUILDABLE, personal_message, unbuildable
 
 SECURITY = ("none", "starttls", "tls")
 

@@ -16,7 +16,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
-# Absolute import: this module is `newsletter.sendgrid`, the package below is the real one.
+# Absolute import: this module is `newsletter.mailers.sendgrid`, the package below is the
+# real one.
 import python_http_client
 import sendgrid
 
@@ -31,12 +32,15 @@ from newsletter.errors import (
     UnreachableError,
 )
 from newsletter.headers import addresses, wire_value
-from newsletter.mailer import list_id
+from newsletter.message import list_id_header
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
 
 MAX_PERSONALIZATIONS = 1000
 MAX_CATEGORIES = 10
+# SendGrid's scheduling limits (the Scheduler protocol's): send_at at most 72 hours ahead,
+# and a cancellation at least 10 minutes before the scheduled time.
 MAX_SCHEDULE_AHEAD = dt.timedelta(hours=72)
+CANCEL_MARGIN = dt.timedelta(minutes=10)
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
 # python_http_client logs every request's headers at DEBUG, Authorization included: keep that
@@ -95,7 +99,7 @@ def build_payload(
             {"type": "text/plain", "value": email.text},
             {"type": "text/html", "value": email.html},
         ],
-        "headers": {"List-Id": list_id(settings, batch.list_name).wire()},
+        "headers": {"List-Id": list_id_header(settings, batch.list_name).wire()},
         "categories": categories(batch),
     }
     if batch.send_at is not None:
@@ -164,19 +168,6 @@ def check_batch(batch: SendBatch) -> None:
         raise ValueError("a batch must not name the same address twice")
 
 
-def check_send_at(send_at: dt.datetime, now: dt.datetime) -> None:
-    """SendGrid schedules at most 72 hours ahead; a past time would send at once."""
-    if send_at.tzinfo is None:
-        raise ConfigError("--at needs a time zone, e.g. 2025-12-10T07:00+06:00.")
-    if send_at <= now:
-        raise ConfigError(f"--at {send_at.isoformat()} is in the past; give a future time.")
-    if send_at - now > MAX_SCHEDULE_AHEAD:
-        raise ConfigError(
-            f"--at {send_at.isoformat()} is more than 72 hours ahead; "
-            "SendGrid schedules at most 72 hours in advance."
-        )
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long to keep trying when nothing was accepted (429, connection refused)."""
@@ -196,6 +187,8 @@ class SendGridMailer:
 
     name = "sendgrid"
     max_batch = MAX_PERSONALIZATIONS
+    max_schedule_ahead = MAX_SCHEDULE_AHEAD
+    cancel_margin = CANCEL_MARGIN
     sandbox: bool
 
     def __init__(

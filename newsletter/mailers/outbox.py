@@ -4,40 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-from email.errors import MessageError
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
-from newsletter import placeholders
 from newsletter.atomic import write_bytes
 from newsletter.config import Settings
-from newsletter.mailer import list_id
-from newsletter.message import build_message
-from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
+from newsletter.message import UNBUILDABLE, personal_message, unbuildable
+from newsletter.models import BatchOutcome, RenderedEmail, SendBatch, SendResult
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
-# What the email package raises for a message it cannot build or serialize (a non-ASCII
-# address is a UnicodeEncodeError, a ValueError).
-UNBUILDABLE = (ValueError, MessageError)
-
-
-def personal_message(
-    email: RenderedEmail, settings: Settings, recipient: Recipient, batch: SendBatch
-) -> EmailMessage:
-    """One recipient's message, filled as SendGrid fills it (subject included) with its List-Id."""
-    message = build_message(email, settings, recipient, batch.subject_prefix)
-    subject = placeholders.fill(
-        batch.subject_prefix + email.subject, recipient, part="text", tags=email.tags
-    )
-    message.replace_header("Subject", subject)
-    message["List-Id"] = list_id(settings, batch.list_name)
-    return message
-
-
-def unbuildable(key: str, exc: Exception) -> SendResult:
-    """The result for a recipient whose message cannot be built: that recipient alone fails."""
-    return SendResult((key,), "failed", error=f"the message cannot be built: {exc}")
 
 
 class OutboxMailer:
