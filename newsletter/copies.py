@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection
 
-from newsletter.audience import insert_if_absent
+from newsletter.db import insert_if_absent, now
 from newsletter.models import RenderedEmail
 from newsletter.placeholders import Tags
 from newsletter.schema import issue_copies, send_ledger, send_runs
@@ -50,7 +50,7 @@ def store(conn: Connection, email: RenderedEmail, list_name: str) -> None:
         "text": email.text,
         "content_hash": email.content_hash,
         "tags_key": email.tags.key,
-        "stored_at": dt.datetime.now(dt.UTC),
+        "stored_at": now(),
     }
     if insert_if_absent(conn, issue_copies, values):
         return

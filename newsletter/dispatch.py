@@ -120,12 +120,12 @@ def send_issue(
 
 
 def send_tests(
-    email: RenderedEmail, addresses: Sequence[str], mailer: Mailer, list_name: str, links: Links
+    email: RenderedEmail, readers: Sequence[Recipient], mailer: Mailer, list_name: str
 ) -> list[SendResult]:
-    """One `[TEST]` copy per address, outside the ledger and the statistics."""
+    """One `[TEST]` copy per reader (see `readers.test_reader`), outside the ledger and the
+    statistics."""
     results: list[SendResult] = []
-    for number, address in enumerate(addresses, start=1):
-        recipient = Recipient(address, "", links("test-only-not-a-subscriber"))
+    for number, recipient in enumerate(readers, start=1):
         batch = SendBatch(
             email.issue_name, list_name, (recipient,), (f"test-{number}",), TEST_PREFIX
         )
@@ -143,7 +143,7 @@ def cancel_send(engine: Engine, issue: str, scheduler: Scheduler) -> int:
         record = ledger.send_record(conn, issue)
     if record is None or record.batch_id is None or record.send_at is None:
         raise DispatchError(f"Issue {issue} has no scheduled send to cancel.")
-    if record.send_at - ledger.now() < CANCEL_MARGIN:
+    if record.send_at - db.now() < CANCEL_MARGIN:
         raise DispatchError(
             f"Issue {issue} is scheduled for {record.send_at.isoformat()}: too close (or past) "
             "to cancel reliably; SendGrid needs 10 minutes' notice."
@@ -160,9 +160,9 @@ def status(engine: Engine, issue: str) -> tuple[DispatchReport, ledger.SendRecor
     return _report(issue, counts), record
 
 
-def problems(engine: Engine, issue: str) -> list[ledger.Problem]:
+def undelivered(engine: Engine, issue: str) -> list[ledger.Undelivered]:
     with db.reading(engine) as conn:
-        return ledger.problems(conn, issue)
+        return ledger.undelivered(conn, issue)
 
 
 # --- Stages --------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def _prepare(
         return schedule
     if not isinstance(mailer, Scheduler):
         raise DispatchError(f"--at needs the sendgrid mailer; the {mailer.name} mailer sends now.")
-    check_send_at(options.send_at, ledger.now())
+    check_send_at(options.send_at, db.now())
     if _scheduled(record) and record.batch_id and record.send_at:
         batch_id, send_at = record.batch_id, record.send_at  # resumed (checked above)
     else:
@@ -233,7 +233,7 @@ def _scheduled(record: ledger.SendRecord) -> bool:
     """Whether the issue has a scheduled send whose time has not come yet."""
     if record.batch_id is None or record.send_at is None:
         return False
-    return record.send_at > ledger.now()
+    return record.send_at > db.now()
 
 
 def _check_schedule(record: ledger.SendRecord, send_at: dt.datetime | None) -> None:

@@ -38,7 +38,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
-from newsletter.audience import insert_ignoring_duplicates
+from newsletter.db import aware, insert_ignoring_duplicates, now
 from newsletter.errors import DispatchError
 from newsletter.models import SendResult
 from newsletter.schema import (
@@ -92,10 +92,6 @@ class SendRecord:
     send_at: dt.datetime | None
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 # --- The issue's send record --------------------------------------------------------------
 
 
@@ -140,11 +136,7 @@ def send_record(conn: Connection, issue: str) -> SendRecord | None:
     row = conn.execute(select(send_issues).where(send_issues.c.issue == issue)).first()
     if row is None:
         return None
-    send_at = (
-        row.send_at.replace(tzinfo=dt.UTC)
-        if row.send_at and not row.send_at.tzinfo
-        else row.send_at
-    )
+    send_at = aware(row.send_at) if row.send_at else row.send_at
     return SendRecord(row.issue, row.list_name, row.content_hash, row.batch_id, send_at)
 
 
@@ -243,8 +235,7 @@ def _is_dead(host: str, pid: int, heartbeat: dt.datetime, lease: dt.timedelta) -
     if host == socket.gethostname():
         return not _process_alive(pid)
     # Another machine's run: only silence longer than the lease tells us it is gone.
-    beat = heartbeat if heartbeat.tzinfo else heartbeat.replace(tzinfo=dt.UTC)
-    return now() - beat > lease
+    return now() - aware(heartbeat) > lease
 
 
 def _process_alive(pid: int) -> bool:
@@ -449,14 +440,16 @@ def counts(conn: Connection, issue: str) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class Problem:
+class Undelivered:
+    """A recipient whose row is `failed` or `unknown`, with the error the mailer gave."""
+
     email: str
     state: str
     error: str
     updated_at: dt.datetime
 
 
-def problems(conn: Connection, issue: str, limit: int = 1000) -> list[Problem]:
+def undelivered(conn: Connection, issue: str, limit: int = 1000) -> list[Undelivered]:
     """Failed and unknown recipients, for `newsletter status --details`."""
     query = (
         select(
@@ -466,7 +459,7 @@ def problems(conn: Connection, issue: str, limit: int = 1000) -> list[Problem]:
         .order_by(send_ledger.c.state, send_ledger.c.email)
         .limit(limit)
     )
-    return [Problem(*row) for row in conn.execute(query)]
+    return [Undelivered(*row) for row in conn.execute(query)]
 
 
 def unschedule(conn: Connection, issue: str, batch_id: str) -> int:

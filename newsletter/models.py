@@ -37,6 +37,9 @@ class Article:
     credit: str | None = None
     path: Path | None = None
     draft: bool = False  # `draft: true`: no query selects it and no issue may list it
+    # The file's lines as parsed, so a finding on a field can name its line without the
+    # render reading the file again.
+    file_lines: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class RateSnapshot:
     source: str
     rates: tuple[Rate, ...]
     path: Path | None = None
+    # The file's lines as parsed, so a finding on a field can name its line without the
+    # render reading the file again.
+    file_lines: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def get(self, currency: str) -> Rate | None:
         return next((r for r in self.rates if r.currency == currency), None)
@@ -108,6 +114,9 @@ class IssueSpec:
     template: str = "digest"
     utm: tuple[tuple[str, str], ...] = ()
     audience: AudienceSpec = field(default_factory=AudienceSpec)
+    # The file's lines as parsed, so a finding on a field can name its line without the
+    # render reading the file again.
+    file_lines: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True)

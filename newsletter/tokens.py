@@ -27,6 +27,7 @@ from itsdangerous import BadData, Signer, URLSafeSerializer, URLSafeTimedSeriali
 from itsdangerous.encoding import base64_encode, want_bytes
 from itsdangerous.signer import HMACAlgorithm
 
+from newsletter import urls
 from newsletter.config import Secret, Settings
 from newsletter.errors import ConfigError, TokenError
 
@@ -176,7 +177,7 @@ def verify(settings: Settings, purpose: Purpose, token: str) -> TokenClaims:
 
 def unsubscribe_url(settings: Settings, subscriber_public_id: str, list_name: str) -> str:
     token = sign(settings, "unsubscribe", subscriber_public_id, list_name)
-    return f"{settings.base_url.rstrip('/')}/u/{token}"
+    return urls.unsubscribe_link(settings, token)
 
 
 def unsubscribe_links(settings: Settings, list_name: str) -> Callable[[str], str]:
@@ -188,7 +189,7 @@ def unsubscribe_links(settings: Settings, list_name: str) -> Callable[[str], str
     """
     signer = _signer(_serializer(settings, "unsubscribe"))
     keyed = hmac.new(signer.derive_key(), digestmod=hashlib.sha1)  # as _PreparedHMAC
-    prefix = f"{settings.base_url.rstrip('/')}/u/"
+    prefix = urls.unsubscribe_link(settings, "")
     if html.escape(prefix) != prefix:
         # load_settings refuses such a base_url; Settings made by hand may not have been.
         raise ConfigError(
@@ -208,4 +209,4 @@ def unsubscribe_links(settings: Settings, list_name: str) -> Callable[[str], str
 
 def confirm_url(settings: Settings, subscriber_public_id: str, list_name: str) -> str:
     token = sign(settings, "confirm", subscriber_public_id, list_name)
-    return f"{settings.base_url.rstrip('/')}/confirm/{token}"
+    return urls.confirm_link(settings, token)

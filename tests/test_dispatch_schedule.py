@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from newsletter import audience, db, dispatch, ledger, schema
+from newsletter import audience, db, dispatch, schema
 from newsletter.dispatch import SendOptions
 from newsletter.errors import DispatchError
 from newsletter.models import AudienceSpec, DispatchReport, RenderedEmail
@@ -41,7 +41,7 @@ def link(public_id: str) -> str:
 
 
 def in_hours(hours: float) -> dt.datetime:
-    return ledger.now().replace(microsecond=0) + dt.timedelta(hours=hours)
+    return db.now().replace(microsecond=0) + dt.timedelta(hours=hours)
 
 
 def subscribe_late(engine: Engine) -> list[str]:
@@ -145,9 +145,9 @@ def test_a_second_schedule_after_the_first_time_passed_cancels_only_its_own_rows
     mailer: SendGridMailer,
     fake_sendgrid: FakeSendGrid,
 ) -> None:
-    soon = ledger.now() + dt.timedelta(seconds=3)
+    soon = db.now() + dt.timedelta(seconds=3)
     assert send(engine, rendered, mailer, soon).sent == AUDIENCE_SIZE
-    while ledger.now() <= soon:  # SendGrid delivers the first schedule at its time
+    while db.now() <= soon:  # SendGrid delivers the first schedule at its time
         time.sleep(0.1)
     late = subscribe_late(engine)
     assert send(engine, rendered, mailer, in_hours(20)).sent == LATE

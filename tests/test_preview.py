@@ -254,7 +254,8 @@ def test_render_as_an_existing_subscriber_reads_the_database(
 ) -> None:
     from newsletter import audience, db, tokens
     from newsletter.errors import TokenError
-    from newsletter.preview import PREVIEW_ONLY_PATH, database_lookup, resolve_recipient
+    from newsletter.preview import database_lookup, resolve_recipient
+    from newsletter.urls import PREVIEW_ONLY_PATH
 
     with db.writing(engine) as conn:
         audience.create_list(conn, "weekly")
