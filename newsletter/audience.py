@@ -4,7 +4,7 @@ Stable public API (other stages rely on these names):
 
 - ``select_recipients(conn, spec) -> Iterator[Member]``: confirmed, unsuppressed members
   of ``spec.list`` matching ``spec.where``, streamed in pages (bounded memory). A
-  ``Member`` has ``subscriber_id`` (the opaque public id), ``email``, ``name``,
+  ``Member`` has ``public_id`` (the opaque public id), ``email``, ``name``,
   ``first_name``, ``locale`` and ``list``; ``as_recipient(member, settings)`` turns one
   into a ``models.Recipient`` with its signed unsubscribe URL.
 - ``is_suppressed(conn, email, list_name=None) -> bool``: checked again when a batch is
@@ -590,7 +590,7 @@ class Member(NamedTuple):
     A NamedTuple: a send makes one per recipient, and a frozen dataclass costs three times more.
     """
 
-    subscriber_id: str  # the opaque public id (goes into unsubscribe tokens)
+    public_id: str  # the opaque public id (goes into unsubscribe tokens)
     email: str
     name: str
     locale: str
@@ -606,8 +606,8 @@ def as_recipient(member: Member, settings: Settings) -> Recipient:
     return Recipient(
         email=member.email,
         first_name=member.first_name,
-        unsubscribe_url=unsubscribe_url(settings, member.subscriber_id, member.list),
-        subscriber_id=member.subscriber_id,
+        unsubscribe_url=unsubscribe_url(settings, member.public_id, member.list),
+        public_id=member.public_id,
     )
 
 

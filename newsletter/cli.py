@@ -628,9 +628,9 @@ def _send_tests(
     email: RenderedEmail, addresses: list[str], mailer: Mailer, list_name: str, settings: Settings
 ) -> None:
     from newsletter import dispatch
-    from newsletter.readers import test_reader
+    from newsletter.readers import proof_reader
 
-    readers = [test_reader(address, settings) for address in addresses]
+    readers = [proof_reader(address, settings) for address in addresses]
     results = dispatch.send_tests(email, readers, mailer, list_name)
     console = _console()
     for address, result in zip(addresses, results, strict=False):

@@ -21,6 +21,7 @@ from newsletter.models import (
     AudienceSpec,
     DispatchPlan,
     DispatchReport,
+    LedgerState,
     Recipient,
     RenderedEmail,
     SendBatch,
@@ -79,11 +80,11 @@ def plan_send(
         list_name=spec.list,
         mailer=mailer.name,
         recipients=new + sum(counts.values()),
-        already_sent=counts["sent"],
-        suppressed=counts["skipped"] + blocked,
+        already_sent=counts[LedgerState.SENT],
+        suppressed=counts[LedgerState.SKIPPED] + blocked,
         to_send=to_send,
         batches=math.ceil(to_send / _batch_size(mailer, options)),
-        unknown=counts["unknown"],
+        unknown=counts[LedgerState.UNKNOWN],
         send_at=options.send_at,
     )
 
@@ -122,7 +123,7 @@ def send_issue(
 def send_tests(
     email: RenderedEmail, readers: Sequence[Recipient], mailer: Mailer, list_name: str
 ) -> list[SendResult]:
-    """One `[TEST]` copy per reader (see `readers.test_reader`), outside the ledger and the
+    """One `[TEST]` copy per reader (see `readers.proof_reader`), outside the ledger and the
     statistics."""
     results: list[SendResult] = []
     for number, recipient in enumerate(readers, start=1):
@@ -184,7 +185,8 @@ class _Run:
 class _Schedule:
     send_at: dt.datetime | None = None
     batch_id: str | None = None
-    states: tuple[str, ...] = ("pending", "validated")  # which rows a run may claim
+    # which rows a run may claim
+    states: tuple[LedgerState, ...] = (LedgerState.PENDING, LedgerState.VALIDATED)
 
 
 def _prepare(
@@ -324,8 +326,7 @@ def _send_claimed(
 
 def _batch(run: _Run, claimed: Sequence[ledger.Claimed], schedule: _Schedule) -> SendBatch:
     recipients = tuple(
-        Recipient(c.email, c.first_name, run.links(c.subscriber_public_id), c.subscriber_public_id)
-        for c in claimed
+        Recipient(c.email, c.first_name, run.links(c.public_id), c.public_id) for c in claimed
     )
     keys = tuple(c.key for c in claimed)
     return SendBatch(
@@ -388,13 +389,13 @@ def _tally(report: DispatchReport, results: Sequence[SendResult], skipped: int) 
 def _report(issue: str, counts: dict[str, int]) -> DispatchReport:
     return DispatchReport(
         issue_name=issue,
-        sent=counts["sent"],
-        failed=counts["failed"],
-        unknown=counts["unknown"],
-        skipped=counts["skipped"],
-        pending=counts["pending"],
-        claimed=counts["claimed"],
-        validated=counts["validated"],
+        sent=counts[LedgerState.SENT],
+        failed=counts[LedgerState.FAILED],
+        unknown=counts[LedgerState.UNKNOWN],
+        skipped=counts[LedgerState.SKIPPED],
+        pending=counts[LedgerState.PENDING],
+        claimed=counts[LedgerState.CLAIMED],
+        validated=counts[LedgerState.VALIDATED],
     )
 
 
@@ -402,13 +403,17 @@ def _batch_size(mailer: Mailer, options: SendOptions) -> int:
     return max(1, min(options.batch_size, mailer.max_batch))
 
 
-def _claimable(mailer: Mailer) -> tuple[str, ...]:
+def _claimable(mailer: Mailer) -> tuple[LedgerState, ...]:
     """The rows a run may claim: a sandbox run validates; a real run also sends what a
     sandbox run only validated."""
-    return ("pending",) if mailer.sandbox else ("pending", "validated")
+    return (
+        (LedgerState.PENDING,) if mailer.sandbox else (LedgerState.PENDING, LedgerState.VALIDATED)
+    )
 
 
-def _suppressed_waiting(conn: Connection, issue: str, list_name: str, states: Sequence[str]) -> int:
+def _suppressed_waiting(
+    conn: Connection, issue: str, list_name: str, states: Sequence[LedgerState]
+) -> int:
     rows = send_ledger
     query = (
         select(func.count())

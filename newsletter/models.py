@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -175,9 +176,26 @@ class Recipient:
     email: str
     first_name: str = ""
     unsubscribe_url: str = ""
-    subscriber_id: str | None = None
+    public_id: str | None = None  # the subscriber's opaque public id, for a real one
 
 
+class LedgerState(StrEnum):
+    """A recipient's row in the send ledger; the `state` column holds the value.
+
+    ``pending -> claimed -> sent | failed | unknown``, plus ``skipped`` (suppressed when
+    claimed) and ``validated`` (accepted by a sandbox run, sent again by a real one).
+    """
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    SKIPPED = "skipped"
+    VALIDATED = "validated"
+
+
+# What a mailer reports for a batch: the LedgerState value its rows move to, or
 # "released": the mailer never got to these recipients; they go back to `pending`.
 SendState = Literal["sent", "failed", "unknown", "validated", "released"]
 

@@ -39,7 +39,7 @@ def previewed_subscriber(email: str, name: str, public_id: str, settings: Settin
     return Recipient(email, first, urls.preview_only_link(settings), public_id)
 
 
-def test_reader(address: str, settings: Settings) -> Recipient:
+def proof_reader(address: str, settings: Settings) -> Recipient:
     """The addressee of a `[TEST]` copy: no name, and an unsubscribe link that does nothing."""
     return Recipient(address, "", urls.test_copy_link(settings))
 

@@ -16,8 +16,8 @@ from newsletter import audience, db, dispatch, ledger, schema
 from newsletter.config import Settings
 from newsletter.dispatch import SendOptions
 from newsletter.errors import AuthError, ConfigError, DispatchError, PayloadError
-from newsletter.models import AudienceSpec, DispatchReport, RenderedEmail
-from newsletter.readers import test_reader
+from newsletter.models import AudienceSpec, DispatchReport, LedgerState, RenderedEmail
+from newsletter.readers import proof_reader
 from newsletter.sendgrid import SendGridMailer
 from tests.conftest import AUDIENCE_SIZE
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
@@ -307,7 +307,7 @@ def test_test_copies_go_anywhere_and_stay_out_of_the_ledger(
     fake_sendgrid: FakeSendGrid,
 ) -> None:
     addresses = ["editor@newsroom.test", "boss@elsewhere.test"]
-    readers = [test_reader(address, mailer.settings) for address in addresses]
+    readers = [proof_reader(address, mailer.settings) for address in addresses]
     dispatch.send_tests(rendered, readers, mailer, "weekly")
     bodies = [r.body for r in fake_sendgrid.mail_sends()]
     assert [b["subject"].startswith("[TEST] ") for b in bodies] == [True, True]
@@ -418,7 +418,7 @@ def test_claims_of_a_live_run_on_another_machine_are_left_alone(
 
 @dataclasses.dataclass(frozen=True)
 class Person:
-    subscriber_id: str
+    public_id: str
     email: str
     first_name: str
 
@@ -436,7 +436,7 @@ def test_claiming_new_rows_keeps_every_field_and_screens_suppressions(engine: En
         run_id = ledger.start_run(conn, ISSUE)
         claimed, skipped = ledger.claim_new(conn, ISSUE, run_id, people, "weekly")
         again, skipped_again = ledger.claim_new(conn, ISSUE, run_id, people, "weekly")
-    assert [(c.email, c.first_name, c.subscriber_public_id) for c in claimed] == [
+    assert [(c.email, c.first_name, c.public_id) for c in claimed] == [
         ("o'brien@example.org", "Ólafur", "pub-1"),
         ("айгүл@example.kg", 'Ай "Гүл"', "pub-3"),
     ]
@@ -454,9 +454,11 @@ def test_claiming_new_rows_keeps_every_field_and_screens_suppressions(engine: En
     ]
 
 
-@pytest.mark.parametrize("states", [("pending",), ("pending", "validated")])
+@pytest.mark.parametrize(
+    "states", [(LedgerState.PENDING,), (LedgerState.PENDING, LedgerState.VALIDATED)]
+)
 def test_claims_find_waiting_rows_through_the_partial_index(
-    engine: Engine, states: tuple[str, ...]
+    engine: Engine, states: tuple[LedgerState, ...]
 ) -> None:
     """Without it a rerun would walk every row of the issue, a million of them, per batch."""
     with engine.connect() as conn:

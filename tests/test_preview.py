@@ -271,7 +271,7 @@ def test_render_as_an_existing_subscriber_reads_the_database(
     assert found.unsubscribe_url == f"{db_settings.base_url}{PREVIEW_ONLY_PATH}"
     with pytest.raises(TokenError):
         tokens.verify(db_settings, "unsubscribe", found.unsubscribe_url.rsplit("/", 1)[1])
-    assert found.subscriber_id == public_id
+    assert found.public_id == public_id
     missing, note = resolve_recipient("nobody@example.org", db_settings, lookup)
     assert missing.first_name == "Aida"  # the sample reader, with a note saying why
     assert "no subscriber 'nobody@example.org' found" in note
