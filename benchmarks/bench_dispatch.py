@@ -40,7 +40,7 @@ from newsletter.sendgrid import SendGridMailer
 
 root, env = Path(sys.argv[1]), json.loads(sys.argv[2])
 settings = load_settings(root, env=env)
-email = build_issue(root / "issues" / "2025-12-10.yaml", settings)
+email = build_issue(root / "issues" / "2025-12-10.yaml", settings).email
 engine = db.connect(settings)
 mailer = SendGridMailer(settings)
 links = tokens.unsubscribe_links(settings, "weekly")  # as `newsletter send` makes them
@@ -72,7 +72,7 @@ from newsletter.sendgrid import SendGridMailer, build_payload
 
 root, env, batches = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
 settings = load_settings(root, env=env)
-email = build_issue(root / "issues" / "2025-12-10.yaml", settings)
+email = build_issue(root / "issues" / "2025-12-10.yaml", settings).email
 link = settings.base_url + "/u/" + "x" * 90  # a token's length
 def batch(b):
     people = tuple(Recipient(f"floor{b}.{i}@example.org", "Reader", link, "p") for i in range(1000))

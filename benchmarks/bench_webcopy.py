@@ -60,7 +60,7 @@ def prepare(root: Path) -> tuple[dict[str, str], str]:
         public_id = audience.add_subscriber(
             conn, "dana@example.org", "weekly", name="Dana", confirmed=True
         )
-    email = build_issue(settings.path("issues_dir") / f"{ISSUE}.yaml", settings)
+    email = build_issue(settings.path("issues_dir") / f"{ISSUE}.yaml", settings).email
     dispatch.send_issue(
         engine,
         email,

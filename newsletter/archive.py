@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from newsletter import copies, db, ledger, placeholders
+from newsletter import copies, db, placeholders
 from newsletter.config import Settings
 from newsletter.errors import StorageError
 from newsletter.issues import ISSUE_NAME
-from newsletter.models import Recipient
+from newsletter.readers import anonymous_reader
 
 HELP = (
     "Unsubscribe links are personal, so this public copy cannot unsubscribe you. Use the "
@@ -29,15 +29,6 @@ HELP = (
 )
 # Filled pages kept in memory, one per (issue, content hash): ~100 KB each for the sample.
 CACHED_COPIES = 64
-
-
-def anonymous_reader(settings: Settings) -> Recipient:
-    """The public copy is filled for nobody in particular, and never carries a real token."""
-    return Recipient(
-        email="",
-        first_name="reader",
-        unsubscribe_url=f"{settings.base_url.rstrip('/')}/unsubscribe",
-    )
 
 
 def public_html(copy: copies.StoredCopy, settings: Settings) -> bytes:
@@ -81,7 +72,7 @@ class WebCopies:
             if content_hash is None:
                 return None
             if name not in self._delivered:
-                if not copies.delivered(conn, name, ledger.now()):
+                if not copies.delivered(conn, name, db.now()):
                     return None
                 self._delivered.add(name)
         return content_hash

@@ -4,7 +4,7 @@ Stable public API (other stages rely on these names):
 
 - ``select_recipients(conn, spec) -> Iterator[Member]``: confirmed, unsuppressed members
   of ``spec.list`` matching ``spec.where``, streamed in pages (bounded memory). A
-  ``Member`` has ``subscriber_id`` (the opaque public id), ``email``, ``name``,
+  ``Member`` has ``public_id`` (the opaque public id), ``email``, ``name``,
   ``first_name``, ``locale`` and ``list``; ``as_recipient(member, settings)`` turns one
   into a ``models.Recipient`` with its signed unsubscribe URL.
 - ``is_suppressed(conn, email, list_name=None) -> bool``: checked again when a batch is
@@ -25,13 +25,12 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import ColumnElement, Table, and_, exists, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, and_, exists, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
-from sqlalchemy.sql.dml import Insert
 
 from newsletter.config import Settings
+from newsletter.db import aware, insert_if_absent, now
 from newsletter.errors import AddressError, AudienceError
 from newsletter.headers import CONTROL
 from newsletter.models import AudienceSpec, Recipient
@@ -55,10 +54,6 @@ MAX_LOCALE = 35
 CONFIRMATION_INTERVAL = dt.timedelta(hours=24)
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 # --- Addresses -------------------------------------------------------------------------
@@ -224,11 +219,6 @@ class SubscriberInfo:
     confirmed_at: dt.datetime | None
     memberships: tuple[MembershipInfo, ...]
     suppressions: tuple[SuppressionInfo, ...]
-
-
-def aware(value: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def new_public_id() -> str:
@@ -404,26 +394,6 @@ def subscribers_in(
 
 
 # --- Suppressions and unsubscribes ----------------------------------------------------
-
-
-def insert_ignoring_duplicates(conn: Connection, table: Any) -> Insert:
-    """INSERT that skips rows hitting a unique constraint (both dialects spell it alike)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
-
-
-def insert_if_absent(conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
-    """Insert one row unless a unique constraint already holds it; True if it was added.
-
-    Told by RETURNING, not rowcount: on PostgreSQL SQLAlchemy fetches the new key with
-    RETURNING, and psycopg then reports -1 rows whether a row was added or not.
-    """
-    statement = (
-        insert_ignoring_duplicates(conn, table)
-        .values(**values)
-        .returning(*table.primary_key.columns)
-    )
-    return conn.execute(statement).first() is not None
 
 
 def suppress(
@@ -623,7 +593,7 @@ class Member(NamedTuple):
     A NamedTuple: a send makes one per recipient, and a frozen dataclass costs three times more.
     """
 
-    subscriber_id: str  # the opaque public id (goes into unsubscribe tokens)
+    public_id: str  # the opaque public id (goes into unsubscribe tokens)
     email: str
     name: str
     locale: str
@@ -639,8 +609,8 @@ def as_recipient(member: Member, settings: Settings) -> Recipient:
     return Recipient(
         email=member.email,
         first_name=member.first_name,
-        unsubscribe_url=unsubscribe_url(settings, member.subscriber_id, member.list),
-        subscriber_id=member.subscriber_id,
+        unsubscribe_url=unsubscribe_url(settings, member.public_id, member.list),
+        public_id=member.public_id,
     )
 
 

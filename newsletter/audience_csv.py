@@ -327,7 +327,7 @@ def _reject_duplicates(conn: Connection, stage: Table, report: ImportReport) -> 
 def _merge(
     conn: Connection, stage: Table, lid: int, mode: Mode, confirmed: bool, report: ImportReport
 ) -> None:
-    stamp = audience.now()
+    stamp = db.now()
     if mode == "subscribe":
         _reject_blocked(conn, stage, lid, report)
         _update_existing(conn, stage, lid, confirmed, report, stamp)

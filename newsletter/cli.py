@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from newsletter import audience
-    from newsletter.build import BuildResult
+    from newsletter.build import Built, Written
     from newsletter.config import Settings
     from newsletter.preflight import Report
 
@@ -59,43 +59,35 @@ def build(
     ] = None,
 ) -> None:
     """Render ISSUE to email.html, email.txt, email.mjml and message.eml."""
-    from newsletter.build import build_to_disk, preview_recipient
+    from newsletter.build import build_issue, check_issue, load_history, write_files
     from newsletter.config import load_settings
+    from newsletter.readers import made_up_reader
 
     settings = load_settings()
-    recipient = preview_recipient(as_, settings) if as_ else None
-    result = build_to_disk(issue, settings, out or settings.path("build_dir"), recipient)
-    _print_summary(result)
-    _print_report(_preflight(result, settings))
+    reader = made_up_reader(as_, settings) if as_ else None
+    built = build_issue(issue, settings)
+    written = write_files(built, out or settings.path("build_dir"), settings, reader)
+    _print_summary(built, written)
+    # `build` reports the preflight; only `send` lets its errors block.
+    _print_report(check_issue(built, load_history(built.issue, settings), settings))
 
 
-def _preflight(result: BuildResult, settings: Settings) -> Report:
-    """`build` reports the preflight; only `send` lets its errors block."""
-    from dataclasses import replace
-
-    from newsletter.preflight import check, load_history
-
-    history, unreadable = load_history(result.issue, settings)
-    report = check(result.issue, result.email, settings, history=history)
-    return replace(report, problems=report.problems + unreadable)
-
-
-def _print_summary(result: BuildResult) -> None:
+def _print_summary(built: Built, written: Written) -> None:
     console = _console()
-    email = result.email
-    console.print(f"{result.issue.spec.title} · {email.subject}", style="bold")
-    for section in result.issue.sections:
+    email = built.email
+    console.print(f"{built.issue.spec.title} · {email.subject}", style="bold")
+    for section in built.issue.sections:
         console.print(f"  {section.heading} ({section.style})", style="bold")
         for article in section.articles:
             console.print(f"    • {article.title}")
     kb = email.html_bytes / 1024
     console.print(
-        f"{len(result.issue.articles)} articles · HTML {kb:.1f} KB · "
+        f"{len(built.issue.articles)} articles · HTML {kb:.1f} KB · "
         f"text {len(email.text.encode()) / 1024:.1f} KB"
     )
-    for warning in email.warnings:
+    for warning in built.warnings:
         console.print(str(warning), style="yellow")
-    for path in result.files:
+    for path in written.files:
         console.print(f"  wrote {path}")
 
 
@@ -113,8 +105,8 @@ def check(
     """
     import json
 
+    from newsletter.build import report_for_file
     from newsletter.config import load_settings
-    from newsletter.preflight import report_for_file
 
     settings = load_settings()
     paths = issues or sorted(settings.path("issues_dir").glob("*.yaml"))
@@ -203,16 +195,14 @@ def snapshot(
     ] = None,
 ) -> None:
     """Screenshot ISSUE in headless Chromium: phone and desktop widths, light and dark."""
+    from newsletter.build import build_issue
     from newsletter.config import load_settings
-    from newsletter.issues import load_issue
-    from newsletter.render import render
     from newsletter.snapshot import snapshot as take_snapshots
 
     settings = load_settings()
-    loaded = load_issue(issue, settings)
-    email = render(loaded, settings)
-    folder = out or settings.path("build_dir") / loaded.name / "snapshots"
-    for path in take_snapshots(loaded, email, folder, settings):
+    built = build_issue(issue, settings)
+    folder = out or settings.path("build_dir") / built.issue.name / "snapshots"
+    for path in take_snapshots(built.issue, built.email, folder, settings):
         _console().print(f"  wrote {path}")
 
 
@@ -525,13 +515,13 @@ def serve(
     """Serve unsubscribe, resubscribe, double opt-in, the SendGrid event webhook and web copies."""
     import uvicorn
 
-    from newsletter import webhook
+    from newsletter import urls, webhook
     from newsletter.web import create_app, log_config
 
     chosen = _settings(serve_host=host, serve_port=port)
     web_app = create_app(chosen)  # a malformed webhook key stops it here, before listening
     if chosen.sendgrid_webhook_public_key:
-        say(f"SendGrid event webhook on: POST {chosen.base_url.rstrip('/')}{webhook.PATH}")
+        say(f"SendGrid event webhook on: POST {urls.site_url(chosen, webhook.PATH)}")
     else:
         say(webhook.OFF)
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1, and
@@ -600,9 +590,9 @@ def send(
     from dataclasses import replace
 
     from newsletter import db, dispatch
+    from newsletter.build import check_file
     from newsletter.config import load_settings
     from newsletter.mailers import get_mailer
-    from newsletter.preflight import check_file
 
     settings = load_settings()
     checked = check_file(issue, settings)
@@ -651,10 +641,10 @@ def _send_tests(
     email: RenderedEmail, addresses: list[str], mailer: Mailer, list_name: str, settings: Settings
 ) -> None:
     from newsletter import dispatch
+    from newsletter.readers import proof_reader
 
-    # A test copy's unsubscribe link must not unsubscribe anybody.
-    link = f"{settings.base_url.rstrip('/')}/u/test-copy-not-a-real-token"
-    results = dispatch.send_tests(email, addresses, mailer, list_name, lambda _: link)
+    readers = [proof_reader(address, settings) for address in addresses]
+    results = dispatch.send_tests(email, readers, mailer, list_name)
     console = _console()
     for address, result in zip(addresses, results, strict=False):
         detail = f" ({result.error})" if result.error else ""
@@ -742,9 +732,9 @@ def status(
         + (f" · validated {report.validated}" if report.validated else "")
     )
     if details:
-        for problem in dispatch.problems(engine, name):
-            email, error = (_safe(t, one_line=True) for t in (problem.email, problem.error))
-            console.print(f"  {problem.state:8} {email}  {error}")
+        for row in dispatch.undelivered(engine, name):
+            email, error = (_safe(t, one_line=True) for t in (row.email, row.error))
+            console.print(f"  {row.state:8} {email}  {error}")
 
 
 @app.command()

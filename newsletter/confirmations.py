@@ -114,7 +114,7 @@ def request(
     The post is stored as asked, and the worker decides what it means (new, known, unknown
     list...): so this does the same work, and takes the same time, whatever the answer.
     """
-    stamp = audience.now()
+    stamp = db.now()
     refused = over_budget(conn, settings, client, stamp)
     if refused is not None:
         return refused
@@ -147,7 +147,7 @@ def over_budget(
         ).one()
         if count >= limit:
             # The window frees its first unit when the oldest post in it is an hour old.
-            free_at = audience.aware(oldest) + WINDOW if oldest is not None else stamp + WINDOW
+            free_at = db.aware(oldest) + WINDOW if oldest is not None else stamp + WINDOW
             return Refused(max(1, math.ceil((free_at - stamp).total_seconds())))
     return None
 
@@ -230,7 +230,7 @@ def _send_resolved(settings: Settings, engine: Engine, mailer: Mailer, build: Bu
 
 
 def _old() -> dt.datetime:
-    return audience.now() - KEEP
+    return db.now() - KEEP
 
 
 def _send_one(
@@ -250,7 +250,7 @@ def _send_one(
         log.exception("A confirmation message could not be built")
         outcome = {"error": f"{type(exc).__name__}: {exc}"[:500], "attempts": MAX_ATTEMPTS}
     else:
-        outcome = {"sent_at": audience.now()}
+        outcome = {"sent_at": db.now()}
     with db.writing(engine) as conn:
         conn.execute(
             update(confirmation_queue).where(confirmation_queue.c.id == row_id).values(**outcome)

@@ -84,6 +84,7 @@ def parse_article(path: Path) -> Article:
         credit=check.text(("credit",), required=False) or None,
         path=path,
         draft=_draft(check),
+        file_lines=tuple(text.splitlines()),
     )
     _check_body(check, text, match.start(2))
     if check.problems:

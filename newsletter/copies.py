@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection
 
-from newsletter.audience import insert_if_absent
-from newsletter.models import RenderedEmail
+from newsletter.db import insert_if_absent, now
+from newsletter.models import LedgerState, RenderedEmail
 from newsletter.placeholders import Tags
 from newsletter.schema import issue_copies, send_ledger, send_runs
 
@@ -50,7 +50,7 @@ def store(conn: Connection, email: RenderedEmail, list_name: str) -> None:
         "text": email.text,
         "content_hash": email.content_hash,
         "tags_key": email.tags.key,
-        "stored_at": dt.datetime.now(dt.UTC),
+        "stored_at": now(),
     }
     if insert_if_absent(conn, issue_copies, values):
         return
@@ -106,7 +106,7 @@ def delivered(conn: Connection, issue: str, moment: dt.datetime) -> bool:
         .select_from(send_ledger.outerjoin(send_runs, send_runs.c.id == send_ledger.c.run_id))
         .where(
             send_ledger.c.issue == issue,
-            send_ledger.c.state == "sent",
+            send_ledger.c.state == LedgerState.SENT,
             or_(send_runs.c.send_at.is_(None), send_runs.c.send_at <= moment),
         )
         .limit(1)

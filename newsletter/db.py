@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.sql.dml import Insert
 
 from newsletter.atomic import PRIVATE_FILE, make_dirs
 from newsletter.config import Settings
@@ -190,3 +193,36 @@ def writing(engine: Engine) -> Iterator[Connection]:
         conn.execution_options(**{_WRITE: True})
         with conn.begin():
             yield conn
+
+
+# --- Time and rows, as every table stores them -------------------------------------------
+
+
+def now() -> dt.datetime:
+    """The time stamped on rows: aware, UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def aware(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def insert_ignoring_duplicates(conn: Connection, table: Any) -> Insert:
+    """INSERT that skips rows hitting a unique constraint (both dialects spell it alike)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
+
+
+def insert_if_absent(conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
+    """Insert one row unless a unique constraint already holds it; True if it was added.
+
+    Told by RETURNING, not rowcount: on PostgreSQL SQLAlchemy fetches the new key with
+    RETURNING, and psycopg then reports -1 rows whether a row was added or not.
+    """
+    statement = (
+        insert_ignoring_duplicates(conn, table)
+        .values(**values)
+        .returning(*table.primary_key.columns)
+    )
+    return conn.execute(statement).first() is not None

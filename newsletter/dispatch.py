@@ -27,6 +27,7 @@ from newsletter.models import (
     AudienceSpec,
     DispatchPlan,
     DispatchReport,
+    LedgerState,
     Recipient,
     RenderedEmail,
     SendBatch,
@@ -82,11 +83,11 @@ def plan_send(
         list_name=spec.list,
         mailer=mailer.name,
         recipients=new + sum(counts.values()),
-        already_sent=counts["sent"],
-        suppressed=counts["skipped"] + blocked,
+        already_sent=counts[LedgerState.SENT],
+        suppressed=counts[LedgerState.SKIPPED] + blocked,
         to_send=to_send,
         batches=math.ceil(to_send / _batch_size(mailer, options)),
-        unknown=counts["unknown"],
+        unknown=counts[LedgerState.UNKNOWN],
         send_at=options.send_at,
     )
 
@@ -123,12 +124,12 @@ def send_issue(
 
 
 def send_tests(
-    email: RenderedEmail, addresses: Sequence[str], mailer: Mailer, list_name: str, links: Links
+    email: RenderedEmail, readers: Sequence[Recipient], mailer: Mailer, list_name: str
 ) -> list[SendResult]:
-    """One `[TEST]` copy per address, outside the ledger and the statistics."""
+    """One `[TEST]` copy per reader (see `readers.proof_reader`), outside the ledger and the
+    statistics."""
     results: list[SendResult] = []
-    for number, address in enumerate(addresses, start=1):
-        recipient = Recipient(address, "", links("test-only-not-a-subscriber"))
+    for number, recipient in enumerate(readers, start=1):
         batch = SendBatch(
             email.issue_name, list_name, (recipient,), (f"test-{number}",), TEST_PREFIX
         )
@@ -146,7 +147,7 @@ def cancel_send(engine: Engine, issue: str, scheduler: Scheduler) -> int:
         record = ledger.send_record(conn, issue)
     if record is None or record.batch_id is None or record.send_at is None:
         raise DispatchError(f"Issue {issue} has no scheduled send to cancel.")
-    if record.send_at - ledger.now() < scheduler.cancel_margin:
+    if record.send_at - db.now() < scheduler.cancel_margin:
         raise DispatchError(
             f"Issue {issue} is scheduled for {record.send_at.isoformat()}: too close (or past) "
             f"to cancel reliably; the {scheduler.name} mailer needs at least "
@@ -164,9 +165,9 @@ def status(engine: Engine, issue: str) -> tuple[DispatchReport, ledger.SendRecor
     return _report(issue, counts), record
 
 
-def problems(engine: Engine, issue: str) -> list[ledger.Problem]:
+def undelivered(engine: Engine, issue: str) -> list[ledger.Undelivered]:
     with db.reading(engine) as conn:
-        return ledger.problems(conn, issue)
+        return ledger.undelivered(conn, issue)
 
 
 # --- Stages --------------------------------------------------------------------------------
@@ -188,7 +189,8 @@ class _Run:
 class _Schedule:
     send_at: dt.datetime | None = None
     batch_id: str | None = None
-    states: tuple[str, ...] = ("pending", "validated")  # which rows a run may claim
+    # which rows a run may claim
+    states: tuple[LedgerState, ...] = (LedgerState.PENDING, LedgerState.VALIDATED)
 
 
 def _prepare(
@@ -237,7 +239,7 @@ def _scheduler_for(mailer: Mailer, send_at: dt.datetime | None) -> Scheduler | N
         return None
     if not isinstance(mailer, Scheduler):
         raise DispatchError(f"--at needs the sendgrid mailer; the {mailer.name} mailer sends now.")
-    check_send_at(send_at, ledger.now(), mailer)
+    check_send_at(send_at, db.now(), mailer)
     return mailer
 
 
@@ -269,7 +271,7 @@ def _scheduled(record: ledger.SendRecord) -> bool:
     """Whether the issue has a scheduled send whose time has not come yet."""
     if record.batch_id is None or record.send_at is None:
         return False
-    return record.send_at > ledger.now()
+    return record.send_at > db.now()
 
 
 def _check_schedule(record: ledger.SendRecord, send_at: dt.datetime | None) -> None:
@@ -360,8 +362,7 @@ def _send_claimed(
 
 def _batch(run: _Run, claimed: Sequence[ledger.Claimed], schedule: _Schedule) -> SendBatch:
     recipients = tuple(
-        Recipient(c.email, c.first_name, run.links(c.subscriber_public_id), c.subscriber_public_id)
-        for c in claimed
+        Recipient(c.email, c.first_name, run.links(c.public_id), c.public_id) for c in claimed
     )
     keys = tuple(c.key for c in claimed)
     return SendBatch(
@@ -424,13 +425,13 @@ def _tally(report: DispatchReport, results: Sequence[SendResult], skipped: int) 
 def _report(issue: str, counts: dict[str, int]) -> DispatchReport:
     return DispatchReport(
         issue_name=issue,
-        sent=counts["sent"],
-        failed=counts["failed"],
-        unknown=counts["unknown"],
-        skipped=counts["skipped"],
-        pending=counts["pending"],
-        claimed=counts["claimed"],
-        validated=counts["validated"],
+        sent=counts[LedgerState.SENT],
+        failed=counts[LedgerState.FAILED],
+        unknown=counts[LedgerState.UNKNOWN],
+        skipped=counts[LedgerState.SKIPPED],
+        pending=counts[LedgerState.PENDING],
+        claimed=counts[LedgerState.CLAIMED],
+        validated=counts[LedgerState.VALIDATED],
     )
 
 
@@ -438,13 +439,17 @@ def _batch_size(mailer: Mailer, options: SendOptions) -> int:
     return max(1, min(options.batch_size, mailer.max_batch))
 
 
-def _claimable(mailer: Mailer) -> tuple[str, ...]:
+def _claimable(mailer: Mailer) -> tuple[LedgerState, ...]:
     """The rows a run may claim: a sandbox run validates; a real run also sends what a
     sandbox run only validated."""
-    return ("pending",) if mailer.sandbox else ("pending", "validated")
+    return (
+        (LedgerState.PENDING,) if mailer.sandbox else (LedgerState.PENDING, LedgerState.VALIDATED)
+    )
 
 
-def _suppressed_waiting(conn: Connection, issue: str, list_name: str, states: Sequence[str]) -> int:
+def _suppressed_waiting(
+    conn: Connection, issue: str, list_name: str, states: Sequence[LedgerState]
+) -> int:
     rows = send_ledger
     query = (
         select(func.count())

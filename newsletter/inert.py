@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from newsletter import yamlfile
@@ -74,27 +75,36 @@ Field = tuple[str | int, ...]
 def findings(issue: Issue) -> tuple[Problem, ...]:
     """A warning for each content field that had to be made inert."""
     return tuple(
-        _warning(path, field, value, found)
-        for path, field, value in _content(issue)
+        _warning(source, field, value, found)
+        for source, field, value in _content(issue)
         if (found := shapes(value))
     )
 
 
-def _content(issue: Issue) -> Iterator[tuple[Path | None, Field, str]]:
+@dataclass(frozen=True)
+class _Source:
+    """The file a value came from, with its lines as they were parsed."""
+
+    path: Path | None
+    lines: tuple[str, ...]
+
+
+def _content(issue: Issue) -> Iterator[tuple[_Source, Field, str]]:
     spec = issue.spec
+    source = _Source(spec.path, spec.file_lines)
     for key in ("title", "subject", "preheader", "intro"):
-        yield spec.path, (key,), getattr(spec, key)
+        yield source, (key,), getattr(spec, key)
     for i, section in enumerate(spec.sections):
-        yield spec.path, ("sections", i, "heading"), section.heading
+        yield source, ("sections", i, "heading"), section.heading
     for name, value in spec.utm:
-        yield spec.path, ("utm", name.removeprefix("utm_")), value
+        yield source, ("utm", name.removeprefix("utm_")), value
     for article in issue.articles:
         yield from _article(article)
     if issue.rates is not None:
-        yield issue.rates.path, ("source",), issue.rates.source
+        yield _Source(issue.rates.path, issue.rates.file_lines), ("source",), issue.rates.source
 
 
-def _article(article: Article) -> Iterator[tuple[Path | None, Field, str]]:
+def _article(article: Article) -> Iterator[tuple[_Source, Field, str]]:
     fields: dict[Field, str] = {
         ("title",): article.title,
         ("url",): article.url,
@@ -105,19 +115,20 @@ def _article(article: Article) -> Iterator[tuple[Path | None, Field, str]]:
     }
     if article.image is not None:
         fields |= {("image", "url"): article.image.url, ("image", "alt"): article.image.alt}
+    source = _Source(article.path, article.file_lines)
     for field, value in fields.items():
-        yield article.path, field, value
+        yield source, field, value
 
 
-def _warning(path: Path | None, field: Field, value: str, found: list[str]) -> Problem:
+def _warning(source: _Source, field: Field, value: str, found: list[str]) -> Problem:
     quoted = ", ".join(f"'{shape}'" for shape in found[:5])
     return Problem(
         f"{quoted} looks like a per-recipient placeholder or template syntax; it is shown to "
         "readers exactly as typed and is never filled in. Nothing to do if that is what you "
         "meant.",
-        file=path,
+        file=source.path,
         field=_name(field),
-        line=_line_of(path, field, found[0]),
+        line=_line_of(source, field, found[0]),
         severity="warning",
     )
 
@@ -128,17 +139,14 @@ def _name(field: Field) -> str:
     return name.replace(".[", "[")
 
 
-def _line_of(path: Path | None, field: Field, needle: str) -> int | None:
+def _line_of(origin: _Source, field: Field, needle: str) -> int | None:
     """The line of `needle` in the file, at or after the line where `field` starts.
 
-    The file is read again only for a finding, which is rare.
+    From the lines recorded when the file was parsed: the render reads no files.
     """
-    if path is None:
+    if origin.path is None or not origin.lines:
         return None
-    try:
-        source = yamlfile.read_text(path).splitlines()
-    except NewsletterError:
-        return None
+    source = list(origin.lines)
     start = _field_line(source, field) or 1
     for number in range(start, len(source) + 1):
         if needle in source[number - 1]:

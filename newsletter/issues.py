@@ -104,6 +104,7 @@ def parse_issue(path: Path) -> tuple[IssueSpec | None, yamlfile.Checker]:
         template=check.text(("template",), required=False, default="digest"),
         utm=_utm(check),
         audience=_audience(check),
+        file_lines=tuple(doc.text.splitlines()),
     )
     return spec, check
 
@@ -313,13 +314,7 @@ def _resolve_rates(
                 f"no rate snapshot for {date} ({rates_mod.snapshot_path(directory, date)}).",
             )
             return None, ()
-    age = (spec.date - date).days
-    if age > settings.stale_after_days:
-        check.problem(
-            ("rates",),
-            f"the rate snapshot is from {date}, {age} days before the issue; import a fresher one.",
-            severity="warning",
-        )
+    # A stale snapshot is a preflight warning (`preflight.check_rates`), not a load problem.
     try:
         trend = rates_mod.history(directory, date)
     except NewsletterError as exc:

@@ -38,9 +38,9 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
-from newsletter.audience import insert_ignoring_duplicates
+from newsletter.db import aware, insert_ignoring_duplicates, now
 from newsletter.errors import DispatchError
-from newsletter.models import SendResult
+from newsletter.models import LedgerState, SendResult
 from newsletter.schema import (
     ALL_LISTS,
     LEDGER_STATES,
@@ -62,7 +62,7 @@ class Addressee(Protocol):
     """What the ledger keeps of a recipient (`audience.Member` fits)."""
 
     @property
-    def subscriber_id(self) -> str: ...
+    def public_id(self) -> str: ...
     @property
     def email(self) -> str: ...
     @property
@@ -78,7 +78,7 @@ class Claimed(NamedTuple):
     key: str
     email: str
     first_name: str
-    subscriber_public_id: str
+    public_id: str  # the subscriber's opaque public id (column subscriber_public_id)
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,6 @@ class SendRecord:
     content_hash: str
     batch_id: str | None
     send_at: dt.datetime | None
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 # --- The issue's send record --------------------------------------------------------------
@@ -131,7 +127,8 @@ def open_send(
 def _reached_anyone(conn: Connection, issue: str) -> bool:
     """Whether some recipient may have the earlier version (sent, or possibly sent)."""
     query = select(send_ledger.c.id).where(
-        send_ledger.c.issue == issue, send_ledger.c.state.in_(("sent", "unknown", "claimed"))
+        send_ledger.c.issue == issue,
+        send_ledger.c.state.in_((LedgerState.SENT, LedgerState.UNKNOWN, LedgerState.CLAIMED)),
     )
     return conn.execute(query.limit(1)).first() is not None
 
@@ -140,11 +137,7 @@ def send_record(conn: Connection, issue: str) -> SendRecord | None:
     row = conn.execute(select(send_issues).where(send_issues.c.issue == issue)).first()
     if row is None:
         return None
-    send_at = (
-        row.send_at.replace(tzinfo=dt.UTC)
-        if row.send_at and not row.send_at.tzinfo
-        else row.send_at
-    )
+    send_at = aware(row.send_at) if row.send_at else row.send_at
     return SendRecord(row.issue, row.list_name, row.content_hash, row.batch_id, send_at)
 
 
@@ -205,9 +198,9 @@ def finish_run(conn: Connection, run_id: int) -> int:
     """End a run; claims it still holds (it was interrupted) become `unknown`."""
     left = conn.execute(
         update(send_ledger)
-        .where(send_ledger.c.run_id == run_id, send_ledger.c.state == "claimed")
+        .where(send_ledger.c.run_id == run_id, send_ledger.c.state == LedgerState.CLAIMED)
         .values(
-            state="unknown",
+            state=LedgerState.UNKNOWN,
             error="the send was interrupted while this request may have been in flight",
             updated_at=now(),
         )
@@ -228,9 +221,9 @@ def recover(conn: Connection, issue: str, lease: dt.timedelta) -> int:
         return 0
     changed = conn.execute(
         update(send_ledger)
-        .where(send_ledger.c.run_id.in_(dead), send_ledger.c.state == "claimed")
+        .where(send_ledger.c.run_id.in_(dead), send_ledger.c.state == LedgerState.CLAIMED)
         .values(
-            state="unknown",
+            state=LedgerState.UNKNOWN,
             error="the sending process stopped while this request may have been in flight",
             updated_at=now(),
         )
@@ -243,8 +236,7 @@ def _is_dead(host: str, pid: int, heartbeat: dt.datetime, lease: dt.timedelta) -
     if host == socket.gethostname():
         return not _process_alive(pid)
     # Another machine's run: only silence longer than the lease tells us it is gone.
-    beat = heartbeat if heartbeat.tzinfo else heartbeat.replace(tzinfo=dt.UTC)
-    return now() - beat > lease
+    return now() - aware(heartbeat) > lease
 
 
 def _process_alive(pid: int) -> bool:
@@ -270,7 +262,12 @@ def count_new(conn: Connection, issue: str, recipients: Select[Any]) -> int:
 
 
 def claim(
-    conn: Connection, issue: str, run_id: int, limit: int, list_name: str, states: Sequence[str]
+    conn: Connection,
+    issue: str,
+    run_id: int,
+    limit: int,
+    list_name: str,
+    states: Sequence[LedgerState],
 ) -> tuple[list[Claimed], int]:
     """Claim up to `limit` rows in `states`; suppressed ones become `skipped` instead.
 
@@ -283,13 +280,13 @@ def claim(
     taken = conn.execute(
         update(send_ledger)
         .where(send_ledger.c.id.in_(candidates))
-        .values(state="claimed", run_id=run_id, updated_at=now())
+        .values(state=LedgerState.CLAIMED, run_id=run_id, updated_at=now())
         .returning(*_ADDRESSING)
     ).all()
     return _screen(conn, run_id, taken, list_name)
 
 
-def claimable(issue: str, limit: int, states: Sequence[str]) -> Select[tuple[int]]:
+def claimable(issue: str, limit: int, states: Sequence[LedgerState]) -> Select[tuple[int]]:
     """The ids of the first `limit` rows in `states` (through the partial index)."""
     return (
         select(send_ledger.c.id)
@@ -313,14 +310,16 @@ def claim_new(
         return [], 0
     # The batch travels as one JSON parameter expanded by the database: binding a thousand
     # rows one parameter at a time costs more in SQLAlchemy than the INSERT in SQLite.
-    batch = [[p.email, p.subscriber_id, p.first_name] for p in people]
+    batch = [[p.email, p.public_id, p.first_name] for p in people]
     taken = conn.execute(_claim_new_statement(conn, issue, run_id, list_name), {"batch": batch})
     rows = sorted(map(tuple, taken.all()))  # (id, email, first_name, public id, state)
-    skipped = [r[0] for r in rows if r[4] == "skipped"]
+    skipped = [r[0] for r in rows if r[4] == LedgerState.SKIPPED]
     if skipped:
         _set(conn, skipped, error=SUPPRESSED)
     conn.execute(update(send_runs).where(send_runs.c.id == run_id).values(heartbeat_at=now()))
-    claimed = [Claimed(str(i), e, f, p) for i, e, f, p, state in rows if state == "claimed"]
+    claimed = [
+        Claimed(str(i), e, f, p) for i, e, f, p, state in rows if state == LedgerState.CLAIMED
+    ]
     return claimed, len(skipped)
 
 
@@ -338,7 +337,8 @@ def _claim_new_statement(conn: Connection, issue: str, run_id: int, list_name: s
         email,
         people.c.value[1].as_string(),
         people.c.value[2].as_string(),
-        case((blocked, "skipped"), else_="claimed"),
+        # Plain values: a bare enum literal would let SQLAlchemy bind it by member name.
+        case((blocked, LedgerState.SKIPPED.value), else_=LedgerState.CLAIMED.value),
         literal(run_id, Integer),
         literal(now(), send_ledger.c.updated_at.type),
     ).where(true())  # SQLite needs a WHERE to tell the upsert's ON CONFLICT from a join's ON
@@ -368,7 +368,12 @@ def _screen(
     rows = sorted(map(tuple, taken))
     blocked = suppressed(conn, [r[1] for r in rows], list_name)
     if blocked:
-        _set(conn, [r[0] for r in rows if r[1] in blocked], state="skipped", error=SUPPRESSED)
+        _set(
+            conn,
+            [r[0] for r in rows if r[1] in blocked],
+            state=LedgerState.SKIPPED,
+            error=SUPPRESSED,
+        )
     conn.execute(update(send_runs).where(send_runs.c.id == run_id).values(heartbeat_at=now()))
     claimed = [Claimed(str(i), e, f, p) for i, e, f, p in rows if e not in blocked]
     return claimed, len(rows) - len(claimed)
@@ -394,7 +399,7 @@ def record(conn: Connection, run_id: int, results: Iterable[SendResult]) -> None
             .where(
                 send_ledger.c.id.in_(ids),
                 send_ledger.c.run_id == run_id,
-                send_ledger.c.state.in_(("claimed", "unknown")),
+                send_ledger.c.state.in_((LedgerState.CLAIMED, LedgerState.UNKNOWN)),
             )
             .values(
                 state=result.state,
@@ -412,9 +417,9 @@ def release(conn: Connection, run_id: int, keys: Sequence[str]) -> None:
         .where(
             send_ledger.c.id.in_([int(k) for k in keys]),
             send_ledger.c.run_id == run_id,
-            send_ledger.c.state == "claimed",
+            send_ledger.c.state == LedgerState.CLAIMED,
         )
-        .values(state="pending", run_id=None, updated_at=now())
+        .values(state=LedgerState.PENDING, run_id=None, updated_at=now())
     )
 
 
@@ -422,8 +427,8 @@ def resend_unknown(conn: Connection, issue: str) -> int:
     """The explicit way out of at-most-once: `unknown` rows become `pending` again."""
     result = conn.execute(
         update(send_ledger)
-        .where(send_ledger.c.issue == issue, send_ledger.c.state == "unknown")
-        .values(state="pending", run_id=None, error="", updated_at=now())
+        .where(send_ledger.c.issue == issue, send_ledger.c.state == LedgerState.UNKNOWN)
+        .values(state=LedgerState.PENDING, run_id=None, error="", updated_at=now())
     )
     return int(result.rowcount)
 
@@ -449,24 +454,31 @@ def counts(conn: Connection, issue: str) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class Problem:
+class Undelivered:
+    """A recipient whose row is `failed` or `unknown`, with the error the mailer gave."""
+
     email: str
     state: str
     error: str
     updated_at: dt.datetime
 
 
-def problems(conn: Connection, issue: str, limit: int = 1000) -> list[Problem]:
+def undelivered(conn: Connection, issue: str, limit: int = 1000) -> list[Undelivered]:
     """Failed and unknown recipients, for `newsletter status --details`."""
     query = (
         select(
             send_ledger.c.email, send_ledger.c.state, send_ledger.c.error, send_ledger.c.updated_at
         )
-        .where(and_(send_ledger.c.issue == issue, send_ledger.c.state.in_(("failed", "unknown"))))
+        .where(
+            and_(
+                send_ledger.c.issue == issue,
+                send_ledger.c.state.in_((LedgerState.FAILED, LedgerState.UNKNOWN)),
+            )
+        )
         .order_by(send_ledger.c.state, send_ledger.c.email)
         .limit(limit)
     )
-    return [Problem(*row) for row in conn.execute(query)]
+    return [Undelivered(*row) for row in conn.execute(query)]
 
 
 def unschedule(conn: Connection, issue: str, batch_id: str) -> int:
@@ -483,10 +495,10 @@ def unschedule(conn: Connection, issue: str, batch_id: str) -> int:
         update(send_ledger)
         .where(
             send_ledger.c.issue == issue,
-            send_ledger.c.state == "sent",
+            send_ledger.c.state == LedgerState.SENT,
             send_ledger.c.run_id.in_(carriers),
         )
-        .values(state="pending", run_id=None, message_id="", updated_at=moment)
+        .values(state=LedgerState.PENDING, run_id=None, message_id="", updated_at=moment)
     ).rowcount
     conn.execute(
         update(send_issues)

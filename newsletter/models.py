@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +38,9 @@ class Article:
     credit: str | None = None
     path: Path | None = None
     draft: bool = False  # `draft: true`: no query selects it and no issue may list it
+    # The file's lines as parsed, so a finding on a field can name its line without the
+    # render reading the file again.
+    file_lines: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class RateSnapshot:
     source: str
     rates: tuple[Rate, ...]
     path: Path | None = None
+    # The file's lines as parsed, so a finding on a field can name its line without the
+    # render reading the file again.
+    file_lines: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def get(self, currency: str) -> Rate | None:
         return next((r for r in self.rates if r.currency == currency), None)
@@ -108,6 +115,9 @@ class IssueSpec:
     template: str = "digest"
     utm: tuple[tuple[str, str], ...] = ()
     audience: AudienceSpec = field(default_factory=AudienceSpec)
+    # The file's lines as parsed, so a finding on a field can name its line without the
+    # render reading the file again.
+    file_lines: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -166,9 +176,26 @@ class Recipient:
     email: str
     first_name: str = ""
     unsubscribe_url: str = ""
-    subscriber_id: str | None = None
+    public_id: str | None = None  # the subscriber's opaque public id, for a real one
 
 
+class LedgerState(StrEnum):
+    """A recipient's row in the send ledger; the `state` column holds the value.
+
+    ``pending -> claimed -> sent | failed | unknown``, plus ``skipped`` (suppressed when
+    claimed) and ``validated`` (accepted by a sandbox run, sent again by a real one).
+    """
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    SKIPPED = "skipped"
+    VALIDATED = "validated"
+
+
+# What a mailer reports for a batch: the LedgerState value its rows move to, or
 # "released": the mailer never got to these recipients; they go back to `pending`.
 SendState = Literal["sent", "failed", "unknown", "validated", "released"]
 

@@ -7,7 +7,6 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +15,7 @@ from lxml.html import HtmlElement
 
 from newsletter import placeholders
 from newsletter.config import Settings
-from newsletter.errors import IssueError, NewsletterError, PreflightError, Problem, Severity
+from newsletter.errors import PreflightError, Problem, Severity
 from newsletter.models import Article, Issue, Query, RenderedEmail
 from newsletter.placeholders import UNKEYED, Tags
 
@@ -155,81 +154,6 @@ def _locate(problem: Problem, issue: Issue, settings: Settings) -> Problem:
     }
     source = sources.get(problem.field or "")
     return replace(problem, file=source) if source else problem
-
-
-@dataclass(frozen=True)
-class Checked:
-    """An issue file taken through load, render and preflight."""
-
-    issue: Issue
-    email: RenderedEmail
-    report: Report
-
-
-def check_file(issue_path: Path, settings: Settings) -> Checked:
-    """Load and render one issue file and check it against the issues before it."""
-    from newsletter.issues import load_issue  # the edge: reads files
-    from newsletter.render import render
-
-    issue = load_issue(issue_path, settings)
-    email = render(issue, settings)
-    history, unreadable = load_history(issue, settings)
-    report = check(issue, email, settings, history=history)
-    return Checked(issue, email, replace(report, problems=report.problems + unreadable))
-
-
-def report_for_file(issue_path: Path, settings: Settings) -> Report:
-    """`check_file`'s report; an issue that does not load or render is a report of errors,
-    so one broken issue does not hide the others' findings."""
-    try:
-        return check_file(issue_path, settings).report
-    except IssueError as exc:
-        problems = exc.problems
-    except NewsletterError as exc:
-        problems = (Problem(str(exc), file=issue_path),)
-    return Report(issue_path.stem, 0, (), tuple(problems))
-
-
-def load_history(issue: Issue, settings: Settings) -> tuple[list[PastIssue], tuple[Problem, ...]]:
-    """The last `history_issues` issue definitions dated before `issue`, with their articles.
-
-    Articles are resolved against today's content, which is what those issues carried unless
-    an article was since deleted. An unreadable past issue is a warning on its file, never an
-    error of this one: repeats may be missed. A file that does not even parse (bad YAML, too
-    deeply nested, a folder or FIFO) has no date to place it, so it is reported whatever
-    its date; its own `check` says what is wrong with it.
-    """
-    from newsletter.issues import load_issue, parse_issue
-
-    dated, problems = [], []
-    for path in sorted(settings.path("issues_dir").glob("*.yaml")):
-        if path.stem == issue.name:
-            continue
-        spec, check = parse_issue(path)
-        if spec is None:
-            reason = check.problems[0].message if check.problems else "not an issue definition"
-            problems.append(_unreadable_past(path, reason))
-        elif spec.date < issue.spec.date:
-            dated.append((spec.date, path))
-    keep = sorted(dated)[-settings.history_issues :] if settings.history_issues > 0 else []
-    history = []
-    for date, path in keep:
-        try:
-            past = load_issue(path, settings)
-        except NewsletterError as exc:
-            problems.append(_unreadable_past(path, str(exc).splitlines()[0]))
-            continue
-        history.append(PastIssue(past.name, date, frozenset(a.slug for a in past.articles)))
-    return history, tuple(problems)
-
-
-def _unreadable_past(path: Path, reason: str) -> Problem:
-    return Problem(
-        "cannot read this earlier issue, so its articles are not checked for repeats "
-        f"(`newsletter check {path.name}` says why): {reason}",
-        file=path,
-        severity="warning",
-    )
 
 
 def _parse(html: str) -> HtmlElement:

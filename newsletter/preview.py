@@ -26,17 +26,18 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from newsletter import placeholders
+from newsletter.build import Checked, check_file
 from newsletter.config import Settings
 from newsletter.errors import IssueError, NewsletterError, PreviewError, Problem
+from newsletter.issues import ISSUE_NAME
 from newsletter.models import Recipient
-from newsletter.preflight import Checked, check_file
+from newsletter.readers import made_up_reader, previewed_subscriber, sample_reader
 
 log = logging.getLogger("newsletter.preview")
 
 PHONE_WIDTH = 375
 DESKTOP_WIDTH = 640
 WATCHED_SUFFIXES = {".yaml", ".yml", ".md", ".j2"}
-ISSUE_NAME = re.compile(r"[\w][\w.-]*")  # fullmatch: `$` would pass "x\n"
 KEEPALIVE_SECONDS = 15.0
 
 Lookup = Callable[[str], Recipient | None]
@@ -70,12 +71,12 @@ class Desk:
 
     def index_rows(self) -> list[tuple[str, str, bool]]:
         """(name, subject or first problem, parses) per issue file: parsed, not rendered."""
-        from newsletter.issues import parse_issue
+        from newsletter.build import read_spec
 
         rows = []
         for name in self.issue_names():
-            spec, check = parse_issue(self.settings.path("issues_dir") / f"{name}.yaml")
-            errors = [p for p in check.problems if p.severity == "error"]
+            spec, problems = read_spec(self.settings.path("issues_dir") / f"{name}.yaml")
+            errors = [p for p in problems if p.severity == "error"]
             if spec is None or errors:
                 rows.append((name, str(errors[0]) if errors else "cannot be read", False))
             else:
@@ -374,25 +375,13 @@ def _query(options: dict[str, str]) -> str:
     return urlencode({k: v for k, v in options.items() if v})
 
 
-# Every unsubscribe link the preview shows, whoever it renders for: a working signed token
-# would unsubscribe that subscriber for whoever can reach the preview's port.
-PREVIEW_ONLY_PATH = "/u/preview-only-not-a-real-token"
+# Every unsubscribe link the preview shows, whoever it renders for, is
+# `urls.PREVIEW_ONLY_PATH`: a working signed token would unsubscribe that subscriber for
+# whoever can reach the preview's port.
 NOT_HERE = (
     "rendering as a subscriber works only from the machine running the preview; showing "
     "the sample reader. Write NAME,EMAIL to preview a made-up one."
 )
-
-
-def preview_only_link(settings: Settings) -> str:
-    return f"{settings.base_url.rstrip('/')}{PREVIEW_ONLY_PATH}"
-
-
-def sample_recipient(settings: Settings) -> Recipient:
-    return Recipient(
-        email="aida@example.org",
-        first_name="Aida",
-        unsubscribe_url=preview_only_link(settings),
-    )
 
 
 def resolve_recipient(
@@ -407,21 +396,19 @@ def resolve_recipient(
     A client that is not `local` is never told whether an address is a subscriber: it
     gets the sample reader and the same notice whatever it asked for.
     """
-    from newsletter.build import preview_recipient
-
     choice = choice.strip()
     if not choice or choice == "sample":
-        return sample_recipient(settings), ""
+        return sample_reader(settings), ""
     if "," in choice:
         try:
-            return preview_recipient(choice, settings), ""
+            return made_up_reader(choice, settings), ""
         except NewsletterError as exc:
-            return sample_recipient(settings), str(exc)
+            return sample_reader(settings), str(exc)
     if not local:
-        return sample_recipient(settings), NOT_HERE
+        return sample_reader(settings), NOT_HERE
     found = lookup(choice) if lookup else None
     if found is None:
-        return sample_recipient(settings), (
+        return sample_reader(settings), (
             f"no subscriber {choice!r} found; showing the sample reader. "
             "Write NAME,EMAIL to preview a made-up one."
         )
@@ -636,7 +623,6 @@ def database_lookup(settings: Settings) -> Lookup | None:
                 found = audience.subscriber(conn, address)
         except NewsletterError:
             return None
-        first = found.name.split()[0] if found.name.strip() else ""
-        return Recipient(found.email, first, preview_only_link(settings), found.public_id)
+        return previewed_subscriber(found.email, found.name, found.public_id, settings)
 
     return lookup

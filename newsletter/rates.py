@@ -192,6 +192,7 @@ def load_snapshot(path: Path) -> RateSnapshot:
         source=check.text(("source",)),
         rates=_rates(check),
         path=path,
+        file_lines=tuple(check.doc.text.splitlines()),
     )
     if snapshot.date != dt.date.min and path.stem != snapshot.date.isoformat():
         check.problem(("date",), f"is {snapshot.date} but the file is named {path.name}.")

@@ -11,7 +11,7 @@ from typing import Any
 import jinja2
 from jinja2.filters import do_wordwrap
 
-from newsletter import inert, inline, placeholders, rates
+from newsletter import inert, inline, placeholders, rates, urls
 from newsletter.config import Settings
 from newsletter.errors import RenderError
 from newsletter.markdown import to_html
@@ -190,7 +190,7 @@ def build_context(issue: Issue, settings: Settings) -> dict[str, Any]:
             for s in issue.sections
         ],
         "rates": _rates(issue.rates, issue.rate_history),
-        "links": {"archive": inert.url(f"{settings.base_url.rstrip('/')}/issues/{spec.name}/")},
+        "links": {"archive": inert.url(urls.web_copy_link(settings, spec.name))},
         "footer": {"postal_address": inert.text(settings.postal_address)},
     }
 

@@ -27,6 +27,8 @@ from sqlalchemy import (
     text,
 )
 
+from newsletter.models import LedgerState
+
 # Named constraints, so later migrations (and SQLite batch mode) can refer to them.
 metadata = MetaData(
     naming_convention={
@@ -106,13 +108,13 @@ suppressions = Table(
 
 # --- The send ledger (newsletter.ledger reads and writes these) ----------------------------
 
-LEDGER_STATES = ("pending", "claimed", "sent", "failed", "unknown", "skipped", "validated")
+LEDGER_STATES = tuple(state.value for state in LedgerState)
 # The rows a run may claim: given back or set aside to send again (`pending`), or only
 # validated by a sandbox run. Only these are indexed by state (a partial index): a row
 # inserted already `claimed`, and every `claimed -> sent`, then never touches the index,
 # which cuts the ledger's write cost at 1,000,000 recipients by a third. A query uses
 # the index only when it repeats this condition word for word (`ledger.WAITING`).
-WAITING_STATES = ("pending", "validated")
+WAITING_STATES = (LedgerState.PENDING.value, LedgerState.VALIDATED.value)
 WAITING = f"state IN ({', '.join(repr(s) for s in WAITING_STATES)})"
 WHEN = DateTime(timezone=True)
 

@@ -16,6 +16,7 @@ from newsletter import placeholders
 from newsletter.config import Settings
 from newsletter.errors import PreviewError
 from newsletter.models import Issue, RenderedEmail
+from newsletter.readers import sample_reader
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route
@@ -146,9 +147,7 @@ def placeholder_png(width: int, height: int) -> bytes:
 
 def preview_html(email: RenderedEmail, settings: Settings) -> str:
     """The HTML part as the sample reader receives it (placeholders filled)."""
-    from newsletter.preview import sample_recipient
-
-    return placeholders.fill(email.html, sample_recipient(settings), part="html", tags=email.tags)
+    return placeholders.fill(email.html, sample_reader(settings), part="html", tags=email.tags)
 
 
 def take(chromium: Browser, html: str, out_dir: Path, images: ImageSizes) -> list[Path]:

@@ -27,6 +27,7 @@ from itsdangerous import BadData, Signer, URLSafeSerializer, URLSafeTimedSeriali
 from itsdangerous.encoding import base64_encode, want_bytes
 from itsdangerous.signer import HMACAlgorithm
 
+from newsletter import urls
 from newsletter.config import Secret, Settings
 from newsletter.errors import ConfigError, TokenError
 
@@ -36,7 +37,7 @@ INVALID = "This link is not valid."  # one message for every kind of bad token
 
 @dataclass(frozen=True)
 class TokenClaims:
-    subscriber_id: str  # the public id
+    public_id: str  # the subscriber's opaque public id, never the address
     list_name: str
 
 
@@ -140,12 +141,12 @@ def _timed(settings: Settings) -> URLSafeTimedSerializer:
     return _timed_serializer(settings.secret_keys)
 
 
-def sign(settings: Settings, purpose: Purpose, subscriber_id: str, list_name: str) -> str:
+def sign(settings: Settings, purpose: Purpose, public_id: str, list_name: str) -> str:
     if purpose == "confirm":
-        return _timed(settings).dumps([subscriber_id, list_name])
+        return _timed(settings).dumps([public_id, list_name])
     # What URLSafeSerializer.dumps does, minus building a new Signer for every token.
     serializer = _serializer(settings, purpose)
-    payload = serializer.dump_payload([subscriber_id, list_name])
+    payload = serializer.dump_payload([public_id, list_name])
     return _signer(serializer).sign(payload).decode("ascii")
 
 
@@ -174,9 +175,9 @@ def verify(settings: Settings, purpose: Purpose, token: str) -> TokenClaims:
     return TokenClaims(payload[0], payload[1])
 
 
-def unsubscribe_url(settings: Settings, subscriber_public_id: str, list_name: str) -> str:
-    token = sign(settings, "unsubscribe", subscriber_public_id, list_name)
-    return f"{settings.base_url.rstrip('/')}/u/{token}"
+def unsubscribe_url(settings: Settings, public_id: str, list_name: str) -> str:
+    token = sign(settings, "unsubscribe", public_id, list_name)
+    return urls.unsubscribe_link(settings, token)
 
 
 def unsubscribe_links(settings: Settings, list_name: str) -> Callable[[str], str]:
@@ -188,7 +189,7 @@ def unsubscribe_links(settings: Settings, list_name: str) -> Callable[[str], str
     """
     signer = _signer(_serializer(settings, "unsubscribe"))
     keyed = hmac.new(signer.derive_key(), digestmod=hashlib.sha1)  # as _PreparedHMAC
-    prefix = f"{settings.base_url.rstrip('/')}/u/"
+    prefix = urls.unsubscribe_link(settings, "")
     if html.escape(prefix) != prefix:
         # load_settings refuses such a base_url; Settings made by hand may not have been.
         raise ConfigError(
@@ -197,8 +198,8 @@ def unsubscribe_links(settings: Settings, list_name: str) -> Callable[[str], str
         )
     tail = "," + encode_basestring(list_name) + "]"  # the payload is [subscriber id, list]
 
-    def link(subscriber_public_id: str) -> str:
-        payload = base64_encode("[" + encode_basestring(subscriber_public_id) + tail)
+    def link(public_id: str) -> str:
+        payload = base64_encode("[" + encode_basestring(public_id) + tail)
         mac = keyed.copy()
         mac.update(payload)
         return prefix + (payload + signer.sep + base64_encode(mac.digest())).decode("ascii")
@@ -206,6 +207,6 @@ def unsubscribe_links(settings: Settings, list_name: str) -> Callable[[str], str
     return link
 
 
-def confirm_url(settings: Settings, subscriber_public_id: str, list_name: str) -> str:
-    token = sign(settings, "confirm", subscriber_public_id, list_name)
-    return f"{settings.base_url.rstrip('/')}/confirm/{token}"
+def confirm_url(settings: Settings, public_id: str, list_name: str) -> str:
+    token = sign(settings, "confirm", public_id, list_name)
+    return urls.confirm_link(settings, token)

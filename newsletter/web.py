@@ -109,7 +109,7 @@ class _App:
             return None
 
         def lookup(conn: Connection) -> tuple[int, str] | None:
-            sid = audience.subscriber_id_for(conn, claims.subscriber_id)
+            sid = audience.subscriber_id_for(conn, claims.public_id)
             known = conn.execute(select(lists.c.id).where(lists.c.name == claims.list_name))
             if sid is None or known.first() is None:
                 return None

@@ -218,7 +218,7 @@ def apply_events(conn: Connection, events: Sequence[Event], received_at: dt.date
 
 def _record(conn: Connection, event: Event, received_at: dt.datetime) -> bool:
     """True if the event is new."""
-    return audience.insert_if_absent(
+    return db.insert_if_absent(
         conn,
         webhook_events,
         {
@@ -281,7 +281,7 @@ class _Receiver:
 
     def store(self, events: Sequence[Event]) -> int:
         with db.writing(self.engine) as conn:
-            return apply_events(conn, events, audience.now())
+            return apply_events(conn, events, db.now())
 
 
 async def _off(_request: Request) -> Response:

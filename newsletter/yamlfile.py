@@ -6,7 +6,7 @@ import datetime as dt
 import difflib
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -35,6 +35,7 @@ class YamlDoc:
     lines: dict[tuple[str | int, ...], int]
     path: Path | None = None
     line_offset: int = 0
+    text: str = field(default="", repr=False)  # the YAML as parsed
 
     def line(self, *field: str | int) -> int | None:
         """The line of `field`, or of its closest parent that has one."""
@@ -83,7 +84,7 @@ def parse(text: str, path: Path | None = None, line_offset: int = 0) -> YamlDoc:
         raise YamlSyntaxError(Problem(f"invalid YAML: {problem}.", path, line=line)) from exc
     finally:
         loader.dispose()
-    return YamlDoc(data, lines, path, line_offset)
+    return YamlDoc(data, lines, path, line_offset, text)
 
 
 def load(path: Path) -> YamlDoc:

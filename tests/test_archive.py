@@ -37,7 +37,7 @@ def client(site: Settings) -> Iterator[TestClient]:
 
 def send_sample(site: Settings, engine: Engine) -> None:
     """Send the sample issue through the outbox (one .eml per recipient)."""
-    email = build_issue(site.path("issues_dir") / "2025-12-10.yaml", site)
+    email = build_issue(site.path("issues_dir") / "2025-12-10.yaml", site).email
     mailer = OutboxMailer(site.path("outbox_dir"), site)
     report = dispatch.send_issue(
         engine,
@@ -75,7 +75,7 @@ def test_unknown_or_odd_names_get_the_same_404(client: TestClient, name: str) ->
 
 
 def test_the_footer_link_of_the_email_is_this_page(site: Settings) -> None:
-    email = build_issue(site.path("issues_dir") / "2025-12-10.yaml", site)
+    email = build_issue(site.path("issues_dir") / "2025-12-10.yaml", site).email
     assert 'href="https://news.test/issues/2025-12-10/"' in email.html
 
 

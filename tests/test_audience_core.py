@@ -107,8 +107,8 @@ def test_selection_takes_confirmed_unsuppressed_members_of_the_list(weekly: Engi
     with db.reading(weekly) as conn:
         member = next(audience.select_recipients(conn, AudienceSpec("weekly")))
     assert (member.first_name, member.name, member.list) == ("Aida", "Aida K", "weekly")
-    assert len(member.subscriber_id) >= 16
-    assert "@" not in member.subscriber_id
+    assert len(member.public_id) >= 16
+    assert "@" not in member.public_id
 
 
 def test_unsubscribe_from_one_list_leaves_the_other(weekly: Engine) -> None:
@@ -213,6 +213,6 @@ def test_members_become_recipients_with_a_working_unsubscribe_url(
         [member] = audience.select_recipients(conn, AudienceSpec("weekly"))
     recipient = audience.as_recipient(member, settings)
     assert (recipient.email, recipient.first_name) == ("r@example.org", "Rustam")
-    assert recipient.subscriber_id == public_id
+    assert recipient.public_id == public_id
     token = recipient.unsubscribe_url.removeprefix("https://news.test/u/")
-    assert tokens.verify(settings, "unsubscribe", token).subscriber_id == public_id
+    assert tokens.verify(settings, "unsubscribe", token).public_id == public_id

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.build import build_to_disk, preview_recipient
+from newsletter.build import build_issue, write_files
 from newsletter.config import Settings
+from newsletter.readers import made_up_reader
 from tests.conftest import run_newsletter
 
 GOLDEN = Path(__file__).parent / "golden" / "2025-12-10"
@@ -19,7 +20,8 @@ FILES = ("email.html", "email.txt", "email.mjml", "message.eml")
 
 
 def build_sample(settings: Settings, out: Path) -> Path:
-    result = build_to_disk(settings.path("issues_dir") / "2025-12-10.yaml", settings, out)
+    built = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
+    result = write_files(built, out, settings)
     assert [p.name for p in result.files] == list(FILES)
     return result.directory
 
@@ -75,8 +77,9 @@ def test_eml_is_multipart_alternative_utf8_with_list_unsubscribe(
 
 
 def test_preview_as_fills_every_placeholder(settings: Settings, tmp_path: Path) -> None:
-    who = preview_recipient("Aida <Ali>,aida@example.org", settings)
-    result = build_to_disk(settings.path("issues_dir") / "2025-12-10.yaml", settings, tmp_path, who)
+    who = made_up_reader("Aida <Ali>,aida@example.org", settings)
+    built = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
+    result = write_files(built, tmp_path, settings, who)
     html = (result.directory / "email.html").read_text()
     text = (result.directory / "email.txt").read_text()
     msg = email.message_from_bytes(
@@ -141,7 +144,7 @@ def test_long_unsubscribe_url_stays_a_plain_header(settings: Settings, tmp_path:
     from newsletter.message import build_message, to_bytes
     from newsletter.models import Recipient
 
-    built = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
+    built = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings).email
     raw = to_bytes(build_message(built, settings, Recipient("a@example.org", "A", long_url)))
     assert f"List-Unsubscribe: <{long_url}>\r\n".encode() in raw
     headers, _, body = raw.partition(b"\r\n\r\n")
@@ -169,7 +172,7 @@ def test_every_copy_has_its_own_message_id(settings: Settings) -> None:
     from newsletter.message import build_message
     from newsletter.models import Recipient
 
-    built = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
+    built = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings).email
     ids = {
         build_message(built, settings, Recipient(address, "A", "https://x.org/u/t"), prefix)[
             "Message-ID"

@@ -17,7 +17,8 @@ from newsletter.config import Settings
 from newsletter.dispatch import SendOptions
 from newsletter.errors import AuthError, DispatchError, PayloadError, UsageError
 from newsletter.mailers.sendgrid import SendGridMailer
-from newsletter.models import AudienceSpec, DispatchReport, RenderedEmail
+from newsletter.models import AudienceSpec, DispatchReport, LedgerState, RenderedEmail
+from newsletter.readers import proof_reader
 from tests.conftest import AUDIENCE_SIZE
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
 
@@ -136,7 +137,7 @@ def test_400_marks_the_batch_failed_with_sendgrids_reason(
     )
     report = send(engine, rendered, mailer)
     assert (report.failed, report.sent) == (10, 15)
-    found = dispatch.problems(engine, ISSUE)
+    found = dispatch.undelivered(engine, ISSUE)
     assert {p.error for p in found} == {"from.email: Invalid from address."}
 
 
@@ -305,9 +306,9 @@ def test_test_copies_go_anywhere_and_stay_out_of_the_ledger(
     mailer: SendGridMailer,
     fake_sendgrid: FakeSendGrid,
 ) -> None:
-    dispatch.send_tests(
-        rendered, ["editor@newsroom.test", "boss@elsewhere.test"], mailer, "weekly", link
-    )
+    addresses = ["editor@newsroom.test", "boss@elsewhere.test"]
+    readers = [proof_reader(address, mailer.settings) for address in addresses]
+    dispatch.send_tests(rendered, readers, mailer, "weekly")
     bodies = [r.body for r in fake_sendgrid.mail_sends()]
     assert [b["subject"].startswith("[TEST] ") for b in bodies] == [True, True]
     assert [b["personalizations"][0]["to"][0]["email"] for b in bodies] == [
@@ -343,7 +344,7 @@ def test_a_scheduled_send_carries_send_at_and_one_batch_id_and_can_be_cancelled(
     mailer: SendGridMailer,
     fake_sendgrid: FakeSendGrid,
 ) -> None:
-    at = ledger.now().replace(microsecond=0) + dt.timedelta(hours=20)
+    at = db.now().replace(microsecond=0) + dt.timedelta(hours=20)
     send(engine, rendered, mailer, dataclasses.replace(SMALL, send_at=at))
     bodies = [r.body for r in fake_sendgrid.mail_sends()]
     assert {b["send_at"] for b in bodies} == {int(at.timestamp())}
@@ -362,7 +363,7 @@ def test_a_schedule_too_close_to_cancel_is_refused(
     mailer: SendGridMailer,
     fake_sendgrid: FakeSendGrid,
 ) -> None:
-    at = ledger.now() + dt.timedelta(minutes=5)
+    at = db.now() + dt.timedelta(minutes=5)
     send(engine, rendered, mailer, dataclasses.replace(SMALL, send_at=at))
     with pytest.raises(DispatchError, match="10 minutes"):
         dispatch.cancel_send(engine, ISSUE, mailer)
@@ -376,7 +377,7 @@ def test_scheduling_more_than_72_hours_ahead_is_refused_before_anything_is_sent(
     mailer: SendGridMailer,
     fake_sendgrid: FakeSendGrid,
 ) -> None:
-    at = ledger.now() + dt.timedelta(hours=73)
+    at = db.now() + dt.timedelta(hours=73)
     with pytest.raises(UsageError, match="72 hours"):
         send(engine, rendered, mailer, dataclasses.replace(SMALL, send_at=at))
     assert fake_sendgrid.requests == []
@@ -400,7 +401,7 @@ def claimed_by_a_run_elsewhere(engine: Engine, heartbeat: dt.datetime) -> None:
 def test_claims_of_a_silent_run_on_another_machine_become_unknown_after_the_lease(
     engine: Engine, weekly_readers: list[str]
 ) -> None:
-    claimed_by_a_run_elsewhere(engine, ledger.now() - dispatch.LEASE - dt.timedelta(seconds=1))
+    claimed_by_a_run_elsewhere(engine, db.now() - dispatch.LEASE - dt.timedelta(seconds=1))
     with db.writing(engine) as conn:
         assert ledger.recover(conn, ISSUE, dispatch.LEASE) == 10
     assert collections.Counter(states(engine).values()) == {"unknown": 10, "pending": 15}
@@ -409,7 +410,7 @@ def test_claims_of_a_silent_run_on_another_machine_become_unknown_after_the_leas
 def test_claims_of_a_live_run_on_another_machine_are_left_alone(
     engine: Engine, weekly_readers: list[str]
 ) -> None:
-    claimed_by_a_run_elsewhere(engine, ledger.now())
+    claimed_by_a_run_elsewhere(engine, db.now())
     with db.writing(engine) as conn:
         assert ledger.recover(conn, ISSUE, dispatch.LEASE) == 0
     assert collections.Counter(states(engine).values()) == {"claimed": 10, "pending": 15}
@@ -417,7 +418,7 @@ def test_claims_of_a_live_run_on_another_machine_are_left_alone(
 
 @dataclasses.dataclass(frozen=True)
 class Person:
-    subscriber_id: str
+    public_id: str
     email: str
     first_name: str
 
@@ -435,7 +436,7 @@ def test_claiming_new_rows_keeps_every_field_and_screens_suppressions(engine: En
         run_id = ledger.start_run(conn, ISSUE)
         claimed, skipped = ledger.claim_new(conn, ISSUE, run_id, people, "weekly")
         again, skipped_again = ledger.claim_new(conn, ISSUE, run_id, people, "weekly")
-    assert [(c.email, c.first_name, c.subscriber_public_id) for c in claimed] == [
+    assert [(c.email, c.first_name, c.public_id) for c in claimed] == [
         ("o'brien@example.org", "Ólafur", "pub-1"),
         ("айгүл@example.kg", 'Ай "Гүл"', "pub-3"),
     ]
@@ -453,9 +454,11 @@ def test_claiming_new_rows_keeps_every_field_and_screens_suppressions(engine: En
     ]
 
 
-@pytest.mark.parametrize("states", [("pending",), ("pending", "validated")])
+@pytest.mark.parametrize(
+    "states", [(LedgerState.PENDING,), (LedgerState.PENDING, LedgerState.VALIDATED)]
+)
 def test_claims_find_waiting_rows_through_the_partial_index(
-    engine: Engine, states: tuple[str, ...]
+    engine: Engine, states: tuple[LedgerState, ...]
 ) -> None:
     """Without it a rerun would walk every row of the issue, a million of them, per batch."""
     with engine.connect() as conn:

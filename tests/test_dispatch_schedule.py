@@ -44,7 +44,7 @@ def link(public_id: str) -> str:
 
 
 def in_hours(hours: float) -> dt.datetime:
-    return ledger.now().replace(microsecond=0) + dt.timedelta(hours=hours)
+    return db.now().replace(microsecond=0) + dt.timedelta(hours=hours)
 
 
 def subscribe_late(engine: Engine) -> list[str]:
@@ -148,9 +148,9 @@ def test_a_second_schedule_after_the_first_time_passed_cancels_only_its_own_rows
     mailer: SendGridMailer,
     fake_sendgrid: FakeSendGrid,
 ) -> None:
-    soon = ledger.now() + dt.timedelta(seconds=3)
+    soon = db.now() + dt.timedelta(seconds=3)
     assert send(engine, rendered, mailer, soon).sent == AUDIENCE_SIZE
-    while ledger.now() <= soon:  # SendGrid delivers the first schedule at its time
+    while db.now() <= soon:  # SendGrid delivers the first schedule at its time
         time.sleep(0.1)
     late = subscribe_late(engine)
     assert send(engine, rendered, mailer, in_hours(20)).sent == LATE
@@ -224,7 +224,7 @@ def test_sendgrid_allows_exactly_72_hours(mailer: SendGridMailer) -> None:
 
 def test_cancel_honours_the_schedulers_own_margin(engine: Engine) -> None:
     """A provider that needs an hour's notice: a send 30 minutes away is not cancelled."""
-    at = ledger.now().replace(microsecond=0) + dt.timedelta(minutes=30)
+    at = db.now().replace(microsecond=0) + dt.timedelta(minutes=30)
     with db.writing(engine) as conn:
         ledger.open_send(conn, ISSUE, "weekly", "c0ffee", allow_changed=False)
         assert ledger.set_schedule(conn, ISSUE, "later-batch", at.astimezone(dt.UTC))

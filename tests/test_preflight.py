@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import preflight
+from newsletter import build, preflight
 from newsletter.config import Settings, load_settings
 from newsletter.errors import PreflightError, Problem
 from newsletter.models import (
@@ -388,7 +388,7 @@ def test_report_as_json_keeps_every_finding() -> None:
 
 def test_sample_issue_has_no_errors_and_flags_the_one_digit_rate(project: Path) -> None:
     settings = load_settings(project, env={})
-    checked = preflight.check_file(project / "issues" / "2025-12-10.yaml", settings)
+    checked = build.check_file(project / "issues" / "2025-12-10.yaml", settings)
     assert checked.report.errors == ()
     assert [p.field for p in checked.report.warnings] == ["rates.UZS"]
     labels = [b.label for b in checked.report.blocks]
@@ -404,7 +404,7 @@ def test_repeats_are_found_in_earlier_issue_files(project: Path) -> None:
     )
     (project / "issues" / "2025-11-01.yaml").write_text("title: [broken\n")
     settings = load_settings(project, env={})
-    report = preflight.check_file(project / "issues" / "2025-12-10.yaml", settings).report
+    report = build.check_file(project / "issues" / "2025-12-10.yaml", settings).report
     repeats = [p for p in report.warnings if "already in issue 2025-12-03" in p.message]
     assert "kyrgyzstan-dried-apricot-exports-china" in repeats[0].message
     # The broken file cannot be dated: a warning on it, never an error of this issue.
@@ -412,7 +412,7 @@ def test_repeats_are_found_in_earlier_issue_files(project: Path) -> None:
     assert broken.severity == "warning"
     assert "cannot read this earlier issue" in broken.message
     only_one = load_settings(project, env={"NEWSLETTER_HISTORY_ISSUES": "0"})
-    report = preflight.check_file(project / "issues" / "2025-12-10.yaml", only_one).report
+    report = build.check_file(project / "issues" / "2025-12-10.yaml", only_one).report
     assert not any("already in issue" in p.message for p in report.warnings)
 
 

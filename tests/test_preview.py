@@ -254,7 +254,8 @@ def test_render_as_an_existing_subscriber_reads_the_database(
 ) -> None:
     from newsletter import audience, db, tokens
     from newsletter.errors import TokenError
-    from newsletter.preview import PREVIEW_ONLY_PATH, database_lookup, resolve_recipient
+    from newsletter.preview import database_lookup, resolve_recipient
+    from newsletter.urls import PREVIEW_ONLY_PATH
 
     with db.writing(engine) as conn:
         audience.create_list(conn, "weekly")
@@ -270,7 +271,7 @@ def test_render_as_an_existing_subscriber_reads_the_database(
     assert found.unsubscribe_url == f"{db_settings.base_url}{PREVIEW_ONLY_PATH}"
     with pytest.raises(TokenError):
         tokens.verify(db_settings, "unsubscribe", found.unsubscribe_url.rsplit("/", 1)[1])
-    assert found.subscriber_id == public_id
+    assert found.public_id == public_id
     missing, note = resolve_recipient("nobody@example.org", db_settings, lookup)
     assert missing.first_name == "Aida"  # the sample reader, with a note saying why
     assert "no subscriber 'nobody@example.org' found" in note

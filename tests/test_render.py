@@ -75,7 +75,7 @@ def active_content(html: str) -> list[str]:
 
 
 def test_hostile_article_is_inert_in_html(settings: Settings) -> None:
-    email = build_issue(hostile_project(settings), settings)
+    email = build_issue(hostile_project(settings), settings).email
     html = email.html
     assert active_content(html) == []
     import lxml.html
@@ -94,13 +94,13 @@ def test_hostile_article_is_inert_in_html(settings: Settings) -> None:
 
 
 def test_hostile_article_is_literal_in_text_part(settings: Settings) -> None:
-    email = build_issue(hostile_project(settings), settings)
+    email = build_issue(hostile_project(settings), settings).email
     assert "{{ settings.sendgrid_api_key }}" in email.text.replace(inert.JOINER, "")
     assert "49" not in email.text.split("Kyrgyzstan")[0]  # {{ 7*7 }} was not evaluated
 
 
 def test_inliner_keeps_media_rules_with_important_and_the_doctype(settings: Settings) -> None:
-    email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
+    email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings).email
     assert email.html.startswith("<!doctype html>")
     media = re.findall(r"@media[^{]*\{(.*?\})\s*\}", email.html, re.DOTALL)
     assert any("max-width:479px" in m or "!important" in m for m in media)
@@ -162,12 +162,12 @@ def test_inliner_is_quiet_about_mso_properties(
 
 
 def test_sample_issue_stays_under_gmail_clip(settings: Settings) -> None:
-    email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
+    email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings).email
     assert 20 * 1024 < email.html_bytes < GMAIL_CLIP_BYTES
 
 
 def test_rate_panel_in_both_parts(settings: Settings) -> None:
-    email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
+    email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings).email
     for part in (email.html, email.text):
         assert "87.41" in part  # 1 USD = 87.41 KGS
         assert "0.28490" in part  # the rate as given, trailing zero kept
@@ -178,7 +178,7 @@ def test_rate_panel_in_both_parts(settings: Settings) -> None:
 
 
 def test_every_article_link_in_html_is_in_text(settings: Settings) -> None:
-    email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
+    email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings).email
     links = set(re.findall(r'href="(https://news\.example\.org/2025[^"]*)"', email.html))
     assert len(links) == 6
     for link in links:
@@ -187,7 +187,7 @@ def test_every_article_link_in_html_is_in_text(settings: Settings) -> None:
 
 
 def test_placeholders_stay_marked_and_fill_with_escaping(settings: Settings) -> None:
-    email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings)
+    email = build_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings).email
     tags = email.tags
     assert f"Hello {tags.html('first_name')}," in email.html
     assert f'href="{tags.html("unsubscribe_url")}"' in email.html

@@ -36,7 +36,7 @@ def people(n: int, *, url: bool = True) -> tuple[Recipient, ...]:
             email=f"reader{i}@example.org",
             first_name=f"Reader {i}",
             unsubscribe_url=f"https://news.example.org/u/token{i}" if url else "",
-            subscriber_id=f"sub{i}",
+            public_id=f"sub{i}",
         )
         for i in range(n)
     )

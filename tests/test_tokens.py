@@ -27,7 +27,7 @@ def test_round_trip_carries_id_and_list_not_the_address() -> None:
     settings = keyed("k-new")
     token = tokens.sign(settings, "unsubscribe", "pub123", "weekly")
     claims = tokens.verify(settings, "unsubscribe", token)
-    assert (claims.subscriber_id, claims.list_name) == ("pub123", "weekly")
+    assert (claims.public_id, claims.list_name) == ("pub123", "weekly")
     assert "@" not in token
 
 
@@ -35,15 +35,15 @@ def test_unsubscribe_url_uses_the_base_url() -> None:
     url = tokens.unsubscribe_url(keyed("k-new"), "pub123", "weekly")
     assert url.startswith("https://n.test/u/")
     claims = tokens.verify(keyed("k-new"), "unsubscribe", url.rsplit("/", 1)[1])
-    assert claims.subscriber_id == "pub123"
+    assert claims.public_id == "pub123"
 
 
 def test_old_tokens_still_work_after_rotation() -> None:
     old = tokens.sign(keyed("k-old"), "unsubscribe", "pub123", "weekly")
     rotated = keyed("k-new, k-old")
-    assert tokens.verify(rotated, "unsubscribe", old).subscriber_id == "pub123"
+    assert tokens.verify(rotated, "unsubscribe", old).public_id == "pub123"
     fresh = tokens.sign(rotated, "unsubscribe", "pub123", "weekly")
-    assert tokens.verify(keyed("k-new"), "unsubscribe", fresh).subscriber_id == "pub123"
+    assert tokens.verify(keyed("k-new"), "unsubscribe", fresh).public_id == "pub123"
     with pytest.raises(TokenError):
         tokens.verify(keyed("k-old"), "unsubscribe", fresh)
 
@@ -71,7 +71,7 @@ def _verify_or_message(settings: Settings, token: str) -> str | tuple[str, str]:
         claims = tokens.verify(settings, "unsubscribe", token)
     except TokenError as exc:
         return str(exc)
-    return (claims.subscriber_id, claims.list_name)
+    return (claims.public_id, claims.list_name)
 
 
 @given(st.text(max_size=80))
@@ -105,33 +105,29 @@ PINNED = {
 COMPRESSED = ("a" * 32, ".eJyLVkokAJR0lMpTU7NzKpViAXaPEB4.ZMRAGJ_u0i6uoYxNr5x-CacgpJw")
 
 
-@pytest.mark.parametrize(("purpose", "subscriber_id"), list(PINNED))
+@pytest.mark.parametrize(("purpose", "public_id"), list(PINNED))
 def test_tokens_are_byte_identical_to_those_already_sent(
-    purpose: tokens.Purpose, subscriber_id: str
+    purpose: tokens.Purpose, public_id: str
 ) -> None:
     settings = keyed("k-new, k-old")
     for _ in range(2):  # the first call derives and prepares the key, the second reuses it
-        token = tokens.sign(settings, purpose, subscriber_id, "weekly")
-        assert token == PINNED[(purpose, subscriber_id)]
-        assert tokens.verify(settings, purpose, token).subscriber_id == subscriber_id
+        token = tokens.sign(settings, purpose, public_id, "weekly")
+        assert token == PINNED[(purpose, public_id)]
+        assert tokens.verify(settings, purpose, token).public_id == public_id
 
 
 def test_compressed_tokens_already_sent_still_verify() -> None:
     settings = keyed("k-new, k-old")
-    subscriber_id, sent = COMPRESSED
-    assert tokens.verify(settings, "unsubscribe", sent) == tokens.TokenClaims(
-        subscriber_id, "weekly"
-    )
-    fresh = tokens.sign(settings, "unsubscribe", subscriber_id, "weekly")
+    public_id, sent = COMPRESSED
+    assert tokens.verify(settings, "unsubscribe", sent) == tokens.TokenClaims(public_id, "weekly")
+    fresh = tokens.sign(settings, "unsubscribe", public_id, "weekly")
     assert not fresh.startswith(".")  # signed afresh: never compressed
-    assert tokens.verify(settings, "unsubscribe", fresh) == tokens.TokenClaims(
-        subscriber_id, "weekly"
-    )
+    assert tokens.verify(settings, "unsubscribe", fresh) == tokens.TokenClaims(public_id, "weekly")
 
 
 @given(st.text(max_size=40), st.text(max_size=20), st.sampled_from(["unsubscribe", "confirm"]))
 def test_tokens_are_stock_itsdangerous_tokens(
-    subscriber_id: str, list_name: str, purpose: tokens.Purpose
+    public_id: str, list_name: str, purpose: tokens.Purpose
 ) -> None:
     """Stock URLSafeSerializer over the newest key reads ours, and we read its; where it does
     not compress (every real id: random, 16 characters), the bytes are the same.
@@ -139,10 +135,10 @@ def test_tokens_are_stock_itsdangerous_tokens(
     settings = keyed("k-new, k-old")
     kind = URLSafeTimedSerializer if purpose == "confirm" else URLSafeSerializer
     stock = kind(["k-old", "k-new"], salt=f"newsletter.{purpose}")
-    ours = tokens.sign(settings, purpose, subscriber_id, list_name)
-    assert stock.loads(ours) == [subscriber_id, list_name]
-    theirs = stock.dumps([subscriber_id, list_name])
-    assert tokens.verify(settings, purpose, theirs) == tokens.TokenClaims(subscriber_id, list_name)
+    ours = tokens.sign(settings, purpose, public_id, list_name)
+    assert stock.loads(ours) == [public_id, list_name]
+    theirs = stock.dumps([public_id, list_name])
+    assert tokens.verify(settings, purpose, theirs) == tokens.TokenClaims(public_id, list_name)
     if not theirs.startswith(".") and purpose == "unsubscribe":
         assert ours == theirs
 
@@ -158,15 +154,13 @@ def test_real_subscriber_ids_sign_exactly_as_stock_itsdangerous() -> None:
 
 @given(st.text(max_size=40), st.text(max_size=20))
 def test_a_sends_link_maker_gives_exactly_the_unsubscribe_url(
-    subscriber_id: str, list_name: str
+    public_id: str, list_name: str
 ) -> None:
     settings = keyed("k-new, k-old")
-    link = tokens.unsubscribe_links(settings, list_name)(subscriber_id)
-    assert link == tokens.unsubscribe_url(settings, subscriber_id, list_name)
+    link = tokens.unsubscribe_links(settings, list_name)(public_id)
+    assert link == tokens.unsubscribe_url(settings, public_id, list_name)
     token = link.removeprefix("https://n.test/u/")
-    assert tokens.verify(settings, "unsubscribe", token) == tokens.TokenClaims(
-        subscriber_id, list_name
-    )
+    assert tokens.verify(settings, "unsubscribe", token) == tokens.TokenClaims(public_id, list_name)
 
 
 def test_a_link_maker_needs_a_key_before_the_first_recipient() -> None:

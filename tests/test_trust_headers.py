@@ -320,13 +320,13 @@ def rendered_with(subject: str, from_name: str) -> RenderedEmail:
 
 
 BENIGN = Recipient(
-    "benign@example.org", "Benign Reader", "https://news.test/u/benign", subscriber_id="b"
+    "benign@example.org", "Benign Reader", "https://news.test/u/benign", public_id="b"
 )
 
 
 def victims(names: list[str]) -> tuple[Recipient, ...]:
     return tuple(
-        Recipient(f"victim{i}@example.org", name, f"https://news.test/u/t{i}", subscriber_id=str(i))
+        Recipient(f"victim{i}@example.org", name, f"https://news.test/u/t{i}", public_id=str(i))
         for i, name in enumerate(names)
     )
 

@@ -27,8 +27,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from newsletter import inert, placeholders, preflight
-from newsletter.build import build_issue, build_to_disk
+from newsletter import build, inert, placeholders
+from newsletter.build import build_issue, write_files
 from newsletter.config import load_settings
 from newsletter.mailers.outbox import OutboxMailer
 from newsletter.mailers.sendgrid import RetryPolicy, SendGridMailer
@@ -133,7 +133,7 @@ def fake() -> Iterator[FakeSendGrid]:
 def placed(project: Project) -> dict[str, int]:
     """How many times the templates place each field in each part (clean sample build)."""
     project.restore()
-    clean = build_issue(project.issue, project.settings)
+    clean = build_issue(project.issue, project.settings).email
     tags = clean.tags
     counts = {}
     for name in placeholders.FIELDS:
@@ -279,7 +279,7 @@ def test_no_content_can_spell_a_placeholder_on_either_mailer(
     )
     project.write_rates_source(f"R {source}")
 
-    checked = preflight.check_file(project.issue, project.settings)
+    checked = build.check_file(project.issue, project.settings)
     rendered = checked.email
     for delivered in (
         outbox_copy(project, rendered, "attack"),
@@ -309,7 +309,7 @@ def test_the_warnings_name_the_article_and_the_issue_with_their_lines(project: P
     )
     project.write_issue({"subject": "Weekly -email-", "heading": "Lead {% story"})
     project.write_rates_source("Ticker {{ x }}")
-    report = preflight.check_file(project.issue, project.settings).report
+    report = build.check_file(project.issue, project.settings).report
     assert report.errors == ()
     where = {(p.file, p.field, p.line) for p in report.warnings if "looks like" in p.message}
     article_lines = project.article.read_text().splitlines()
@@ -370,7 +370,7 @@ def test_an_article_about_jinja_is_sent_with_warnings_and_check_exits_0(tmp_path
 
     settings = load_settings(root, env={})
     sample = Recipient("aida@example.org", "Aida", "https://news.example.org/u/tok")
-    built = build_to_disk(issue, settings, tmp_path / "out", sample)
+    built = write_files(build_issue(issue, settings), tmp_path / "out", settings, sample)
     html = (built.directory / "email.html").read_text()
     text = (built.directory / "email.txt").read_text()
     assert "{% for item in items %}…{% endfor %}" in visible_html(html)
@@ -390,7 +390,7 @@ def test_template_residue_is_still_an_error_against_the_template(project: Projec
     assert leaky != original
     layout.write_text(leaky)
     try:
-        report = preflight.check_file(project.issue, project.settings).report
+        report = build.check_file(project.issue, project.settings).report
     finally:
         layout.write_text(original)
     errors = {(p.file, p.message.split(";")[0]) for p in report.errors}
@@ -402,7 +402,7 @@ def test_template_residue_is_still_an_error_against_the_template(project: Projec
 def test_tags_from_an_earlier_build_are_never_filled(project: Project) -> None:
     project.restore()
     project.write_issue({"subject": "A new week"})  # new content: a new key
-    rendered = build_issue(project.issue, project.settings)
+    rendered = build_issue(project.issue, project.settings).email
     assert not set(EARLIER_TAGS) & rendered.tags.all()
     stale = " ".join(EARLIER_TAGS)
     assert placeholders.fill(stale, READER, part="html", tags=rendered.tags) == stale
@@ -411,11 +411,11 @@ def test_tags_from_an_earlier_build_are_never_filled(project: Project) -> None:
 
 def test_the_key_follows_the_content_and_builds_stay_deterministic(project: Project) -> None:
     project.restore()
-    first = build_issue(project.issue, project.settings)
-    again = build_issue(project.issue, project.settings)
+    first = build_issue(project.issue, project.settings).email
+    again = build_issue(project.issue, project.settings).email
     assert (first.html, first.text, first.tags) == (again.html, again.text, again.tags)
     project.write_issue({"subject": "Another subject"})
-    other = build_issue(project.issue, project.settings)
+    other = build_issue(project.issue, project.settings).email
     assert other.tags.key != first.tags.key
     assert re.fullmatch(r"[0-9a-f]{12}", other.tags.key)
 
@@ -486,6 +486,6 @@ def test_a_long_word_ending_in_a_tag_shape_is_never_cut_into_a_template_error(
     start = text.index("summary:")
     end = text.index("\ntags:", start)
     article.write_text(text[:start] + f'summary: "{word}{tag}"' + text[end:], encoding="utf-8")
-    checked = preflight.check_file(root / "issues" / "2025-12-10.yaml", load_settings(root, env={}))
+    checked = build.check_file(root / "issues" / "2025-12-10.yaml", load_settings(root, env={}))
     assert checked.report.errors == ()
     assert f"{word}{tag}" in seen(checked.email.text)

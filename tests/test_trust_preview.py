@@ -24,12 +24,12 @@ from newsletter.config import Settings, load_settings
 from newsletter.errors import TokenError
 from newsletter.preview import (
     NOT_HERE,
-    PREVIEW_ONLY_PATH,
     bind,
     create_app,
     database_lookup,
     server,
 )
+from newsletter.urls import PREVIEW_ONLY_PATH
 from tests.conftest import TEST_KEYS, free_port
 
 ISSUE = "2025-12-10"

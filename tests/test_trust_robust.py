@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from newsletter import audience, db, inputfile, preflight, webhook, yamlfile
+from newsletter import audience, build, db, inputfile, webhook, yamlfile
 from newsletter.atomic import replacing_text, write_bytes
 from newsletter.audience_csv import SPREADSHEET_TRIGGERS, export_csv, import_csv
 from newsletter.config import Settings, load_settings
@@ -112,7 +112,7 @@ def test_a_deep_issue_file_does_not_break_checking_another_issue(
     never a crash or an error of the issue being checked."""
     hostile = project / "issues" / "2025-01-01.yaml"
     hostile.write_text(doc[0], encoding="utf-8")
-    checked = preflight.check_file(project / SAMPLE, load_settings(project, env={}))
+    checked = build.check_file(project / SAMPLE, load_settings(project, env={}))
     assert checked.report.errors == ()
     [warning] = [p for p in checked.report.warnings if p.file == hostile]
     assert "cannot read this earlier issue" in warning.message
@@ -242,7 +242,7 @@ def test_special_files_as_article_issue_and_snapshot(
     with pytest.raises(IssueError) as info:
         load_issue(issue, settings_)
     assert [(p.file, words in p.message) for p in info.value.problems] == [(issue, True)]
-    assert preflight.check_file(project / SAMPLE, settings_).report.errors == ()
+    assert build.check_file(project / SAMPLE, settings_).report.errors == ()
     snapshot = project / "content" / "rates" / "2025-12-10.yaml"
     snapshot.unlink()
     make(snapshot)
@@ -897,7 +897,7 @@ def test_a_control_character_in_an_article_is_an_error_on_its_line(
                 del lines[line]
     path.write_text("".join(lines), encoding="utf-8")
     with pytest.raises(IssueError) as info:
-        preflight.check_file(project / SAMPLE, load_settings(project, env={}))
+        build.check_file(project / SAMPLE, load_settings(project, env={}))
     # A title of only a vertical tab is also empty: the control character is its own problem.
     [problem] = [p for p in info.value.problems if "control character" in p.message]
     assert (problem.file, problem.field, problem.line) == (path, where, line)

@@ -33,7 +33,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from newsletter import audience, copies, db, dispatch, ledger, placeholders, tokens
-from newsletter.archive import WebCopies, anonymous_reader
+from newsletter.archive import WebCopies
 from newsletter.build import build_issue
 from newsletter.config import Settings
 from newsletter.errors import DispatchError, IssueError
@@ -42,6 +42,7 @@ from newsletter.mailers import Mailer
 from newsletter.mailers.outbox import OutboxMailer
 from newsletter.mailers.sendgrid import SendGridMailer
 from newsletter.models import Article, AudienceSpec, Query, RenderedEmail
+from newsletter.readers import anonymous_reader
 from newsletter.web import create_app
 from tests.conftest import REPO, TEST_KEYS, run_newsletter
 
@@ -102,7 +103,7 @@ def send(
     spec: AudienceSpec | None = None,
 ) -> RenderedEmail:
     """Build the issue from today's files and send it; returns what was sent."""
-    email = build_issue(issue_file(site), site)
+    email = build_issue(issue_file(site), site).email
     dispatch.send_issue(
         engine,
         email,
@@ -209,7 +210,7 @@ def test_test_copies_and_dry_runs_store_nothing_and_a_real_send_does(
     copy = stored(engine)
     assert copy is not None
     assert copy.content_hash == ledger_hash(engine)
-    assert copy.html == build_issue(issue_file(site), site).html
+    assert copy.html == build_issue(issue_file(site), site).email.html
 
 
 def test_a_changed_rerun_replaces_the_copy_only_when_allowed(
@@ -388,14 +389,14 @@ def unsent(site: Settings, engine: Engine, http: httpx.Client) -> tuple[httpx.Cl
 def test_a_scheduled_issue_is_embargoed_until_its_time(
     site: Settings, engine: Engine, http: httpx.Client, mailer: SendGridMailer
 ) -> None:
-    at = ledger.now() + dt.timedelta(seconds=3)
+    at = db.now() + dt.timedelta(seconds=3)
     send(site, engine, mailer=mailer, options=dispatch.SendOptions(send_at=at))
     with db.reading(engine) as conn:
         assert ledger.counts(conn, ISSUE)["sent"] == 1  # SendGrid accepted it: not delivered
         assert not copies.delivered(conn, ISSUE, at - dt.timedelta(seconds=1))
         assert copies.delivered(conn, ISSUE, at + dt.timedelta(seconds=1))
     assert http.get(f"/issues/{ISSUE}/").status_code == 404
-    while ledger.now() <= at:
+    while db.now() <= at:
         time.sleep(0.1)
     assert http.get(f"/issues/{ISSUE}/").content == named_by_ledger(engine, site)
 

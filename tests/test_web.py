@@ -216,7 +216,7 @@ def test_one_confirmation_per_address_and_list_a_day(
     assert len(texts) == 1
     assert len(outbox_messages(settings)) == 1
     with db.writing(engine) as conn:  # as if the last confirmation went out 25 hours ago
-        day_ago = audience.now() - dt.timedelta(hours=25)
+        day_ago = db.now() - dt.timedelta(hours=25)
         conn.execute(update(memberships).values(updated_at=day_ago))
     assert client.post("/subscribe", data=form).text in texts
     assert client.post("/subscribe", data=form).text in texts
