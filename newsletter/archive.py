@@ -7,7 +7,6 @@ memory: a GET costs one primary-key lookup, so web copies cannot slow unsubscrib
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -17,16 +16,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from newsletter import copies, db, placeholders
+from newsletter import copies, db, pages, placeholders
 from newsletter.config import Settings
 from newsletter.errors import StorageError
 from newsletter.issues import ISSUE_NAME
 from newsletter.readers import anonymous_reader
 
-HELP = (
-    "Unsubscribe links are personal, so this public copy cannot unsubscribe you. Use the "
-    "Unsubscribe link at the bottom of the email you received."
-)
 # Filled pages kept in memory, one per (issue, content hash): ~100 KB each for the sample.
 CACHED_COPIES = 64
 
@@ -99,10 +94,9 @@ def routes(settings: Settings, engine: Engine, missing: Callable[[], Response]) 
         return HTMLResponse(found, headers={"Cache-Control": "public, max-age=300"})
 
     async def unsubscribe_help(_request: Request) -> Response:
-        return HTMLResponse(
-            "<!doctype html><html lang=en><head><meta charset=utf-8><title>Unsubscribe</title>"
-            f"</head><body><p>{html.escape(HELP)}</p></body></html>"
-        )
+        # The public pages' layout and security headers: this page has no token to guard,
+        # but nothing else should frame, index or script it either.
+        return pages.response("unsubscribe_help.html", headers=pages.PUBLIC_HEADERS)
 
     return [
         Route("/issues/{name}/", issue, methods=["GET"]),

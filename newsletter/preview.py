@@ -15,17 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import uvicorn
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from newsletter import placeholders
+from newsletter import pages, placeholders
 from newsletter.build import Checked, check_file
 from newsletter.config import Settings
 from newsletter.errors import IssueError, NewsletterError, PreviewError, Problem
@@ -243,7 +243,7 @@ class _Pages:
     async def index(self, request: Request) -> Response:
         rows = await run_in_threadpool(self.desk.index_rows)
         return _page(
-            "index.html",
+            "preview/index.html",
             rows=rows,
             generation=self.desk.generation,
             issues_dir=self.desk.settings.issues_dir,
@@ -257,7 +257,7 @@ class _Pages:
         recipient, notice = self.recipient(request)
         options = _options(request)
         return _page(
-            "issue.html",
+            "preview/issue.html",
             name=name,
             email=outcome.email,
             report=outcome.report,
@@ -307,27 +307,20 @@ class _Pages:
 
     async def events(self, request: Request) -> Response:
         since = request.query_params.get("since", "")
-        return StreamingResponse(
-            self._stream(int(since) if since.isdigit() else None),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # sse-starlette frames the events, sends the keep-alive comments between them and
+        # ends the stream when uvicorn shuts down.
+        return EventSourceResponse(
+            self._stream(int(since) if since.isdigit() else None), ping=KEEPALIVE_SECONDS
         )
 
-    async def _stream(self, since: int | None) -> AsyncIterator[str]:
+    async def _stream(self, since: int | None) -> AsyncIterator[ServerSentEvent]:
         queue = self.desk.subscribe()
         try:
             # A save between the page's render and this connection must not be missed.
             if since is not None and since != self.desk.generation:
                 yield _sse({"generation": self.desk.generation, "files": []})
-            yield ": connected\n\n"
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if not event:
-                    return
+            yield ServerSentEvent(comment="connected")  # the headers go out now
+            while event := await queue.get():  # {} is Desk.close(): the server is stopping
                 yield _sse(event)
         finally:
             self.desk.unsubscribe(queue)
@@ -361,8 +354,8 @@ def _where(problem: Problem, root: Path) -> str:
     return f"{where} [{problem.field}]" if problem.field else where
 
 
-def _sse(event: dict[str, Any]) -> str:
-    return f"event: reload\nid: {event['generation']}\ndata: {json.dumps(event)}\n\n"
+def _sse(event: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(json.dumps(event), event="reload", id=str(event["generation"]))
 
 
 def _options(request: Request) -> dict[str, str]:
@@ -436,113 +429,17 @@ def force_dark(html: str) -> str:
 
 def _failure(name: str, failure: Failure, generation: int) -> Response:
     return _page(
-        "error.html", status=failure.status, name=name, failure=failure, generation=generation
+        "preview/error.html",
+        status=failure.status,
+        name=name,
+        failure=failure,
+        generation=generation,
     )
 
 
 def _page(template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_TEMPLATES.get_template(template).render(context), status_code=status)
-
-
-_STYLE = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 0; background: #f4f5f7; color: #1f2933; }
-header { display: flex; gap: 1.5rem; align-items: center; padding: .6rem 1.2rem;
-         background: #0b2540; color: #fff; flex-wrap: wrap; }
-header a { color: #c7d7e8; } header h1 { font-size: 1.1rem; margin: 0; }
-header form { display: flex; gap: .6rem; align-items: center; margin-left: auto; }
-main { padding: 1rem 1.2rem; }
-.inbox { background: #fff; border: 1px solid #d9dde3; padding: .6rem .9rem; max-width: 1040px;
-         white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-.inbox .from { font-weight: 600; margin-right: 1rem; } .inbox .pre { color: #6b7785; }
-.inbox.phone { max-width: 343px; margin-top: .4rem; }  /* a 375 px screen less its margins */
-.inbox.phone div { overflow: hidden; text-overflow: ellipsis; }
-.counts { color: #6b7785; font-size: 13px; margin: .3rem 0 1rem; }
-.frames { display: flex; gap: 1.5rem; align-items: flex-start; flex-wrap: wrap; }
-figure { margin: 0; } figcaption { font-size: 13px; color: #52606d; margin-bottom: .3rem; }
-iframe { border: 1px solid #c5ccd6; background: #fff; height: 1400px; }
-pre { background: #fff; border: 1px solid #d9dde3; padding: .8rem; max-width: 1040px;
-      white-space: pre-wrap; font-size: 13px; }
-table { border-collapse: collapse; background: #fff; max-width: 1040px; }
-td, th { border: 1px solid #d9dde3; padding: .3rem .5rem; text-align: left; vertical-align: top; }
-.error { color: #b42318; font-weight: 600; } .warning { color: #9a6700; font-weight: 600; }
-.ok { color: #1e7b34; font-weight: 600; } .notice { background: #fff4ce; padding: .4rem .8rem; }
-.failure pre { border-color: #b42318; }
-"""
-
-_RELOAD = """
-<script>
-  // Reload when a template, issue, article or rate file is saved (server-sent events).
-  const source = new EventSource("/events?since={{ generation }}");
-  source.addEventListener("reload", () => location.reload());
-</script>
-"""
-
-_TEMPLATES = jinja2.Environment(
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    loader=jinja2.DictLoader(
-        {
-            "base.html": """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>{% block title %}{% endblock %} · newsletter preview</title>
-<style>"""
-            + _STYLE
-            + """</style></head><body>
-<header><a href="/">All issues</a><h1>{{ self.title() }}</h1>
-{% block tools %}{% endblock %}</header>
-<main>{% block main %}{% endblock %}</main>"""
-            + _RELOAD
-            + """</body></html>""",
-            "index.html": """{% extends "base.html" %}{% block title %}Issues{% endblock %}
-{% block main %}<table><tr><th>Issue</th><th>Subject</th></tr>
-{% for name, info, fine in rows %}<tr><td><a href="/issues/{{ name }}">{{ name }}</a></td>
-<td{% if not fine %} class="error"{% endif %}>{{ info }}</td></tr>
-{% else %}<tr><td colspan="2">No issue files in {{ issues_dir }}/ yet.
-</td></tr>{% endfor %}</table>{% endblock %}""",
-            "error.html": """{% extends "base.html" %}{% block title %}{{ name }}{% endblock %}
-{% block main %}<section class="failure"><h2 class="error">{{ failure.title }}</h2>
-<pre>{% for line in failure.lines %}{{ line }}
-{% endfor %}</pre><p>Fix the file and save: this page reloads by itself.</p></section>
-{% endblock %}""",
-            "issue.html": """{% extends "base.html" %}{% block title %}{{ name }}{% endblock %}
-{% block tools %}<form method="get">
-<label>Render as <input name="as" value="{{ options['as'] }}" size="28"
- placeholder="sample, NAME,EMAIL or a subscriber's EMAIL"></label>
-<label><input type="checkbox" name="dark" value="1" {% if options['dark'] %}checked{% endif %}
- onchange="this.form.submit()"> Dark mode</label><button>Apply</button></form>{% endblock %}
-{% block main %}{% if notice %}<p class="notice">{{ notice }}</p>{% endif %}
-<div class="inbox" title="Desktop inbox"><span class="from">{{ email.from_name }}</span>
-<span class="subject">{{ email.subject }}</span> <span class="pre">— {{ email.preheader }}</span>
-</div>
-<div class="inbox phone" title="Phone inbox"><div class="from">{{ email.from_name }}</div>
-<div class="subject">{{ email.subject }}</div><div class="pre">{{ email.preheader }}</div></div>
-<p class="counts">From {{ email.from_name }} &lt;{{ email.from_email }}&gt; · subject
- {{ email.subject|length }} characters · preheader {{ email.preheader|length }} characters ·
- HTML {{ '%.1f'|format(report.html_bytes / 1024) }} KB</p>
-<section class="preflight"><h2>Preflight
-{% if report.ok %}<span class="ok">no errors</span>{% else %}<span class="error">
-{{ report.errors|length }} error(s)</span>{% endif %}, {{ report.warnings|length }} warning(s)</h2>
-{% if findings %}<table>{% for severity, where, message in findings %}<tr>
-<td class="{{ severity }}">{{ severity }}</td><td>{{ where }}</td><td>{{ message }}</td></tr>
-{% endfor %}</table>{% endif %}
-</section>
-<div class="frames">
-<figure><figcaption>Phone · {{ phone }} px</figcaption><iframe title="Phone preview"
- width="{{ phone }}" src="/issues/{{ name }}/email.html?{{ query }}"></iframe></figure>
-<figure><figcaption>Desktop · {{ desktop }} px</figcaption><iframe title="Desktop preview"
- width="{{ desktop }}" src="/issues/{{ name }}/email.html?{{ query }}"></iframe></figure>
-<figure><figcaption>Plain-text part</figcaption><pre class="text">{{ text }}</pre></figure>
-</div>
-<script>
-  // Size each frame to its email so the page, not the frame, scrolls.
-  for (const frame of document.querySelectorAll("iframe")) {
-    frame.addEventListener("load", () => {
-      frame.style.height = frame.contentDocument.documentElement.scrollHeight + "px";
-    });
-  }
-</script>{% endblock %}""",
-        }
-    ),
-)
+    """A preview page from newsletter/pages/preview/ (no CSP: it runs its own scripts)."""
+    return pages.response(template, status=status, **context)
 
 
 # ---- serving ------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import html
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -26,11 +25,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from newsletter import archive, audience, confirmations, db, tokens, webhook
+from newsletter import archive, audience, confirmations, db, pages, tokens, webhook
 from newsletter.config import Settings
 from newsletter.errors import AudienceError, NewsletterError, StorageError, TokenError
 from newsletter.mailers import get_mailer
@@ -39,14 +38,7 @@ from newsletter.schema import lists
 
 log = logging.getLogger(__name__)
 
-HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",  # the token is in the URL
-    "X-Robots-Tag": "noindex",
-    "X-Frame-Options": "DENY",  # nobody may frame the unsubscribe button
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'",
-}
+HEADERS = pages.PUBLIC_HEADERS
 NOT_FOUND = "This link is not valid. If you copied it from an email, check it is complete."
 # A public form has a handful of short fields and never a file (RFC 8058's one-click POST
 # may be multipart, but carries one field). The body's size is `form_max_bytes`.
@@ -56,33 +48,15 @@ WORKER_POLL = 5.0  # seconds between looks at a queue other processes may also f
 
 
 def page(
-    title: str, body: str, status: int = 200, headers: Mapping[str, str] | None = None
+    template: str, *, status: int = 200, headers: Mapping[str, str] | None = None, **context: Any
 ) -> Response:
-    """A small HTML page; `body` is HTML the caller has already escaped."""
-    document = (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        '<meta name=viewport content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:32em;margin:3em auto;"
-        "padding:0 1em}button{font-size:1em;padding:.5em 1.2em}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
-    )
-    return HTMLResponse(document, status_code=status, headers={**HEADERS, **(headers or {})})
-
-
-def form(action: str, label: str, fields: dict[str, str] | None = None) -> str:
-    hidden = "".join(
-        f'<input type=hidden name="{html.escape(k)}" value="{html.escape(v)}">'
-        for k, v in (fields or {}).items()
-    )
-    return (
-        f'<form method=post action="{html.escape(action)}">{hidden}'
-        f"<button type=submit>{html.escape(label)}</button></form>"
-    )
+    """The public page `template` (in newsletter/pages/) with the security headers."""
+    merged = {**HEADERS, **(headers or {})}
+    return pages.response(template, status=status, headers=merged, **context)
 
 
 def not_found() -> Response:
-    return page("Link not valid", f"<p>{html.escape(NOT_FOUND)}</p>", status=404)
+    return page("not_found.html", status=404, message=NOT_FOUND)
 
 
 class _App:
@@ -124,10 +98,7 @@ class _App:
         found = await self.claims(request, "unsubscribe")
         if found is None:
             return not_found()
-        body = f"<p>Stop receiving <b>{html.escape(found[1])}</b>?</p>" + form(
-            request.url.path, "Unsubscribe", {"List-Unsubscribe": "One-Click"}
-        )
-        return page("Unsubscribe", body)
+        return page("unsubscribe.html", list_name=found[1], action=request.url.path)
 
     async def unsubscribe(self, request: Request) -> Response:
         found = await self.claims(request, "unsubscribe")
@@ -135,8 +106,8 @@ class _App:
             return not_found()
         submitted = await read_form(request)
         if submitted.get("List-Unsubscribe") != "One-Click":
-            body = "<p>The request must carry List-Unsubscribe=One-Click (RFC 8058).</p>"
-            return page("Bad request", body, status=400)
+            message = "The request must carry List-Unsubscribe=One-Click (RFC 8058)."
+            return page("bad_request.html", status=400, message=message)
         sid, list_name = found
         await self.run(
             True,
@@ -145,18 +116,13 @@ class _App:
             ),
         )
         again = request.url_for("resubscribe", token=request.path_params["token"]).path
-        body = (
-            f"<p>You will no longer receive <b>{html.escape(list_name)}</b>.</p>"
-            "<p>Clicked by mistake?</p>" + form(again, "Resubscribe")
-        )
-        return page("Unsubscribed", body)
+        return page("unsubscribed.html", list_name=list_name, again=again)
 
     async def resubscribe_page(self, request: Request) -> Response:
         found = await self.claims(request, "unsubscribe")
         if found is None:
             return not_found()
-        body = f"<p>Receive <b>{html.escape(found[1])}</b> again?</p>"
-        return page("Resubscribe", body + form(request.url.path, "Resubscribe"))
+        return page("resubscribe.html", list_name=found[1], action=request.url.path)
 
     async def resubscribe(self, request: Request) -> Response:
         found = await self.claims(request, "unsubscribe")
@@ -166,27 +132,14 @@ class _App:
         await read_form(request)  # capped like every public form, though nothing is read
         done = await self.run(True, lambda conn: audience.resubscribe(conn, sid, list_name))
         if not done:
-            body = (
-                f"<p>This address was taken off <b>{html.escape(list_name)}</b> for a reason "
-                "other than this link's unsubscribe (a message that bounced, a spam report, "
-                "or the editors), so this link cannot add it back. Please write to the "
-                "editors to be added again.</p>"
-            )
-            return page("Not resubscribed", body, status=409)
-        return page("Resubscribed", f"<p>Welcome back to <b>{html.escape(list_name)}</b>.</p>")
+            return page("not_resubscribed.html", status=409, list_name=list_name)
+        return page("resubscribed.html", list_name=list_name)
 
     # --- double opt-in ------------------------------------------------------------------
 
     async def subscribe_page(self, request: Request) -> Response:
         list_name = request.query_params.get("list", "weekly")
-        body = (
-            f'<form method=post action="{html.escape(request.url.path)}">'
-            f'<input type=hidden name=list value="{html.escape(list_name)}">'
-            "<p><label>Email <input type=email name=email required></label></p>"
-            "<p><label>Name <input name=name></label></p>"
-            "<button type=submit>Subscribe</button></form>"
-        )
-        return page("Subscribe", body)
+        return page("subscribe.html", list_name=list_name, action=request.url.path)
 
     async def subscribe(self, request: Request) -> Response:
         submitted = await read_form(request)
@@ -199,7 +152,7 @@ class _App:
             address = audience.normalize_email(email)
             audience.check_header_text("name", name.strip(), audience.MAX_NAME)
         except AudienceError as exc:
-            return page("Please check the form", f"<p>{html.escape(str(exc))}</p>", status=400)
+            return page("check_form.html", status=400, message=str(exc))
         peer = request.client.host if request.client else ""
         client = confirmations.client_key(self.settings, peer, request.headers.items())
         refused = await self.run(
@@ -210,14 +163,12 @@ class _App:
         )
         if refused is not None:
             minutes = -(-refused.retry_after // 60)
-            body = f"<p>Too many requests from here. Please try again in {minutes} minute(s).</p>"
             headers = {"Retry-After": str(refused.retry_after)}
-            return page("Please wait", body, status=429, headers=headers)
+            return page("please_wait.html", status=429, headers=headers, minutes=minutes)
         self.queued.set()
         # The same answer whatever the address's state and whether the list exists or is
         # public: the confirmation, if any, is mailed by the worker after this response.
-        body = "<p>If the address can subscribe, a confirmation link is on its way to it.</p>"
-        return page("Check your inbox", body)
+        return page("check_inbox.html")
 
     async def send_confirmations(self, stop: asyncio.Event) -> None:
         """The confirmation worker: send a batch of the queue; unless the batch was full,
@@ -243,8 +194,7 @@ class _App:
         found = await self.claims(request, "confirm")
         if found is None:
             return not_found()
-        body = f"<p>Confirm your subscription to <b>{html.escape(found[1])}</b>.</p>"
-        return page("Confirm", body + form(request.url.path, "Confirm"))
+        return page("confirm.html", list_name=found[1], action=request.url.path)
 
     async def confirm(self, request: Request) -> Response:
         found = await self.claims(request, "confirm")
@@ -257,7 +207,7 @@ class _App:
         )
         if not confirmed:  # confirmed already, or unsubscribed since: the link is spent
             return not_found()
-        return page("Subscribed", f"<p>You are subscribed to <b>{html.escape(list_name)}</b>.</p>")
+        return page("subscribed.html", list_name=list_name)
 
 
 def drain_confirmations(settings: Settings, engine: Engine) -> int:
@@ -319,8 +269,7 @@ class BodyCap:
 
 
 def _too_large(limit: int) -> Response:
-    body = f"<p>The request is larger than {limit} bytes; nothing was changed.</p>"
-    return page("Request too large", body, status=413)
+    return page("too_large.html", status=413, limit=limit)
 
 
 # Tokens are bearer credentials: they stay out of the access log (and whatever ships it).
@@ -378,12 +327,11 @@ def create_app(settings: Settings, *, send_confirmations: bool = True) -> Starle
 
     async def bad_request(_request: Request, exc: Exception) -> Response:
         detail = exc.detail if isinstance(exc, HTTPException) else "The request is malformed."
-        return page("Bad request", f"<p>{html.escape(str(detail))}</p>", status=400)
+        return page("bad_request.html", status=400, message=str(detail))
 
     async def unavailable(_request: Request, exc: Exception) -> Response:
         log.warning("Storage error while serving a request: %s", exc)
-        body = "<p>Please try again in a minute; nothing was changed.</p>"
-        return page("Temporarily unavailable", body, status=503)
+        return page("unavailable.html", status=503)
 
     routes = [
         Route("/u/{token}", handlers.unsubscribe_page, methods=["GET"]),
