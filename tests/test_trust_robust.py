@@ -911,3 +911,27 @@ def test_a_control_character_through_the_real_command(project: Path) -> None:
     assert "U+0007" in done.stderr + done.stdout
     assert "mjml" not in (done.stderr + done.stdout).lower()
     assert not (project / "out").exists()
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(
+    brk=st.sampled_from(["\n", "\r", "\r\n", "\u2028", "\x85", "\x1b[2J", "\x0b"]),
+    tail=st.text("abcxyz", min_size=1, max_size=6),
+)
+def test_the_check_table_keeps_every_cell_on_one_line(
+    brk: str, tail: str, project: Path
+) -> None:
+    """A file name with a line break (or a control) is shown escaped in the `check` table,
+    on the row of its finding: it never prints rows nobody wrote, nor moves the cursor."""
+    for old in (project / "issues").glob("2025-03-01*"):
+        old.unlink()
+    (project / "issues" / f"2025-03-01{brk}{tail}.yaml").write_text(": [\n", encoding="utf-8")
+    env = {**os.environ, "COLUMNS": "200"}
+    env = {k: v for k, v in env.items() if not k.startswith("NEWSLETTER_")}
+    done = run_newsletter(project, "check", SAMPLE, env=env)
+    no_traceback(done)
+    out = done.stdout
+    assert not {"\r", "\u2028", "\x85", "\x1b", "\x0b"} & set(out), repr(out)
+    [row] = [line for line in out.splitlines() if "2025-03-01" in line]
+    assert f"{tail}.yaml" in row
+    assert "cannot read this earlier issue" in row
