@@ -426,21 +426,33 @@ def insert_if_absent(conn: Connection, table: Table, values: Mapping[str, Any]) 
 def suppress(
     conn: Connection, email: str, reason: str, scope: str = ALL_LISTS, detail: str = ""
 ) -> bool:
-    """Record a suppression; True if it is new (an existing one is kept as it was)."""
+    """Record a suppression; True if it is new or upgraded (else it is kept as it was).
+
+    Any other reason (an editor's `manual` removal, a bounce, a spam report) replaces the
+    subscriber's own `unsubscribed` row of the same scope (one row per address and scope):
+    otherwise their resubscribe link, which may undo only their own act, would undo it too.
+    """
     if reason not in SUPPRESSION_REASONS:
         raise AudienceError(
             f"Unknown suppression reason {reason!r}; use one of {', '.join(SUPPRESSION_REASONS)}."
         )
+    address = normalize_email(email)
+    if reason != "unsubscribed":
+        upgraded = conn.execute(
+            update(suppressions)
+            .where(
+                suppressions.c.email == address,
+                suppressions.c.scope == scope,
+                suppressions.c.reason == "unsubscribed",
+            )
+            .values(reason=reason, detail=detail, created_at=now())
+        )
+        if upgraded.rowcount:
+            return True
     return insert_if_absent(
         conn,
         suppressions,
-        {
-            "email": normalize_email(email),
-            "scope": scope,
-            "reason": reason,
-            "created_at": now(),
-            "detail": detail,
-        },
+        {"email": address, "scope": scope, "reason": reason, "created_at": now(), "detail": detail},
     )
 
 

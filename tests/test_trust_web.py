@@ -25,7 +25,7 @@ from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError
 from newsletter.models import AudienceSpec
 from newsletter.schema import confirmation_queue, lists, memberships, subscribers, suppressions
-from newsletter.web import drain_confirmations
+from newsletter.web import create_app, drain_confirmations
 from tests.conftest import TEST_KEYS, Served, free_port
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -254,8 +254,6 @@ def test_resubscribe_undoes_only_the_subscribers_own_unsubscribe(
     own_click = httpx.post(f"{served.url}{link}", data=ONE_CLICK)
     assert own_click.status_code == 200  # their own unsubscribe...
     with db.writing(served.engine) as conn:  # ...and something else on top of it
-        if scope == "weekly":
-            conn.execute(suppressions.delete().where(suppressions.c.scope == "weekly"))
         audience.suppress(conn, "r@example.org", reason, scope=scope, detail="the editor")
         before = conn.execute(select(suppressions.c.reason, suppressions.c.scope)).all()
     answer = post(served, f"{link}/resubscribe")
@@ -267,24 +265,36 @@ def test_resubscribe_undoes_only_the_subscribers_own_unsubscribe(
     assert after == ([] if own else before)
 
 
+@pytest.mark.parametrize("editor", ["remove", "import"])
 def test_an_editors_removal_survives_a_forwarded_resubscribe_link(
-    serve: Callable[..., Served],
+    serve: Callable[..., Served], editor: str
 ) -> None:
-    """`subscribers remove` on top of a one-click unsubscribe (the issue's report)."""
+    """`subscribers remove`, or an import in unsubscribe mode, on top of the subscriber's
+    own one-click unsubscribe: the resubscribe link may not undo the editor's act."""
     from tests.conftest import run_newsletter
 
     served = plain(serve)
     with db.writing(served.engine) as conn:
         public_id = audience.add_subscriber(conn, "f@example.org", "weekly", confirmed=True)
-    env = {"PATH": "/usr/bin:/bin", "NEWSLETTER_DATABASE_URL": served.settings.database}
-    removed = run_newsletter(
-        served.settings.root, "subscribers", "remove", "f@example.org", "--list", "weekly", env=env
-    )
-    assert removed.returncode == 0, removed.stderr
     link = tokens.unsubscribe_url(served.settings, public_id, "weekly")
-    answer = post(served, f"{link.removeprefix('https://news.test')}/resubscribe")
+    link = link.removeprefix("https://news.test")
+    own_click = httpx.post(f"{served.url}{link}", data=ONE_CLICK)
+    assert own_click.status_code == 200  # the subscriber's own click
+    env = {"PATH": "/usr/bin:/bin", "NEWSLETTER_DATABASE_URL": served.settings.database}
+    if editor == "remove":
+        act = ["subscribers", "remove", "f@example.org", "--list", "weekly"]
+    else:
+        left = served.settings.root / "left.csv"
+        left.write_text("email\nf@example.org\n", encoding="utf-8")
+        act = ["subscribers", "import", str(left), "--list", "weekly", "--mode", "unsubscribe"]
+    done = run_newsletter(served.settings.root, *act, env=env)
+    assert done.returncode == 0, done.stderr
+    answer = post(served, f"{link}/resubscribe")  # the forwarded link, clicked by anyone
     assert answer.status_code == 409
     assert recipients(served.engine) == []
+    with db.reading(served.engine) as conn:
+        reasons = conn.execute(select(suppressions.c.reason, suppressions.c.scope)).all()
+    assert reasons == [("manual", "weekly")]
 
 
 # --- Confirmation links -----------------------------------------------------------------
@@ -482,6 +492,72 @@ def test_a_generated_key_is_accepted(key: str, seed: int) -> None:
     assert load_settings(env={"NEWSLETTER_SECRET_KEY": text}).secret_keys[0].reveal() == text
 
 
+REVIEWED_WEAK_KEYS = [
+    "abcdefgh" * 7,
+    "0123456789abcdef" * 4,
+    "a" * 60 + "bcdefgh1",
+    "ABCDEFGHabcdefgh" * 3,
+    "my-newsletter-secret-key-for-production-2024",
+]
+KEY_TEXT = st.characters(codec="ascii", categories=["L", "N", "P", "S"], exclude_characters=",")
+
+
+@st.composite
+def repetitive_keys(draw: st.DrawFn) -> str:
+    """A short unit repeated, or one character run long with a short tail: long enough
+    that a per-character estimate counts them as 256 bits or more."""
+    if draw(st.booleans()):
+        unit = draw(st.text(KEY_TEXT, min_size=1, max_size=16))
+        return unit * draw(st.integers(max(2, -(-64 // len(unit))), 300 // len(unit)))
+    run = draw(KEY_TEXT) * draw(st.integers(40, 200))
+    return run + draw(st.text(KEY_TEXT, min_size=1, max_size=12))
+
+
+@given(key=st.one_of(st.sampled_from(REVIEWED_WEAK_KEYS), repetitive_keys()))
+@hsettings(max_examples=200)
+def test_repetitive_or_phrase_keys_are_refused_and_never_echoed(key: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env={"NEWSLETTER_SECRET_KEY": key})
+    message = str(refused.value)
+    assert "NEWSLETTER_SECRET_KEY" in message
+    assert key.strip()[:8] not in message or len(key.strip()[:8]) < 8
+
+
+@given(seed=st.integers(0, 2**64 - 1), kind=st.sampled_from(["urlsafe", "hex"]))
+@hsettings(max_examples=300)
+def test_every_key_secrets_makes_is_accepted(seed: int, kind: str) -> None:
+    import base64
+    import random
+
+    raw = random.Random(seed).randbytes(32)  # what secrets.token_* draws, seeded to replay
+    text = base64.urlsafe_b64encode(raw).rstrip(b"=").decode() if kind == "urlsafe" else raw.hex()
+    assert load_settings(env={"NEWSLETTER_SECRET_KEY": text}).secret_keys[0].reveal() == text
+
+
+# --- The worker --------------------------------------------------------------------------
+
+
+def test_serve_with_an_unusable_mailer_stops_at_start(tmp_path: object) -> None:
+    """mailer=sendgrid without a key: `serve` refuses to start, rather than answer "on its
+    way" to every post while its worker is dead."""
+    from pathlib import Path
+
+    from tests.conftest import run_newsletter
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "NEWSLETTER_SECRET_KEY": TEST_KEYS,
+        "NEWSLETTER_MAILER": "sendgrid",
+        "NEWSLETTER_SERVE_PORT": str(free_port()),
+    }
+    result = run_newsletter(Path(str(tmp_path)), "serve", env=env)
+    assert result.returncode == 1
+    assert "SENDGRID_API_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(ConfigError):
+        create_app(load_settings(Path(str(tmp_path)), env=env))
+
+
 # --- In process, on every database: client keys, budgets, the worker ---------------------
 
 
@@ -534,8 +610,6 @@ def test_a_failing_mailer_is_retried_then_left_and_the_server_stops_cleanly(
     """SMTP on a closed port: the worker records the error and tries MAX_ATTEMPTS times;
     the server's lifespan stops its worker without an error."""
     from starlette.testclient import TestClient
-
-    from newsletter.web import create_app
 
     closed = dataclasses.replace(
         db_settings, mailer="smtp", smtp_port=free_port(), smtp_timeout=0.5
