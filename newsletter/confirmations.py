@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 WINDOW = dt.timedelta(hours=1)
 KEEP = dt.timedelta(days=2)  # rows older than this count for nothing and are deleted
 MAX_ATTEMPTS = 3
-LIST_NAME_WIDTH = 100  # confirmation_queue.list_name, as wide as lists.name
 BATCH = 50  # rows one worker pass sends at most before it looks at the clock again
 # PostgreSQL: posts from several `serve` processes count their budgets one at a time, so
 # two of them cannot both take the last unit. (SQLite writes one at a time anyway.)
@@ -118,12 +117,15 @@ def request(
     refused = over_budget(conn, settings, client, stamp)
     if refused is not None:
         return refused
-    fits = len(list_name) <= LIST_NAME_WIDTH
+    # A name no list can have (too long, a NUL, an unpaired surrogate...) is stored as ""
+    # (no list), never sent to the database as is: PostgreSQL refuses NUL, and an error
+    # would answer differently from an unknown list.
+    fits = audience.LIST_NAME.match(list_name) is not None
     conn.execute(
         insert(confirmation_queue).values(
             email=address,
             name=name,
-            list_name=list_name if fits else "",  # longer than any list's name: none
+            list_name=list_name if fits else "",
             client=client,
             requested_at=stamp,
         )
