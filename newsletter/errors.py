@@ -29,7 +29,8 @@ boundary where they happen, with ``raise ... from``::
     │                          a schedule too far ahead, nothing to cancel)
     └── MailerError            a mailer could not deliver
         ├── AuthError          the provider refused our credentials; stop everything
-        └── UnreachableError   the provider could not be reached; nothing was accepted
+        ├── UnreachableError   the provider could not be reached, or refused for now (4xx)
+        └── RefusedError       the server refused this message for good (5xx)
 
 Outside the tree, ``InterruptedBeforeSending`` is a ``KeyboardInterrupt`` (Ctrl-C stops the
 program as ever) that also tells the sender nothing of the batch in hand went out.
@@ -184,6 +185,10 @@ class DispatchError(NewsletterError):
 
 class UnreachableError(MailerError):
     """The provider could not be reached (or kept rate-limiting); it accepted nothing."""
+
+
+class RefusedError(MailerError):
+    """The server answered that it will never take this message (a 5xx): do not retry."""
 
 
 class PayloadError(MailerError):

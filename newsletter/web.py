@@ -259,9 +259,7 @@ class _App:
             return not_found()
         await read_form(request)  # capped like every public form, though nothing is read
         sid, list_name = found
-        confirmed = await self.run(
-            True, lambda conn: audience.confirm_subscription(conn, sid, list_name)
-        )
+        confirmed = await self.run(True, lambda conn: confirmations.confirm(conn, sid, list_name))
         if not confirmed:  # confirmed already, or unsubscribed since: the link is spent
             return not_found()
         return page("Subscribed", f"<p>You are subscribed to <b>{html.escape(list_name)}</b>.</p>")
