@@ -399,21 +399,33 @@ def subscribers_in(
 def suppress(
     conn: Connection, email: str, reason: str, scope: str = ALL_LISTS, detail: str = ""
 ) -> bool:
-    """Record a suppression; True if it is new (an existing one is kept as it was)."""
+    """Record a suppression; True if it is new or upgraded (else it is kept as it was).
+
+    Any other reason (an editor's `manual` removal, a bounce, a spam report) replaces the
+    subscriber's own `unsubscribed` row of the same scope (one row per address and scope):
+    otherwise their resubscribe link, which may undo only their own act, would undo it too.
+    """
     if reason not in SUPPRESSION_REASONS:
         raise AudienceError(
             f"Unknown suppression reason {reason!r}; use one of {', '.join(SUPPRESSION_REASONS)}."
         )
+    address = normalize_email(email)
+    if reason != "unsubscribed":
+        upgraded = conn.execute(
+            update(suppressions)
+            .where(
+                suppressions.c.email == address,
+                suppressions.c.scope == scope,
+                suppressions.c.reason == "unsubscribed",
+            )
+            .values(reason=reason, detail=detail, created_at=now())
+        )
+        if upgraded.rowcount:
+            return True
     return insert_if_absent(
         conn,
         suppressions,
-        {
-            "email": normalize_email(email),
-            "scope": scope,
-            "reason": reason,
-            "created_at": now(),
-            "detail": detail,
-        },
+        {"email": address, "scope": scope, "reason": reason, "created_at": now(), "detail": detail},
     )
 
 
@@ -509,32 +521,36 @@ def resubscribe(
     return True
 
 
-def request_subscription(conn: Connection, address: str, name: str, list_name: str) -> int | None:
-    """Record an unconfirmed membership; the subscriber id to mail a confirmation, or None.
+def request_subscription(conn: Connection, address: str, list_name: str) -> tuple[int, bool] | None:
+    """Record an unconfirmed membership: (subscriber id, whether a confirmation is due now),
+    or None when the post asks for nothing.
 
     Only a public list can be joined this way; an unknown or private one is None, as is an
-    address that is confirmed or unsubscribed already, suppressed for the list or
-    everywhere, or was sent a confirmation for the list within CONFIRMATION_INTERVAL. An
-    existing subscriber's stored name is never changed from this unauthenticated form.
+    address that is confirmed or unsubscribed already, or suppressed for the list or
+    everywhere. A confirmation is not due while one for the list is pending or was sent
+    within CONFIRMATION_INTERVAL. Nothing typed in this unauthenticated form is stored on
+    the subscriber: a new one is created without a name (see confirm_subscription).
     """
     lid = public_list_id(conn, list_name)
     if lid is None or suppression_reason(conn, address, list_name) is not None:
         return None
     sid = conn.execute(select(subscribers.c.id).where(subscribers.c.email == address)).scalar()
     if sid is None:
-        sid, _public_id = ensure_subscriber(conn, address, name)
+        sid, _public_id = ensure_subscriber(conn, address)
     status = membership_status(conn, sid, lid)
     if status is None:
         set_membership(conn, sid, lid, "unconfirmed", "web")
-    elif status != "unconfirmed" or not _confirmation_due(conn, sid, lid):
+        return int(sid), True
+    if status != "unconfirmed":
         return None
-    return int(sid)
+    return int(sid), _confirmation_due(conn, sid, lid)
 
 
 def _confirmation_due(conn: Connection, subscriber_id: int, lid: int) -> bool:
-    """Claim the next confirmation of an unconfirmed membership; False within the interval.
+    """Hold the next confirmation of an unconfirmed membership; False within the interval.
 
-    An unconfirmed membership's updated_at is when its last confirmation was asked for.
+    An unconfirmed membership's updated_at is when its last confirmation was sent, or
+    queued and not yet sent or given up (see confirmation_sent and confirmation_abandoned).
     One conditional UPDATE, so two simultaneous requests cannot both win.
     """
     stamp = now()
@@ -551,11 +567,39 @@ def _confirmation_due(conn: Connection, subscriber_id: int, lid: int) -> bool:
     return bool(claimed.rowcount)
 
 
-def confirm_subscription(conn: Connection, subscriber_id: int, list_name: str) -> bool:
+def confirmation_sent(conn: Connection, subscriber_id: int, list_name: str) -> None:
+    """The interval starts when the confirmation actually went out."""
+    _mark_unconfirmed(conn, subscriber_id, list_name, now())
+
+
+def confirmation_abandoned(conn: Connection, subscriber_id: int, list_name: str) -> None:
+    """A confirmation given up on holds nothing: the next post may mail again at once."""
+    _mark_unconfirmed(conn, subscriber_id, list_name, now() - CONFIRMATION_INTERVAL)
+
+
+def _mark_unconfirmed(
+    conn: Connection, subscriber_id: int, list_name: str, stamp: dt.datetime
+) -> None:
+    lid = select(lists.c.id).where(lists.c.name == list_name).scalar_subquery()
+    conn.execute(
+        update(memberships)
+        .where(
+            memberships.c.subscriber_id == subscriber_id,
+            memberships.c.list_id == lid,
+            memberships.c.status == "unconfirmed",
+        )
+        .values(updated_at=stamp)
+    )
+
+
+def confirm_subscription(
+    conn: Connection, subscriber_id: int, list_name: str, name: str = ""
+) -> bool:
     """Confirm a double opt-in; False unless the membership still awaits confirmation.
 
     So an old confirmation link cannot undo a later unsubscribe or suppression: only the
-    resubscribe link does that.
+    resubscribe link does that. `name` is the one given with the pending request: stored
+    only now that the address's owner confirmed, and only if the subscriber has none.
     """
     lid = list_id(conn, list_name)
     address = conn.execute(
@@ -581,6 +625,12 @@ def confirm_subscription(conn: Connection, subscriber_id: int, list_name: str) -
         .where(subscribers.c.id == subscriber_id, subscribers.c.confirmed_at.is_(None))
         .values(confirmed_at=stamp)
     )
+    if name:
+        conn.execute(
+            update(subscribers)
+            .where(subscribers.c.id == subscriber_id, subscribers.c.name == "")
+            .values(name=name, updated_at=stamp)
+        )
     return True
 
 

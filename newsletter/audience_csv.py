@@ -551,10 +551,21 @@ def _leave(
             .where(leaving)
             .values(status="unsubscribed", unsubscribed_at=stamp, updated_at=stamp)
         )
+    # An import is an editor's act, whichever mode: `manual`, which the subscriber's own
+    # resubscribe link cannot undo; their own `unsubscribed` row of this scope is upgraded.
+    conn.execute(
+        update(suppressions)
+        .where(
+            suppressions.c.email.in_(select(stage.c.email)),
+            suppressions.c.scope == scope,
+            suppressions.c.reason == "unsubscribed",
+        )
+        .values(reason="manual", detail=f"import {report.file.name}")
+    )
     new = select(
         stage.c.email,
         literal(scope),
-        literal("unsubscribed" if unsubscribing else "manual"),
+        literal("manual"),
         _when(stamp),
         literal(f"import {report.file.name}"),
     ).where(~already)

@@ -136,7 +136,8 @@ def _print_report(report: Report) -> None:
         )
     )
     for block in report.blocks:
-        console.print(f"  {block.label}: {block.size / 1024:.1f} KB", style="dim")
+        label = _safe(block.label, one_line=True)
+        console.print(f"  {label}: {block.size / 1024:.1f} KB", style="dim")
     if not report.problems:
         return
     table = Table(show_edge=False, pad_edge=False, expand=False)
@@ -146,7 +147,10 @@ def _print_report(report: Report) -> None:
         colour = "red" if problem.severity == "error" else "yellow"
         where = _short(problem.file) + (f":{problem.line}" if problem.line else "")
         where += f" [{problem.field}]" if problem.field else ""
-        table.add_row(Text(problem.severity, style=colour), _safe(where.strip()), problem.message)
+        # Every cell on one line: a file name or a message may hold a line break, which
+        # would print as table rows nobody wrote.
+        cells = (_safe(where.strip(), one_line=True), _safe(problem.message, one_line=True))
+        table.add_row(Text(problem.severity, style=colour), *cells)
     console.print(table)
 
 

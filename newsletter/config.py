@@ -9,6 +9,7 @@ import os
 import re
 import string
 import tomllib
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,17 +222,32 @@ _BASE64 = frozenset(string.ascii_letters + string.digits + "+/-_=")
 
 
 def key_bits(key: str) -> float:
-    """An upper estimate of a key's entropy: length x log2(size of the alphabet it uses).
+    """A conservative estimate of a key's entropy, in bits: the least of three bounds.
 
-    Hex digits count 4 bits, base64 in both cases 6 (what `secrets` makes); otherwise each
-    class present (lower, upper, digits, other) widens the alphabet. A key of fewer than 8
-    distinct characters is repetition, not randomness, and counts nothing.
+    - The alphabet: length x log2(size of the alphabet it uses). Hex digits count 4 bits,
+      base64 in both cases 6 (what `secrets` makes); otherwise each class present (lower,
+      upper, digits, other) widens the alphabet, and a run of letters that reads like a
+      word ("newsletter", "Secret") counts as one pick from a large dictionary, not one
+      pick per letter: a phrase is guessed by words.
+    - Compression: 8 bits per byte of the key's deflated form, so repetition of any unit
+      ("abcdefgh" x 7, a long run of one letter) counts once, however long the key.
+    - A key of fewer than 8 distinct characters is repetition, not randomness: nothing.
     """
     if len(set(key)) < 8:
         return 0.0
+    return min(_alphabet_bits(key), _compressed_bits(key))
+
+
+_WORD = re.compile(r"[A-Z]?[a-z]{2,}|[A-Z]{3,}")
+WORD_BITS = 16.0  # a pick from a 65,536-word dictionary
+
+
+def _alphabet_bits(key: str) -> float:
     if set(key) <= _HEX:
         return 4.0 * len(key)
     if set(key) <= _BASE64 and not key.islower() and not key.isupper():
+        # token_urlsafe(32) has 2 bits to spare here, so no word discount (a random key
+        # has letter runs too); its repetitions are the compression bound's to catch.
         return 6.0 * len(key)
     pool = sum(
         size
@@ -243,7 +259,16 @@ def key_bits(key: str) -> float:
         )
         if present
     )
-    return len(key) * math.log2(pool)
+    words = _WORD.findall(key)
+    rest = len(key) - sum(len(word) for word in words)
+    per_char = math.log2(pool)
+    return rest * per_char + sum(min(WORD_BITS, len(word) * per_char) for word in words)
+
+
+def _compressed_bits(key: str) -> float:
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw: no header to count
+    packed = deflate.compress(key.encode()) + deflate.flush()
+    return 8.0 * len(packed)
 
 
 def _check_secret_keys(keys: tuple[Secret, ...], origin: str) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from newsletter import audience, db
 from newsletter.config import Settings
-from newsletter.errors import MailerError, NewsletterError
+from newsletter.errors import AuthError, MailerError, NewsletterError, RefusedError
 from newsletter.mailers import Mailer
 from newsletter.schema import confirmation_queue, subscribers
 
@@ -35,8 +35,13 @@ log = logging.getLogger(__name__)
 
 WINDOW = dt.timedelta(hours=1)
 KEEP = dt.timedelta(days=2)  # rows older than this count for nothing and are deleted
-MAX_ATTEMPTS = 3
-LIST_NAME_WIDTH = 100  # confirmation_queue.list_name, as wide as lists.name
+# Attempt n of a confirmation is due RETRY[n] after its post: a short outage, a greylisting
+# 4xx or a dead worker costs minutes, a long outage hours; all within KEEP.
+RETRY = tuple(dt.timedelta(minutes=m) for m in (0, 3, 10, 30, 2 * 60, 6 * 60, 18 * 60))
+MAX_ATTEMPTS = len(RETRY)
+# How long a claimed row is left to the process that claimed it (a send takes seconds, at
+# most smtp_timeout per step); then another process sends it again.
+LEASE = dt.timedelta(minutes=2)
 BATCH = 50  # rows one worker pass sends at most before it looks at the clock again
 # PostgreSQL: posts from several `serve` processes count their budgets one at a time, so
 # two of them cannot both take the last unit. (SQLite writes one at a time anyway.)
@@ -118,12 +123,15 @@ def request(
     refused = over_budget(conn, settings, client, stamp)
     if refused is not None:
         return refused
-    fits = len(list_name) <= LIST_NAME_WIDTH
+    # A name no list can have (too long, a NUL, an unpaired surrogate...) is stored as ""
+    # (no list), never sent to the database as is: PostgreSQL refuses NUL, and an error
+    # would answer differently from an unknown list.
+    fits = audience.LIST_NAME.match(list_name) is not None
     conn.execute(
         insert(confirmation_queue).values(
             email=address,
             name=name,
-            list_name=list_name if fits else "",  # longer than any list's name: none
+            list_name=list_name if fits else "",
             client=client,
             requested_at=stamp,
         )
@@ -178,54 +186,73 @@ def _resolve(conn: Connection, row_id: int, address: str) -> None:
     """What a post means: an unconfirmed membership and a confirmation to send, or nothing.
 
     The row is claimed by emptying its address (nobody else resolves it twice), in the same
-    transaction that records the membership.
+    transaction that records the membership. The posted name stays with the request, never
+    on the subscriber: whoever posts last for an unconfirmed address names the pending
+    request (all its rows), and confirming takes that name (see `confirm`).
     """
     queue = confirmation_queue.c
     row = conn.execute(select(queue.name, queue.list_name).where(queue.id == row_id)).first()
     claimed = conn.execute(
         update(confirmation_queue)
         .where(queue.id == row_id, queue.email == address)
-        .values(email="", name="")
+        .values(email="")
     )
     if row is None or not claimed.rowcount or not row.list_name:
         return
     try:
-        subscriber_id = audience.request_subscription(conn, address, row.name, row.list_name)
+        pending = audience.request_subscription(conn, address, row.list_name)
     except NewsletterError as exc:  # checked by the form already; a stale row at worst
         log.warning("A queued subscribe request was dropped: %s", exc)
         return
-    if subscriber_id is not None:
+    if pending is None:
+        return
+    subscriber_id, due = pending
+    mine = and_(queue.subscriber_id == subscriber_id, queue.list_name == row.list_name)
+    conn.execute(update(confirmation_queue).where(mine).values(name=row.name))
+    if due:
         conn.execute(
             update(confirmation_queue).where(queue.id == row_id).values(subscriber_id=subscriber_id)
         )
 
 
-def _send_resolved(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:
-    """Send up to BATCH confirmations.
+def confirm(conn: Connection, subscriber_id: int, list_name: str) -> bool:
+    """Confirm a double opt-in (audience.confirm_subscription) with the name of its pending
+    request: the name posted last for this address and list, never stored before now."""
+    queue = confirmation_queue.c
+    name = conn.execute(
+        select(queue.name)
+        .where(queue.subscriber_id == subscriber_id, queue.list_name == list_name)
+        .order_by(queue.id.desc())
+        .limit(1)
+    ).scalar()
+    return audience.confirm_subscription(conn, subscriber_id, list_name, name or "")
 
-    Each row is claimed by a conditional UPDATE first, so two processes never both send
-    it. A row whose send failed is tried again up to MAX_ATTEMPTS; one claimed by a
-    process that then died is not (at most once, like a send's `unknown` rows).
+
+def _send_resolved(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:
+    """Send up to BATCH confirmations whose next attempt is due.
+
+    At least once: a duplicate confirmation is harmless, a lost one is not. Attempt n of a
+    row is due RETRY[n] after the post. Each row is claimed by a conditional UPDATE that
+    moves it to the first attempt at least LEASE away, so two processes never both send it
+    within its lease, and a row claimed by a process that then died is sent again.
     """
+    stamp = db.now()
+    queue = confirmation_queue.c
+    due_now = or_(
+        *(
+            and_(queue.attempts == n, queue.requested_at <= stamp - wait)
+            for n, wait in enumerate(RETRY)
+        )
+    )
     with db.reading(engine) as conn:
         due = conn.execute(
-            select(confirmation_queue.c.id, confirmation_queue.c.attempts)
-            .where(
-                confirmation_queue.c.sent_at.is_(None),
-                confirmation_queue.c.subscriber_id.is_not(None),
-                or_(
-                    confirmation_queue.c.attempts == 0,
-                    and_(
-                        confirmation_queue.c.error != "",
-                        confirmation_queue.c.attempts < MAX_ATTEMPTS,
-                    ),
-                ),
-            )
-            .order_by(confirmation_queue.c.id)
+            select(queue.id, queue.attempts, queue.requested_at)
+            .where(queue.sent_at.is_(None), queue.subscriber_id.is_not(None), due_now)
+            .order_by(queue.id)
             .limit(BATCH)
         ).all()
-    for row_id, attempts in due:
-        _send_one(settings, engine, mailer, build, row_id, attempts)
+    for row_id, attempts, requested_at in due:
+        _send_one(settings, engine, mailer, build, row_id, attempts, db.aware(requested_at))
     return len(due)
 
 
@@ -234,15 +261,25 @@ def _old() -> dt.datetime:
 
 
 def _send_one(
-    settings: Settings, engine: Engine, mailer: Mailer, build: Build, row_id: int, attempts: int
+    settings: Settings,
+    engine: Engine,
+    mailer: Mailer,
+    build: Build,
+    row_id: int,
+    attempts: int,
+    requested_at: dt.datetime,
 ) -> None:
     with db.writing(engine) as conn:
-        claimed = _claim(conn, row_id, attempts)
+        claimed = _claim(conn, row_id, attempts, requested_at)
     if claimed is None:
         return
+    subscriber_id, message = claimed
     outcome: dict[str, object]
     try:
-        mailer.send_message(build(settings, *claimed))
+        mailer.send_message(build(settings, *message))
+    except (RefusedError, AuthError) as exc:  # an answer that will not change: give up
+        log.warning("A confirmation message was refused (given up): %s", exc)
+        outcome = {"error": str(exc)[:500] or type(exc).__name__, "attempts": MAX_ATTEMPTS}
     except MailerError as exc:
         log.warning("A confirmation message could not be sent (will retry): %s", exc)
         outcome = {"error": str(exc)[:500] or type(exc).__name__}
@@ -255,26 +292,56 @@ def _send_one(
         conn.execute(
             update(confirmation_queue).where(confirmation_queue.c.id == row_id).values(**outcome)
         )
+        list_name = message[3]
+        if "sent_at" in outcome:
+            audience.confirmation_sent(conn, subscriber_id, list_name)
+        elif outcome.get("attempts") == MAX_ATTEMPTS or _last(row_id, conn):
+            audience.confirmation_abandoned(conn, subscriber_id, list_name)
 
 
-def _claim(conn: Connection, row_id: int, attempts: int) -> tuple[str, str, str, str] | None:
-    """Take the row; (public id, address, name, list) to mail, or None if another process
-    took it or the subscriber is gone. Committed before the send, so a crash mid-send
-    leaves the row claimed and unsent (never sent twice)."""
+def _last(row_id: int, conn: Connection) -> bool:
+    attempts = conn.execute(
+        select(confirmation_queue.c.attempts).where(confirmation_queue.c.id == row_id)
+    ).scalar()
+    return attempts is None or attempts >= MAX_ATTEMPTS
+
+
+def _claim(
+    conn: Connection, row_id: int, attempts: int, requested_at: dt.datetime
+) -> tuple[int, tuple[str, str, str, str]] | None:
+    """Take the row: (subscriber id, (public id, address, name, list)) to mail, or None if
+    another process took it or the subscriber is gone.
+
+    Committed before the send. The row moves to the first attempt due at least LEASE from
+    now, so it is not sent again before then, and is sent again after if this process dies.
+    """
     queue = confirmation_queue.c
+    later = db.now() + LEASE
+    following = next(
+        (n for n in range(attempts + 1, MAX_ATTEMPTS) if requested_at + RETRY[n] >= later),
+        MAX_ATTEMPTS,
+    )
     claimed = conn.execute(
         update(confirmation_queue)
         .where(queue.id == row_id, queue.attempts == attempts, queue.sent_at.is_(None))
-        .values(attempts=attempts + 1, error="")
+        .values(attempts=following, error="")
     )
     if not claimed.rowcount:
         return None
     row = conn.execute(
-        select(subscribers.c.public_id, subscribers.c.email, subscribers.c.name, queue.list_name)
+        select(
+            subscribers.c.id,
+            subscribers.c.public_id,
+            subscribers.c.email,
+            subscribers.c.name,
+            queue.list_name,
+        )
         .join(subscribers, subscribers.c.id == queue.subscriber_id)
         .where(queue.id == row_id)
     ).first()
-    return None if row is None else (row.public_id, row.email, row.name, row.list_name)
+    if row is None:
+        return None
+    return int(row.id), (row.public_id, row.email, row.name, row.list_name)
 
 
 def drain(settings: Settings, engine: Engine, mailer: Mailer, build: Build) -> int:

@@ -31,7 +31,9 @@ boundary where they happen, with ``raise ... from``::
     │                          a clash with a pending schedule, nothing to cancel)
     └── MailerError            a mailer could not deliver
         ├── AuthError          the provider refused our credentials; stop everything
-        ├── UnreachableError   the provider could not be reached; nothing was accepted
+        ├── UnreachableError   the provider could not be reached, or refused for now (4xx);
+        │                      nothing was accepted
+        ├── RefusedError       the server refused this message for good (5xx)
         └── PayloadError       a request could not be built from the batch; none went out
 
 Outside the tree, ``InterruptedBeforeSending`` is a ``KeyboardInterrupt`` (Ctrl-C stops the
@@ -199,6 +201,10 @@ class DispatchError(NewsletterError):
 
 class UnreachableError(MailerError):
     """The provider could not be reached (or kept rate-limiting); it accepted nothing."""
+
+
+class RefusedError(MailerError):
+    """The server answered that it will never take this message (a 5xx): do not retry."""
 
 
 class PayloadError(MailerError):

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from newsletter import archive, audience, confirmations, db, pages, tokens, webhook
 from newsletter.config import Settings
 from newsletter.errors import AudienceError, NewsletterError, StorageError, TokenError
-from newsletter.mailers import get_mailer
+from newsletter.mailers import Mailer, get_mailer
 from newsletter.message import confirmation
 from newsletter.schema import lists
 
@@ -149,6 +149,8 @@ class _App:
             )
         )  # fmt: skip
         try:
+            if not (webhook.storable(email) and webhook.storable(name)):
+                raise AudienceError("The form holds a NUL or an unpaired surrogate; retype it.")
             address = audience.normalize_email(email)
             audience.check_header_text("name", name.strip(), audience.MAX_NAME)
         except AudienceError as exc:
@@ -170,10 +172,12 @@ class _App:
         # public: the confirmation, if any, is mailed by the worker after this response.
         return page("check_inbox.html")
 
-    async def send_confirmations(self, stop: asyncio.Event) -> None:
+    async def send_confirmations(self, stop: asyncio.Event, mailer: Mailer) -> None:
         """The confirmation worker: send a batch of the queue; unless the batch was full,
-        wait for a new post or WORKER_POLL (so a failed send is retried seconds later)."""
-        mailer = get_mailer(self.settings)
+        wait for a new post or WORKER_POLL (so a failed send is retried seconds later).
+
+        Nothing may end it but `stop`: a form that says "on its way" needs a live worker.
+        """
         while not stop.is_set():
             self.queued.clear()
             try:
@@ -182,6 +186,9 @@ class _App:
                 )
             except NewsletterError as exc:  # the database is down: try again later
                 log.warning("The confirmation queue could not be sent: %s", exc)
+                handled = 0
+            except Exception:  # a bug: log it and keep the queue moving
+                log.exception("The confirmation worker failed a pass; it carries on")
                 handled = 0
             if handled >= confirmations.BATCH:
                 continue
@@ -202,12 +209,19 @@ class _App:
             return not_found()
         await read_form(request)  # capped like every public form, though nothing is read
         sid, list_name = found
-        confirmed = await self.run(
-            True, lambda conn: audience.confirm_subscription(conn, sid, list_name)
-        )
+        confirmed = await self.run(True, lambda conn: confirmations.confirm(conn, sid, list_name))
         if not confirmed:  # confirmed already, or unsubscribed since: the link is spent
             return not_found()
         return page("subscribed.html", list_name=list_name)
+
+
+def _report_dead_worker(worker: asyncio.Task[None]) -> None:
+    """Log a confirmation worker that ended with an error (it should end only on stop)."""
+    if not worker.cancelled() and worker.exception() is not None:
+        log.error(
+            "The confirmation worker stopped; no confirmation is sent until serve restarts",
+            exc_info=worker.exception(),
+        )
 
 
 def drain_confirmations(settings: Settings, engine: Engine) -> int:
@@ -304,6 +318,9 @@ def create_app(settings: Settings, *, send_confirmations: bool = True) -> Starle
     to `drain_confirmations`, for tests that want to say when mail goes out).
     """
     tokens.sign(settings, "unsubscribe", "-", "-")  # fail at start-up when no key is set
+    # Built now, so a bad mailer setting stops `serve` before it listens, rather than
+    # the worker dying silently while the form says a confirmation is on its way.
+    mailer = get_mailer(settings)
     engine = db.connect(settings)
     handlers = _App(settings, engine)
 
@@ -313,7 +330,8 @@ def create_app(settings: Settings, *, send_confirmations: bool = True) -> Starle
         handlers.queued = asyncio.Event()  # bound to this server's event loop
         worker = None
         if send_confirmations:
-            worker = asyncio.create_task(handlers.send_confirmations(stop))
+            worker = asyncio.create_task(handlers.send_confirmations(stop, mailer))
+            worker.add_done_callback(_report_dead_worker)
         try:
             yield
         finally:

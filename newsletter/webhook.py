@@ -183,14 +183,33 @@ def _required(index: int, item: dict[str, Any], field: str) -> str:
         raise EventBatchError(
             f"Event {index}, field '{field}': longer than {LIMITS[field]} characters."
         )
+    if not storable(value):
+        raise EventBatchError(
+            f"Event {index}, field '{field}': contains a NUL or an unpaired surrogate "
+            "(\\u0000, \\ud800...), which no real event has and no database stores."
+        )
     return value
+
+
+def storable(value: str) -> bool:
+    """Text every database stores: PostgreSQL refuses NUL, and a lone surrogate (which
+    JSON's \\ud800 escape makes) is not UTF-8 at all."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _custom_arg(item: dict[str, Any], name: str, limit: int) -> str:
     """A custom arg we set when sending. Only informational: one we cannot use is dropped
     rather than refusing the batch, which would hold back the bounces in it."""
     value = item.get(name)
-    return value if isinstance(value, str) and len(value) <= limit else ""
+    if isinstance(value, str) and len(value) <= limit and storable(value):
+        return value
+    return ""
 
 
 def _reason(kind: str, item: dict[str, Any]) -> str | None:

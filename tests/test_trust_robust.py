@@ -971,3 +971,94 @@ def _seed_audience_raw(engine: Engine, address: str, name: str) -> None:
     with db.writing(engine) as conn:
         audience.add_subscriber(conn, address, "weekly", confirmed=True)
         conn.execute(subscribers.update().where(subscribers.c.email == address).values(name=name))
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(
+    brk=st.sampled_from(["\n", "\r", "\r\n", "\u2028", "\x85", "\x1b[2J", "\x0b"]),
+    tail=st.text("abcxyz", min_size=1, max_size=6),
+)
+def test_the_check_table_keeps_every_cell_on_one_line(brk: str, tail: str, project: Path) -> None:
+    """A file name with a line break (or a control) is shown escaped in the `check` table,
+    on the row of its finding: it never prints rows nobody wrote, nor moves the cursor."""
+    for old in (project / "issues").glob("2025-03-01*"):
+        old.unlink()
+    (project / "issues" / f"2025-03-01{brk}{tail}.yaml").write_text(": [\n", encoding="utf-8")
+    env = {**os.environ, "COLUMNS": "200"}
+    env = {k: v for k, v in env.items() if not k.startswith("NEWSLETTER_")}
+    done = run_newsletter(project, "check", SAMPLE, env=env)
+    no_traceback(done)
+    out = done.stdout
+    assert not {"\r", "\u2028", "\x85", "\x1b", "\x0b"} & set(out), repr(out)
+    [row] = [line for line in out.splitlines() if "2025-03-01" in line]
+    assert f"{tail}.yaml" in row
+    assert "cannot read this earlier issue" in row
+
+
+# --- NUL and unpaired surrogates at the web's edges, on every database ---------------------
+
+UNSTORABLE = st.tuples(
+    st.text(st.characters(codec="utf-8"), max_size=4),
+    st.sampled_from(["\x00", "\ud800", "\udfff", "\udc80"]),
+    st.text(st.characters(codec="utf-8"), max_size=4),
+).map("".join)
+EDGE = settings(max_examples=25, deadline=None, suppress_health_check=FIXTURE_OK)
+
+
+def _form(**fields: str) -> bytes:
+    from urllib.parse import quote_plus
+
+    return "&".join(
+        f"{k}={quote_plus(v.encode('utf-8', 'surrogatepass'))}" for k, v in fields.items()
+    ).encode("ascii")
+
+
+@EDGE
+@given(bad=UNSTORABLE)
+def test_a_nul_or_surrogate_in_the_form_answers_like_any_unknown_list(
+    bad: str, engine: Engine, db_settings: Settings
+) -> None:
+    from newsletter.web import create_app
+
+    roomy = dataclasses.replace(db_settings, subscribe_per_client_hour=10**6)
+    with db.writing(engine) as conn:
+        if audience.public_list_id(conn, "weekly") is None:
+            audience.create_list(conn, "weekly", public=True)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    with TestClient(create_app(roomy, send_confirmations=False)) as client:
+
+        def answer(**fields: str) -> tuple[int, str]:
+            got = client.post("/subscribe", content=_form(**fields), headers=form)
+            return got.status_code, got.text
+
+        known = answer(email="a@example.org", list="weekly")
+        assert answer(email="a@example.org", list=bad) == known
+        assert answer(email="a@example.org", list=f"week{bad}ly") == known
+        # A surrogate arrives as U+FFFD (the form is decoded with replacement), a NUL as
+        # itself: either way a plain answer, never a 5xx from the database.
+        for fields in ({"email": f"a{bad}@example.org"}, {"email": "a@x.org", "name": bad}):
+            status, text = answer(list="weekly", **fields)
+            assert status in (200, 400), text
+            assert status == 400 or "\x00" not in bad, text
+
+
+@EDGE
+@given(bad=UNSTORABLE, field=st.sampled_from(["sg_event_id", "email", "event"]))
+def test_a_nul_or_surrogate_in_a_signed_event_is_a_400_naming_it(
+    bad: str, field: str, engine: Engine, db_settings: Settings
+) -> None:
+    from newsletter.schema import webhook_events
+    from newsletter.web import create_app
+    from tests.test_webhook import event, new_key, public_b64, signed_headers
+
+    key = new_key()
+    hooked = dataclasses.replace(db_settings, sendgrid_webhook_public_key=public_b64(key))
+    good = event("delivered", "ok@example.org", 1)
+    hostile = {**event("bounce", "b@example.org", 2, type="bounce"), field: f"e{bad}"}
+    body = json.dumps([good, hostile]).encode("ascii")  # \u0000 and \ud800 escapes, as sent
+    with TestClient(create_app(hooked, send_confirmations=False)) as client:
+        got = client.post(webhook.PATH, content=body, headers=signed_headers(key, body))
+    assert got.status_code == 400, got.text
+    assert f"Event 1, field '{field}'" in got.text
+    with db.reading(engine) as conn:
+        assert conn.execute(webhook_events.select()).first() is None

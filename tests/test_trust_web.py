@@ -4,12 +4,15 @@ after a removal, oversized bodies, Host reflection, tokens in the access log, we
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import email
 import email.policy
 import ipaddress
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
+from typing import Any
 
 import httpx
 import pytest
@@ -25,7 +28,7 @@ from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError
 from newsletter.models import AudienceSpec
 from newsletter.schema import confirmation_queue, lists, memberships, subscribers, suppressions
-from newsletter.web import drain_confirmations
+from newsletter.web import create_app, drain_confirmations
 from tests.conftest import TEST_KEYS, Served, free_port
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -254,8 +257,6 @@ def test_resubscribe_undoes_only_the_subscribers_own_unsubscribe(
     own_click = httpx.post(f"{served.url}{link}", data=ONE_CLICK)
     assert own_click.status_code == 200  # their own unsubscribe...
     with db.writing(served.engine) as conn:  # ...and something else on top of it
-        if scope == "weekly":
-            conn.execute(suppressions.delete().where(suppressions.c.scope == "weekly"))
         audience.suppress(conn, "r@example.org", reason, scope=scope, detail="the editor")
         before = conn.execute(select(suppressions.c.reason, suppressions.c.scope)).all()
     answer = post(served, f"{link}/resubscribe")
@@ -267,24 +268,36 @@ def test_resubscribe_undoes_only_the_subscribers_own_unsubscribe(
     assert after == ([] if own else before)
 
 
+@pytest.mark.parametrize("editor", ["remove", "import"])
 def test_an_editors_removal_survives_a_forwarded_resubscribe_link(
-    serve: Callable[..., Served],
+    serve: Callable[..., Served], editor: str
 ) -> None:
-    """`subscribers remove` on top of a one-click unsubscribe (the issue's report)."""
+    """`subscribers remove`, or an import in unsubscribe mode, on top of the subscriber's
+    own one-click unsubscribe: the resubscribe link may not undo the editor's act."""
     from tests.conftest import run_newsletter
 
     served = plain(serve)
     with db.writing(served.engine) as conn:
         public_id = audience.add_subscriber(conn, "f@example.org", "weekly", confirmed=True)
-    env = {"PATH": "/usr/bin:/bin", "NEWSLETTER_DATABASE_URL": served.settings.database}
-    removed = run_newsletter(
-        served.settings.root, "subscribers", "remove", "f@example.org", "--list", "weekly", env=env
-    )
-    assert removed.returncode == 0, removed.stderr
     link = tokens.unsubscribe_url(served.settings, public_id, "weekly")
-    answer = post(served, f"{link.removeprefix('https://news.test')}/resubscribe")
+    link = link.removeprefix("https://news.test")
+    own_click = httpx.post(f"{served.url}{link}", data=ONE_CLICK)
+    assert own_click.status_code == 200  # the subscriber's own click
+    env = {"PATH": "/usr/bin:/bin", "NEWSLETTER_DATABASE_URL": served.settings.database}
+    if editor == "remove":
+        act = ["subscribers", "remove", "f@example.org", "--list", "weekly"]
+    else:
+        left = served.settings.root / "left.csv"
+        left.write_text("email\nf@example.org\n", encoding="utf-8")
+        act = ["subscribers", "import", str(left), "--list", "weekly", "--mode", "unsubscribe"]
+    done = run_newsletter(served.settings.root, *act, env=env)
+    assert done.returncode == 0, done.stderr
+    answer = post(served, f"{link}/resubscribe")  # the forwarded link, clicked by anyone
     assert answer.status_code == 409
     assert recipients(served.engine) == []
+    with db.reading(served.engine) as conn:
+        reasons = conn.execute(select(suppressions.c.reason, suppressions.c.scope)).all()
+    assert reasons == [("manual", "weekly")]
 
 
 # --- Confirmation links -----------------------------------------------------------------
@@ -482,6 +495,72 @@ def test_a_generated_key_is_accepted(key: str, seed: int) -> None:
     assert load_settings(env={"NEWSLETTER_SECRET_KEY": text}).secret_keys[0].reveal() == text
 
 
+REVIEWED_WEAK_KEYS = [
+    "abcdefgh" * 7,
+    "0123456789abcdef" * 4,
+    "a" * 60 + "bcdefgh1",
+    "ABCDEFGHabcdefgh" * 3,
+    "my-newsletter-secret-key-for-production-2024",
+]
+KEY_TEXT = st.characters(codec="ascii", categories=["L", "N", "P", "S"], exclude_characters=",")
+
+
+@st.composite
+def repetitive_keys(draw: st.DrawFn) -> str:
+    """A short unit repeated, or one character run long with a short tail: long enough
+    that a per-character estimate counts them as 256 bits or more."""
+    if draw(st.booleans()):
+        unit = draw(st.text(KEY_TEXT, min_size=1, max_size=16))
+        return unit * draw(st.integers(max(2, -(-64 // len(unit))), 300 // len(unit)))
+    run = draw(KEY_TEXT) * draw(st.integers(40, 200))
+    return run + draw(st.text(KEY_TEXT, min_size=1, max_size=12))
+
+
+@given(key=st.one_of(st.sampled_from(REVIEWED_WEAK_KEYS), repetitive_keys()))
+@hsettings(max_examples=200)
+def test_repetitive_or_phrase_keys_are_refused_and_never_echoed(key: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env={"NEWSLETTER_SECRET_KEY": key})
+    message = str(refused.value)
+    assert "NEWSLETTER_SECRET_KEY" in message
+    assert key.strip() not in message  # every key here is longer than any word of the text
+
+
+@given(seed=st.integers(0, 2**64 - 1), kind=st.sampled_from(["urlsafe", "hex"]))
+@hsettings(max_examples=300)
+def test_every_key_secrets_makes_is_accepted(seed: int, kind: str) -> None:
+    import base64
+    import random
+
+    raw = random.Random(seed).randbytes(32)  # what secrets.token_* draws, seeded to replay
+    text = base64.urlsafe_b64encode(raw).rstrip(b"=").decode() if kind == "urlsafe" else raw.hex()
+    assert load_settings(env={"NEWSLETTER_SECRET_KEY": text}).secret_keys[0].reveal() == text
+
+
+# --- The worker --------------------------------------------------------------------------
+
+
+def test_serve_with_an_unusable_mailer_stops_at_start(tmp_path: object) -> None:
+    """mailer=sendgrid without a key: `serve` refuses to start, rather than answer "on its
+    way" to every post while its worker is dead."""
+    from pathlib import Path
+
+    from tests.conftest import run_newsletter
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "NEWSLETTER_SECRET_KEY": TEST_KEYS,
+        "NEWSLETTER_MAILER": "sendgrid",
+        "NEWSLETTER_SERVE_PORT": str(free_port()),
+    }
+    result = run_newsletter(Path(str(tmp_path)), "serve", env=env)
+    assert result.returncode == 1
+    assert "SENDGRID_API_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(ConfigError):
+        create_app(load_settings(Path(str(tmp_path)), env=env))
+
+
 # --- In process, on every database: client keys, budgets, the worker ---------------------
 
 
@@ -531,11 +610,9 @@ def test_budgets_count_on_every_database(engine: Engine, db_settings: Settings) 
 def test_a_failing_mailer_is_retried_then_left_and_the_server_stops_cleanly(
     engine: Engine, db_settings: Settings
 ) -> None:
-    """SMTP on a closed port: the worker records the error and tries MAX_ATTEMPTS times;
-    the server's lifespan stops its worker without an error."""
+    """SMTP on a closed port: the worker records the error and retries on its schedule,
+    up to MAX_ATTEMPTS; the server's lifespan stops its worker without an error."""
     from starlette.testclient import TestClient
-
-    from newsletter.web import create_app
 
     closed = dataclasses.replace(
         db_settings, mailer="smtp", smtp_port=free_port(), smtp_timeout=0.5
@@ -553,7 +630,203 @@ def test_a_failing_mailer_is_retried_then_left_and_the_server_stops_cleanly(
             time.sleep(0.05)
     assert row.error
     assert row.sent_at is None
+    drain_confirmations(closed, engine)  # the next attempt is minutes away: not yet
+    with db.reading(engine) as conn:
+        row = conn.execute(select(confirmation_queue)).one()
+    assert (row.attempts, row.sent_at, row.email) == (1, None, "")
+    _age(engine, confirmations.RETRY[-1] + confirmations.LEASE)  # past the last attempt
     drain_confirmations(closed, engine)
     with db.reading(engine) as conn:
         row = conn.execute(select(confirmation_queue)).one()
     assert (row.attempts, row.sent_at, row.email) == (confirmations.MAX_ATTEMPTS, None, "")
+
+
+# --- Confirmations: at least once, and only the confirmer's name ---------------------------
+
+
+class _Greylist:
+    """aiosmtpd handler: answers RCPT with `first` once per address, then accepts."""
+
+    def __init__(self, first: str = "451 4.7.1 Greylisted, try again later") -> None:
+        self.first = first
+        self.seen: set[str] = set()
+        self.messages: list[tuple[list[str], bytes]] = []
+
+    async def handle_RCPT(
+        self, server: object, session: object, envelope: Any, address: str, options: object
+    ) -> str:
+        if address not in self.seen:
+            self.seen.add(address)
+            return self.first
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        self.messages.append((list(envelope.rcpt_tos), bytes(envelope.content)))
+        return "250 Message accepted"
+
+
+@contextmanager
+def _smtp(handler: object, port: int) -> Iterator[None]:
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield
+    finally:
+        controller.stop()
+
+
+def _form_app(settings: Settings, **changes: Any) -> tuple[Settings, Any]:
+    from starlette.testclient import TestClient
+
+    roomy = dataclasses.replace(
+        settings, subscribe_per_client_hour=10**6, subscribe_per_hour=10**6, **changes
+    )
+    client = TestClient(create_app(roomy, send_confirmations=False), base_url="https://news.test")
+    return roomy, client
+
+
+def _weekly(engine: Engine) -> None:
+    with db.writing(engine) as conn:
+        if audience.public_list_id(conn, "weekly") is None:
+            audience.create_list(conn, "weekly", public=True)
+
+
+def _age(engine: Engine, by: dt.timedelta) -> None:
+    """Move every queued post `by` into the past: the clock passing, without waiting."""
+    queue = confirmation_queue.c
+    with db.writing(engine) as conn:
+        rows = conn.execute(select(queue.id, queue.requested_at)).all()
+        for row_id, stamp in rows:
+            conn.execute(
+                confirmation_queue.update()
+                .where(queue.id == row_id)
+                .values(requested_at=db.aware(stamp) - by)
+            )
+
+
+def _smtp_settings(settings: Settings, port: int) -> dict[str, Any]:
+    return {"mailer": "smtp", "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_timeout": 2.0}
+
+
+def test_a_greylisted_confirmation_is_delivered_on_retry(
+    engine: Engine, db_settings: Settings
+) -> None:
+    _weekly(engine)
+    port = free_port()
+    handler = _Greylist()
+    roomy, client = _form_app(db_settings, **_smtp_settings(db_settings, port))
+    with _smtp(handler, port), client:
+        assert client.post("/subscribe", data={"email": "g@example.org"}).status_code == 200
+        drain_confirmations(roomy, engine)
+        assert handler.messages == []  # 451: not now...
+        _age(engine, confirmations.RETRY[1])
+        drain_confirmations(roomy, engine)
+    assert [rcpt for rcpt, _ in handler.messages] == [["g@example.org"]]  # ...but later
+
+
+def test_a_confirmation_survives_an_smtp_outage(engine: Engine, db_settings: Settings) -> None:
+    _weekly(engine)
+    port = free_port()  # nothing listens yet
+    handler = _Greylist(first="250 OK")
+    handler.seen.add("o@example.org")
+    roomy, client = _form_app(db_settings, **_smtp_settings(db_settings, port))
+    with client:
+        assert client.post("/subscribe", data={"email": "o@example.org"}).status_code == 200
+        for _ in range(3):  # the old worker gave up after three quick tries
+            drain_confirmations(roomy, engine)
+            _age(engine, dt.timedelta(seconds=5))
+        with _smtp(handler, port):
+            _age(engine, dt.timedelta(hours=1))
+            drain_confirmations(roomy, engine)
+    assert [rcpt for rcpt, _ in handler.messages] == [["o@example.org"]]
+
+
+def test_a_row_claimed_by_a_dead_worker_is_sent_after_its_lease(
+    engine: Engine, db_settings: Settings
+) -> None:
+    _weekly(engine)
+    port = free_port()
+    handler = _Greylist(first="250 OK")
+    handler.seen.add("d@example.org")
+    roomy, client = _form_app(db_settings, **_smtp_settings(db_settings, port))
+    queue = confirmation_queue.c
+    with _smtp(handler, port), client:
+        assert client.post("/subscribe", data={"email": "d@example.org"}).status_code == 200
+        with db.writing(engine) as conn:  # resolve it, without sending
+            [(row_id, address)] = conn.execute(select(queue.id, queue.email)).all()
+            confirmations._resolve(conn, row_id, address)
+        with db.writing(engine) as conn:  # a worker claims it (what its claim writes)...
+            conn.execute(
+                confirmation_queue.update().where(queue.id == row_id).values(attempts=1)
+            )  # ...and is killed (-9) before it sends
+        drain_confirmations(roomy, engine)
+        assert handler.messages == []  # within its lease nobody else sends it
+        _age(engine, confirmations.RETRY[1])
+        drain_confirmations(roomy, engine)
+    assert [rcpt for rcpt, _ in handler.messages] == [["d@example.org"]]
+
+
+def test_a_repost_after_an_abandoned_confirmation_sends_again(
+    engine: Engine, db_settings: Settings
+) -> None:
+    _weekly(engine)
+    port = free_port()
+    handler = _Greylist(first="550 5.1.1 Mailbox unavailable")  # once, for good
+    roomy, client = _form_app(db_settings, **_smtp_settings(db_settings, port))
+    with _smtp(handler, port), client:
+        assert client.post("/subscribe", data={"email": "a@example.org"}).status_code == 200
+        drain_confirmations(roomy, engine)
+        assert handler.messages == []
+        assert client.post("/subscribe", data={"email": "a@example.org"}).status_code == 200
+        drain_confirmations(roomy, engine)
+    assert [rcpt for rcpt, _ in handler.messages] == [["a@example.org"]]
+
+
+NAMES = st.text(
+    st.characters(categories=["L", "N", "P", "Zs"], exclude_characters="\u2028\u2029"),
+    min_size=1,
+    max_size=30,
+).filter(lambda n: n.strip() == n and n.strip())
+
+
+@given(attacker=NAMES, victim=NAMES | st.just(""))
+@hsettings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_a_strangers_name_never_becomes_the_subscribers(
+    engine: Engine, db_settings: Settings, attacker: str, victim: str
+) -> None:
+    import re
+    import uuid
+
+    if attacker == victim:
+        return
+    _weekly(engine)
+    address = f"v{uuid.uuid4().hex[:12]}@example.org"
+    roomy, client = _form_app(db_settings)
+    with client:
+        for name in (attacker, victim):  # the stranger first, then the address's owner
+            form = {"email": address, "name": name}
+            assert client.post("/subscribe", data=form).status_code == 200
+            drain_confirmations(roomy, engine)
+        folder = roomy.path("outbox_dir") / "messages"
+        mails = [
+            email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in folder.glob("*.eml")
+        ]
+        [mail] = [m for m in mails if address in str(m["To"])]
+        assert attacker not in str(mail["To"])
+        body = mail.get_body()
+        assert body is not None
+        link = re.search(r"https://news\.test(/confirm/\S+)", body.get_content())
+        assert link is not None
+        assert client.post(link.group(1)).status_code == 200
+    with db.reading(engine) as conn:
+        stored = conn.execute(
+            select(subscribers.c.name).where(subscribers.c.email == address)
+        ).scalar_one()
+    assert stored in (victim, "")
+    assert stored != attacker

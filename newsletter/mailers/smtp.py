@@ -8,7 +8,7 @@ import ssl
 from email.message import EmailMessage
 
 from newsletter.config import Settings
-from newsletter.errors import AuthError, ConfigError, UnreachableError
+from newsletter.errors import AuthError, ConfigError, RefusedError, UnreachableError
 from newsletter.headers import addresses
 from newsletter.message import UNBUILDABLE, personal_message, unbuildable
 from newsletter.models import BatchOutcome, RenderedEmail, SendBatch, SendResult
@@ -37,7 +37,18 @@ class SmtpMailer:
         sender = [a.addr_spec for a in addresses(message, "From")]
         recipients = [a.addr_spec for a in addresses(message, "To")]
         with self._connect() as client:
-            client.send_message(message, from_addr=sender[0], to_addrs=recipients)
+            try:
+                client.send_message(message, from_addr=sender[0], to_addrs=recipients)
+            except smtplib.SMTPRecipientsRefused as exc:
+                codes = [code for code, _reason in exc.recipients.values()]
+                raise _refusal(min(codes, default=0), "refused the recipient") from None
+            except smtplib.SMTPResponseException as exc:
+                raise _refusal(exc.smtp_code, _text(exc.smtp_error)) from None
+            except (smtplib.SMTPException, OSError) as exc:
+                raise UnreachableError(
+                    f"The SMTP server {self.settings.smtp_host}:{self.settings.smtp_port} "
+                    f"dropped the connection ({type(exc).__name__}); try again later."
+                ) from None
         return str(message.get("Message-ID", ""))
 
     def send_batch(self, email: RenderedEmail, batch: SendBatch) -> BatchOutcome:
@@ -152,6 +163,14 @@ def _deliver(client: smtplib.SMTP, message: EmailMessage, address: str, key: str
     except (smtplib.SMTPServerDisconnected, OSError) as exc:
         return SendResult((key,), "unknown", error=f"connection lost ({type(exc).__name__})")
     return SendResult((key,), "sent")
+
+
+def _refusal(code: int, reason: str) -> UnreachableError | RefusedError:
+    """A 4xx (greylisting, a full queue) is for now: retry later. A 5xx is for good."""
+    text = f"The SMTP server answered {code} {reason}"
+    if 500 <= code < 600:
+        return RefusedError(f"{text}; it will not take this message.")
+    return UnreachableError(f"{text}; try again later.")
 
 
 def _reset(client: smtplib.SMTP) -> None:
