@@ -196,10 +196,10 @@ class _App:
             )
         )  # fmt: skip
         try:
-            if not (webhook.storable(email) and webhook.storable(name)):
-                raise AudienceError("The form holds a NUL or an unpaired surrogate; retype it.")
             address = audience.normalize_email(email)
             audience.check_header_text("name", name.strip(), audience.MAX_NAME)
+            if not (webhook.storable(email) and webhook.storable(name)):
+                raise AudienceError("The form holds a NUL or an unpaired surrogate; retype it.")
         except AudienceError as exc:
             return page("Please check the form", f"<p>{html.escape(str(exc))}</p>", status=400)
         peer = request.client.host if request.client else ""
