@@ -149,10 +149,10 @@ class _App:
             )
         )  # fmt: skip
         try:
-            if not (webhook.storable(email) and webhook.storable(name)):
-                raise AudienceError("The form holds a NUL or an unpaired surrogate; retype it.")
             address = audience.normalize_email(email)
             audience.check_header_text("name", name.strip(), audience.MAX_NAME)
+            if not (webhook.storable(email) and webhook.storable(name)):
+                raise AudienceError("The form holds a NUL or an unpaired surrogate; retype it.")
         except AudienceError as exc:
             return page("check_form.html", status=400, message=str(exc))
         peer = request.client.host if request.client else ""
