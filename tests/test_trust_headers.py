@@ -35,6 +35,7 @@ from aiosmtpd.controller import Controller
 from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from newsletter import audience, db
@@ -47,6 +48,7 @@ from newsletter.mailers.sendgrid import SendGridMailer, build_payload, message_p
 from newsletter.mailers.smtp import SmtpMailer
 from newsletter.message import build_message, confirmation, to_bytes
 from newsletter.models import Recipient, RenderedEmail, SendBatch
+from newsletter.schema import subscribers
 from newsletter.web import create_app
 from tests.conftest import TEST_KEYS, run_newsletter
 from tests.fakes.sendgrid_server import FakeSendGrid
@@ -265,8 +267,11 @@ def subscribe(http: httpx.Client, address: str, name: str) -> httpx.Response:
 @SERVERS
 @given(name=header_text())
 def test_the_confirmation_carries_any_name_as_text_and_nothing_else(
-    serve: httpx.Client, smtp_inbox: tuple[Inbox, int], name: str
+    serve: httpx.Client, smtp_inbox: tuple[Inbox, int], smtp_settings: Settings, name: str
 ) -> None:
+    """A name posted with an address is the poster's text, not the owner's: the confirmation
+    carries none of it in a header (To is the bare address, exactly one recipient, the same
+    headers as for a benign post), and the owner's confirming click stores it as typed."""
     inbox = smtp_inbox[0]
     benign, victim = fresh_address(), fresh_address()
     assert subscribe(serve, benign, "Benign Reader").status_code == 200
@@ -276,14 +281,24 @@ def test_the_confirmation_carries_any_name_as_text_and_nothing_else(
 
     assert envelope == [victim]  # nobody else was sent this message
     assert header_names(raw) == header_names(expected)  # no Bcc, Reply-To, second To...
-    assert mailbox(raw, "To") == (name, victim)
+    assert mailbox(raw, "To") == ("", victim)
     assert mailbox(raw, "From") == mailbox(expected, "From")
     assert subject_of(raw) == subject_of(expected)
     message = parse(raw)
     assert message.get_content_type() == "text/plain"
     assert not message.is_multipart()
-    assert "Confirm here" in message.get_content()
-    assert "<h1>" not in message.get_content()
+    body = message.get_content()
+    assert "Confirm here" in body
+    assert "<h1>" not in body
+    [link] = re.findall(r"https://news\.test(/confirm/\S+)", body)
+    assert serve.post(link).status_code == 200
+    engine = db.connect(smtp_settings)
+    with db.reading(engine) as conn:
+        stored = conn.execute(
+            select(subscribers.c.name).where(subscribers.c.email == victim)
+        ).scalar_one()
+    engine.dispose()
+    assert stored == name.strip()
 
 
 @SERVERS
