@@ -36,7 +36,7 @@ from newsletter import db, dispatch, tokens
 from newsletter.build import build_issue
 from newsletter.config import load_settings
 from newsletter.models import AudienceSpec
-from newsletter.sendgrid import SendGridMailer
+from newsletter.mailers.sendgrid import SendGridMailer
 
 root, env = Path(sys.argv[1]), json.loads(sys.argv[2])
 settings = load_settings(root, env=env)
@@ -68,7 +68,7 @@ from pathlib import Path
 from newsletter.build import build_issue
 from newsletter.config import load_settings
 from newsletter.models import Recipient, SendBatch
-from newsletter.sendgrid import SendGridMailer, build_payload
+from newsletter.mailers.sendgrid import SendGridMailer, build_payload
 
 root, env, batches = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
 settings = load_settings(root, env=env)
