@@ -6,13 +6,18 @@ import dataclasses
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import uvicorn
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
+from starlette.types import ASGIApp
 
 from newsletter import audience, db
 from newsletter.config import Secret, Settings, load_settings
@@ -307,3 +312,19 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Se
         served.process.terminate()
         served.process.wait(timeout=30)
         served.engine.dispose()
+
+
+@contextmanager
+def uvicorn_port(app: ASGIApp) -> Iterator[int]:
+    """`app` under a real uvicorn in a thread on a free port of 127.0.0.1; yields the port."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -21,7 +21,6 @@ import itertools
 import re
 import smtplib
 import threading
-import time
 from collections.abc import Iterator
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
@@ -30,7 +29,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiosmtpd.controller import Controller
 from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
@@ -50,7 +48,7 @@ from newsletter.message import build_message, confirmation, to_bytes
 from newsletter.models import Recipient, RenderedEmail, SendBatch
 from newsletter.schema import subscribers
 from newsletter.web import create_app
-from tests.conftest import TEST_KEYS, run_newsletter
+from tests.conftest import TEST_KEYS, run_newsletter, uvicorn_port
 from tests.fakes.sendgrid_server import FakeSendGrid
 from tests.test_sendgrid_payload import mail_send_validator
 from tests.test_smtp import free_port
@@ -233,21 +231,11 @@ def serve(smtp_settings: Settings) -> Iterator[httpx.Client]:
     with db.writing(engine) as conn:
         audience.create_list(conn, "weekly", public=True)  # only public lists take the form
     engine.dispose()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(smtp_settings), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with (
+        uvicorn_port(create_app(smtp_settings)) as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http,
+    ):
+        yield http
 
 
 _counter = itertools.count()

@@ -15,14 +15,12 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
@@ -47,7 +45,7 @@ from newsletter.issues import load_issue
 from newsletter.rates import load_snapshot
 from newsletter.schema import memberships, subscribers, suppressions
 from newsletter.web import create_app
-from tests.conftest import REPO, run_newsletter
+from tests.conftest import REPO, run_newsletter, uvicorn_port
 from tests.test_audience_import import stored_subscribers
 from tests.test_webhook import Key, event, new_key, public_b64, signed_headers, stored
 
@@ -458,16 +456,8 @@ def _raw_post(port: int, headers: dict[str, str]) -> bytes:
 
 @pytest.fixture
 def hook_port(hook_app: tuple[Starlette, Key]) -> Iterator[int]:
-    config = uvicorn.Config(hook_app[0], host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_port(hook_app[0]) as port:
+        yield port
 
 
 def header_text(size: int) -> st.SearchStrategy[str]:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,7 +42,7 @@ from newsletter.mailers.sendgrid import SendGridMailer
 from newsletter.models import Article, AudienceSpec, Query, RenderedEmail
 from newsletter.readers import anonymous_reader
 from newsletter.web import create_app
-from tests.conftest import REPO, TEST_KEYS, run_newsletter
+from tests.conftest import REPO, TEST_KEYS, run_newsletter, uvicorn_port
 
 ISSUE = "2025-12-10"
 SECRET_TITLE = "Embargoed: Central Bank Devalues the Som Tomorrow"
@@ -68,20 +66,11 @@ def site(db_settings: Settings, project: Path, engine: Engine) -> Settings:
 @contextmanager
 def serving(site: Settings) -> Iterator[httpx.Client]:
     """`create_app` under a real uvicorn on 127.0.0.1, and a client for it."""
-    config = uvicorn.Config(create_app(site), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with (
+        uvicorn_port(create_app(site)) as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http,
+    ):
+        yield http
 
 
 @pytest.fixture

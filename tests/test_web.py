@@ -5,15 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -27,7 +24,7 @@ from newsletter.errors import ConfigError
 from newsletter.models import AudienceSpec
 from newsletter.schema import memberships, subscribers, suppressions
 from newsletter.web import NOT_FOUND, create_app, drain_confirmations
-from tests.conftest import TEST_KEYS
+from tests.conftest import TEST_KEYS, uvicorn_port
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
@@ -343,26 +340,17 @@ def test_a_get_never_changes_state(
 def test_one_click_over_a_real_uvicorn_server(
     settings: Settings, reader: str, engine: Engine
 ) -> None:
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        url = path_of(tokens.unsubscribe_url(settings, reader, "weekly"))
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            assert http.get(url).status_code == 200
-            assert recipients(engine) == ["reader@example.org"]
-            response = http.post(
-                url,
-                content=b"List-Unsubscribe=One-Click",
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )
-            assert response.status_code == 200
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    url = path_of(tokens.unsubscribe_url(settings, reader, "weekly"))
+    with (
+        uvicorn_port(create_app(settings)) as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http,
+    ):
+        assert http.get(url).status_code == 200
+        assert recipients(engine) == ["reader@example.org"]
+        response = http.post(
+            url,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 200
     assert recipients(engine) == []
