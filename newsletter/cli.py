@@ -224,6 +224,14 @@ def _short(path: Path | None) -> str:
 def rates_import(
     file: Annotated[Path, typer.Argument(help="Ticker text, e.g. a scraped front page.")],
     date: Annotated[str, typer.Option("--date", help="The snapshot's date, YYYY-MM-DD.")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="The source as readers see it under the panel, e.g. "
+            '"The newsroom\'s front-page ticker, 10 December 2025" (not a file path).',
+        ),
+    ],
     force: Annotated[bool, typer.Option(help="Replace an existing, different snapshot.")] = False,
 ) -> None:
     """Parse ticker lines (`KGS/USD = 0.01144 0%`) into content/rates/DATE.yaml."""
@@ -237,7 +245,9 @@ def rates_import(
         raise UsageError(f"--date {date!r}: write the date as YYYY-MM-DD.") from None
     text = yamlfile.read_text(file)
     directory = settings.path("content_dir") / "rates"
-    path, snapshot, changed = rates.import_ticker(text, str(file), day, directory, force=force)
+    path, snapshot, changed = rates.import_ticker(
+        text, str(file), day, directory, source=source, force=force
+    )
     console = _console()
     for rate in snapshot.rates:
         console.print(

@@ -111,6 +111,7 @@ class Settings:
     history_issues: int = 4  # an article in one of the last N issues is flagged as already sent
     rate_currencies: tuple[str, ...] = ("KGS", "KZT", "TJS", "UZS", "TMT")
     min_rate_digits: int = 3  # fewer significant digits than this makes a rate look flat
+    rate_trend_days: int = 7  # the rate panel's trend window; fewer snapshots in it warn
 
     def path(self, name: str) -> Path:
         """A directory setting resolved against the project root."""
@@ -157,6 +158,11 @@ def load_settings(
         _check_secret_keys(values["secret_keys"], raw["secret_keys"][1])
     if "trusted_proxies" in values:
         _check_networks(values["trusted_proxies"], raw["trusted_proxies"][1])
+    if "rate_trend_days" in values and not 1 <= values["rate_trend_days"] <= MAX_TREND_DAYS:
+        raise ConfigError(
+            f"{raw['rate_trend_days'][1]}: rate_trend_days must be a whole number of days "
+            f"from 1 to {MAX_TREND_DAYS} (one bar per day in the rate panel)."
+        )
     values["root"] = root
     return Settings(**values)
 
@@ -197,6 +203,7 @@ def _checked_from_email(address: str, origin: str) -> str:
 
 
 MAX_FROM_NAME = 200
+MAX_TREND_DAYS = 31  # a bar per day; more would not fit a phone's rate table
 
 
 def _check_from_name(name: str, origin: str) -> None:

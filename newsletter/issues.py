@@ -316,7 +316,7 @@ def _resolve_rates(
             return None, ()
     # A stale snapshot is a preflight warning (`preflight.check_rates`), not a load problem.
     try:
-        trend = rates_mod.history(directory, date)
+        trend = rates_mod.history(directory, date, settings.rate_trend_days)
     except NewsletterError as exc:
         check.problem(("rates",), str(exc))
         return None, ()

@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 import lxml.html
 from lxml.html import HtmlElement
 
-from newsletter import placeholders
+from newsletter import placeholders, ratepanel
+from newsletter import rates as rates_mod
 from newsletter.config import Settings
 from newsletter.errors import PreflightError, Problem, Severity
-from newsletter.models import Article, Issue, Query, RenderedEmail
+from newsletter.models import Article, Issue, Query, RateSnapshot, RenderedEmail
 from newsletter.placeholders import UNKEYED, Tags
 
 KB = 1024
@@ -663,6 +664,17 @@ def check_rates(issue: Issue, settings: Settings) -> list[Problem]:
                 f"the rate snapshot has no {', '.join(missing)}; the panel will be incomplete.",
             )
         )
+    messages += _trend_days(snapshot, issue.rate_history, settings)
+    word = rates_mod.path_like(snapshot.source)
+    if word is not None:
+        messages.append(
+            (
+                "source",
+                f"the source line names a file ({word!r}), which readers see under the rate "
+                "panel; name the source as a reader knows it (e.g. the newsroom's front page "
+                "and its date).",
+            )
+        )
     for rate in snapshot.rates:
         digits = significant_digits(rate.value)
         if digits < settings.min_rate_digits:
@@ -677,6 +689,26 @@ def check_rates(issue: Issue, settings: Settings) -> list[Problem]:
                 )
             )
     return [Problem(m, file=snapshot.path, field=f, severity="warning") for f, m in messages]
+
+
+def _trend_days(
+    snapshot: RateSnapshot, trend: Sequence[RateSnapshot], settings: Settings
+) -> list[tuple[str, str]]:
+    """A warning when the trend window has days without a snapshot (the chart shows gaps)."""
+    wanted = settings.rate_trend_days
+    have = {s.date for s in trend}
+    missing = [d for d in ratepanel.window(snapshot.date, wanted) if d not in have]
+    if not missing:
+        return []
+    listed = ", ".join(d.isoformat() for d in missing)
+    return [
+        (
+            "date",
+            f"the {wanted}-day rate trend has {ratepanel.days_phrase(wanted - len(missing))} "
+            f"with a snapshot (none for {listed}); the chart shows the gap. Import those days "
+            "with 'newsletter rates import' or lower rate_trend_days.",
+        )
+    ]
 
 
 def significant_digits(value: Decimal) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -22,7 +23,6 @@ TICKER = re.compile(
 )
 SNAPSHOT_KEYS = {"date", "base", "as_of", "source", "rates"}
 RATE_KEYS = {"value", "change_pct"}
-BLOCKS = "▁▂▃▄▅▆▇█"
 
 
 # ---- ticker text -------------------------------------------------------------------------
@@ -125,18 +125,6 @@ def format_change(change: Decimal) -> str:
         return "0%"
     text = plain(change.copy_abs())
     return f"▲ +{text}%" if change > 0 else f"▼ −{text}%"
-
-
-def sparkline(values: Sequence[Decimal]) -> str:
-    """A unicode block trend, one character per value (flat series sit mid-height)."""
-    if not values:
-        return ""
-    low, high = min(values), max(values)
-    if high == low:
-        return BLOCKS[3] * len(values)
-    span = high - low
-    top = len(BLOCKS) - 1
-    return "".join(BLOCKS[int((v - low) / span * top + Decimal("0.5"))] for v in values)
 
 
 # ---- snapshot files ----------------------------------------------------------------------
@@ -267,23 +255,80 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+MAX_SOURCE = 200  # one line under the panel, not a paragraph
+# A word that is a file path: absolute, home- or dot-relative, a drive letter, a backslash,
+# or folders ending in a file name with an extension ("seed/front-page-2025-12-10.txt").
+_PATH_WORD = re.compile(r"^(?:[/~]|\.\.?/|[A-Za-z]:[\\/])|\\|/[^/]*\.[A-Za-z0-9]{1,5}$")
+_URL_WORD = re.compile(r"^(?:https?://|www\.)", re.IGNORECASE)
+
+
+def path_like(source: str) -> str | None:
+    """The first word of `source` that reads as a file path (a web address does not)."""
+    for word in source.split():
+        word = word.strip("()[]{}<>,;:'\"")
+        if word and not _URL_WORD.match(word) and _PATH_WORD.search(word):
+            return word
+    return None
+
+
+def check_source(source: str, file: Path | None = None) -> str:
+    """The source line as readers will see it, or RatesError saying what to write instead.
+
+    It names the source for a reader ("The newsroom's front-page ticker, 10 December
+    2025"); a path on the importing machine means nothing to them and leaks a folder name.
+    """
+    text = source.strip()
+    example = 'e.g. --source "The newsroom\'s front-page ticker, 10 December 2025"'
+    if not text:
+        raise RatesError(f"--source is empty: name the source as readers know it, {example}.")
+    if len(text) > MAX_SOURCE:
+        raise RatesError(f"--source has {len(text)} characters; keep it to {MAX_SOURCE}.")
+    bad = next((c for c in text if unicodedata.category(c) in _LINE_BREAKERS), None)
+    if bad is not None:
+        raise RatesError(
+            f"--source contains the control character U+{ord(bad):04X}; "
+            "it is one line of the panel: write it as plain text."
+        )
+    word = path_like(text)
+    if word is None and file is not None and file.name in text:
+        word = file.name
+    if word is not None:
+        raise RatesError(
+            f"--source {text!r} names a file ({word!r}); readers see this line under the "
+            f"rate panel, so name the source as they know it, {example}."
+        )
+    return text
+
+
+_LINE_BREAKERS = {"Cc", "Cf", "Zl", "Zp"}  # controls, invisible formatting, line breaks
+
+
 def import_ticker(
-    text: str, source: str, date: dt.date, directory: Path, *, force: bool = False
+    text: str,
+    file: str,
+    date: dt.date,
+    directory: Path,
+    *,
+    source: str,
+    force: bool = False,
 ) -> tuple[Path, RateSnapshot, bool]:
     """Write the snapshot for `date`; returns (path, snapshot, changed).
 
-    An existing snapshot with other values is never overwritten silently: that needs `force`.
+    `file` names the ticker text in error messages; `source` is the reader-facing line
+    (checked by `check_source`). An existing snapshot with other values is never
+    overwritten silently: that needs `force`.
     """
-    base, rates = parse_ticker(text, source)
+    source = check_source(source, Path(file))
+    base, rates = parse_ticker(text, file)
     as_of = dt.datetime.combine(date, dt.time(0, 0), tzinfo=dt.UTC)
-    snapshot = RateSnapshot(date, base, as_of, f"Imported from {source}", rates)
+    snapshot = RateSnapshot(date, base, as_of, source, rates)
     path = snapshot_path(directory, date)
     new_text = dump_snapshot(snapshot)
     if path.exists():
         old = load_snapshot(path)
-        if (old.base, old.rates) == (base, rates):
+        if (old.base, old.rates, old.source) == (base, rates, source):
             return path, old, False
-        if not force:
+        if (old.base, old.rates) != (base, rates) and not force:
             raise RatesError(
                 f"{path} already holds other rates for {date}; "
                 "pass --force to replace it (the old file is then overwritten)."

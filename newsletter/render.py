@@ -11,11 +11,11 @@ from typing import Any
 import jinja2
 from jinja2.filters import do_wordwrap
 
-from newsletter import inert, inline, placeholders, rates, urls
+from newsletter import inert, inline, placeholders, ratepanel, urls
 from newsletter.config import Settings
 from newsletter.errors import RenderError
 from newsletter.markdown import to_html
-from newsletter.models import Article, Image, Issue, RateSnapshot, RenderedEmail
+from newsletter.models import Article, Image, Issue, RenderedEmail
 from newsletter.text import wrap_markdown
 
 MONTHS = (
@@ -32,17 +32,6 @@ MONTHS = (
     "November",
     "December",
 )
-CURRENCY_NAMES = {
-    "USD": "US dollar",
-    "EUR": "euro",
-    "RUB": "Russian rouble",
-    "CNY": "Chinese yuan",
-    "KGS": "Kyrgyz som",
-    "KZT": "Kazakh tenge",
-    "TJS": "Tajik somoni",
-    "UZS": "Uzbek soʻm",
-    "TMT": "Turkmen manat",
-}
 
 
 def render(issue: Issue, settings: Settings) -> RenderedEmail:
@@ -189,7 +178,9 @@ def build_context(issue: Issue, settings: Settings) -> dict[str, Any]:
             }
             for s in issue.sections
         ],
-        "rates": _rates(issue.rates, issue.rate_history),
+        "rates": ratepanel.panel(
+            issue.rates, issue.rate_history, settings.rate_trend_days, long_date
+        ),
         "links": {"archive": inert.url(urls.web_copy_link(settings, spec.name))},
         "footer": {"postal_address": inert.text(settings.postal_address)},
     }
@@ -231,32 +222,3 @@ def with_params(url: str, params: tuple[tuple[str, str], ...]) -> str:
     parts = urlsplit(url)
     query = "&".join(q for q in (parts.query, urlencode(params)) if q)
     return urlunsplit(parts._replace(query=query))
-
-
-def _rates(snapshot: RateSnapshot | None, trend: tuple[RateSnapshot, ...]) -> dict[str, Any] | None:
-    if snapshot is None:
-        return None
-    rows = []
-    for rate in snapshot.rates:
-        series = [s.get(rate.currency) for s in trend]
-        values = [r.value for r in series if r is not None]
-        change = rates.zero_safe(rate.change_pct)
-        rows.append(
-            {
-                "currency": rate.currency,
-                "name": CURRENCY_NAMES.get(rate.currency, rate.currency),
-                "value": rates.plain(rate.value),
-                "inverse": rates.significant(rates.inverse(rate)),
-                "change": rates.format_change(change),
-                "direction": "up" if change > 0 else "down" if change < 0 else "flat",
-                "trend": rates.sparkline(values),
-            }
-        )
-    return {
-        "base": snapshot.base,
-        "base_name": CURRENCY_NAMES.get(snapshot.base, snapshot.base),
-        "date": long_date(snapshot.date),
-        "source": inert.text(snapshot.source),
-        "days": len(trend),
-        "rows": rows,
-    }

@@ -123,7 +123,9 @@ def test_cli_missing_issue_file(project: Path) -> None:
 def test_cli_rates_import_of_the_seed_front_page(project: Path) -> None:
     seed = Path(__file__).parent / "data" / "front-page-2025-12-10.txt"
     target = project / "content" / "rates" / "2025-12-11.yaml"
-    done = run_newsletter(project, "rates", "import", str(seed), "--date", "2025-12-11")
+    done = run_newsletter(
+        project, "rates", "import", str(seed), "--date", "2025-12-11", "--source", "Front page"
+    )
     assert done.returncode == 0, done.stderr
     assert "TJS/USD = 0.10811 ▼ −0.28%" in done.stdout
     assert 'TMT: {value: "0.28490", change_pct: "0"}' in target.read_text()
@@ -132,7 +134,9 @@ def test_cli_rates_import_of_the_seed_front_page(project: Path) -> None:
 def test_cli_rates_import_reports_bad_line(project: Path, tmp_path: Path) -> None:
     bad = tmp_path / "ticker.txt"
     bad.write_text("• KGS/USD = 0.01144 0%\n• KZT/USD = 0.00193 -%\n")
-    done = run_newsletter(project, "rates", "import", str(bad), "--date", "2025-12-11")
+    done = run_newsletter(
+        project, "rates", "import", str(bad), "--date", "2025-12-11", "--source", "Front page"
+    )
     assert done.returncode == 1
     assert "ticker.txt:2" in done.stderr
     assert not (project / "content" / "rates" / "2025-12-11.yaml").exists()

@@ -72,7 +72,12 @@ def issue(*articles: Article, rates: RateSnapshot | None = None, days: int = 7) 
         rates=DATE,
         sections=(SectionSpec("News", query=Query(days=days)),),
     )
-    return Issue(spec, (Section("News", tuple(articles)),), rates or snapshot())
+    snap = rates or snapshot()
+    # A full 7-day trend ending at the snapshot, as a resolved issue has.
+    week = tuple(
+        dataclasses.replace(snap, date=snap.date - dt.timedelta(days=n)) for n in range(6, -1, -1)
+    )
+    return Issue(spec, (Section("News", tuple(articles)),), snap, week)
 
 
 def card(a: Article) -> str:

@@ -8,15 +8,19 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from newsletter import rates
 from newsletter.errors import RatesError
 from newsletter.models import Rate
+from tests.conftest import run_newsletter
 
 # A frozen copy of shared/seed/front-page-2025-12-10.txt: the newsroom's real front page.
 SEED = Path(__file__).parent / "data" / "front-page-2025-12-10.txt"
+
+
+SAMPLE_SOURCE = "The newsroom's front-page ticker, 10 December 2025"
 
 
 def seed_text() -> str:
@@ -85,15 +89,9 @@ def test_inverse_is_what_a_reader_wants_with_three_significant_digits(
     assert rates.significant(rates.inverse(rate)) == inverse
 
 
-def test_sparkline_spans_the_range_and_flat_series_sit_mid() -> None:
-    assert rates.sparkline([Decimal(1), Decimal(2), Decimal(3)]) == "▁▅█"
-    assert rates.sparkline([Decimal(5)] * 4) == "▄▄▄▄"
-    assert rates.sparkline([]) == ""
-
-
 def test_import_writes_snapshot_equal_to_the_sample(tmp_path: Path) -> None:
     path, snapshot, changed = rates.import_ticker(
-        seed_text(), "seed.txt", dt.date(2025, 12, 10), tmp_path
+        seed_text(), "seed.txt", dt.date(2025, 12, 10), tmp_path, source=SAMPLE_SOURCE
     )
     assert changed
     assert path == tmp_path / "2025-12-10.yaml"
@@ -104,19 +102,143 @@ def test_import_writes_snapshot_equal_to_the_sample(tmp_path: Path) -> None:
         rates.plain(r.value) for r in sample.rates
     ]
     assert snapshot.base == "USD"
+    assert reread.source == sample.source == SAMPLE_SOURCE  # as given, no "Imported from"
 
 
 def test_import_never_silently_replaces_different_rates(tmp_path: Path) -> None:
     day = dt.date(2025, 12, 10)
-    rates.import_ticker("KGS/USD = 0.01144 0%\n", "a", day, tmp_path)
+    rates.import_ticker("KGS/USD = 0.01144 0%\n", "t.txt", day, tmp_path, source="S a")
     before = (tmp_path / "2025-12-10.yaml").read_text()
     with pytest.raises(RatesError, match="--force"):
-        rates.import_ticker("KGS/USD = 0.01145 0%\n", "b", day, tmp_path)
+        rates.import_ticker("KGS/USD = 0.01145 0%\n", "t.txt", day, tmp_path, source="S b")
     assert (tmp_path / "2025-12-10.yaml").read_text() == before
-    _, _, changed = rates.import_ticker("KGS/USD = 0.01144 -0%\n", "c", day, tmp_path)
+    _, _, changed = rates.import_ticker(
+        "KGS/USD = 0.01144 -0%\n", "t.txt", day, tmp_path, source="S a"
+    )
     assert not changed  # same rates: nothing to do
-    rates.import_ticker("KGS/USD = 0.01145 0%\n", "d", day, tmp_path, force=True)
+    rates.import_ticker("KGS/USD = 0.01145 0%\n", "t.txt", day, tmp_path, source="S d", force=True)
     assert "0.01145" in (tmp_path / "2025-12-10.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("source", "word"),
+    [
+        ("seed/front-page-2025-12-10.txt", "seed/front-page-2025-12-10.txt"),
+        ("Front page (seed/front-page-2025-12-10.txt)", "seed/front-page-2025-12-10.txt"),
+        ("/home/editor/ticker", "/home/editor/ticker"),
+        ("~/Downloads/ticker", "~/Downloads/ticker"),
+        ("../ticker", "../ticker"),
+        ("C:\\Users\\editor\\ticker", "C:\\Users\\editor\\ticker"),
+        ("Ticker of t.txt", "t.txt"),  # the imported file's own name
+    ],
+)
+def test_import_refuses_a_source_that_is_a_file_path(
+    tmp_path: Path, source: str, word: str
+) -> None:
+    with pytest.raises(RatesError) as info:
+        rates.import_ticker(
+            "KGS/USD = 0.01144 0%\n", "in/t.txt", dt.date(2025, 12, 10), tmp_path, source=source
+        )
+    assert f"names a file ({word!r})" in str(info.value)
+    assert "e.g. --source" in str(info.value)  # says what to write instead
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        SAMPLE_SOURCE,
+        "National Bank of the Kyrgyz Republic, https://www.nbkr.kg/index1.jsp?item=1562",
+        "www.nbkr.kg, official KGS/USD rate",
+        "Reuters/Refinitiv close",
+    ],
+)
+def test_import_keeps_a_readers_source_as_given(tmp_path: Path, source: str) -> None:
+    day = dt.date(2025, 12, 10)
+    path, _, _ = rates.import_ticker(
+        "KGS/USD = 0.01144 0%\n", "t.txt", day, tmp_path, source=source
+    )
+    assert rates.load_snapshot(path).source == source
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("   ", "--source is empty"),
+        ("Front page\nBcc: x", "control character U\\+000A"),
+        ("Front\u2028page", "control character U\\+2028"),
+        ("x" * 201, "201 characters"),
+    ],
+)
+def test_import_refuses_a_source_that_is_not_one_line(
+    tmp_path: Path, source: str, message: str
+) -> None:
+    with pytest.raises(RatesError, match=message):
+        rates.import_ticker(
+            "KGS/USD = 0.01144 0%\n", "t.txt", dt.date(2025, 12, 10), tmp_path, source=source
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_new_source_for_the_same_rates_corrects_the_line_without_force(tmp_path: Path) -> None:
+    day = dt.date(2025, 12, 10)
+    rates.import_ticker("KGS/USD = 0.01144 0%\n", "t.txt", day, tmp_path, source="Old name")
+    path, _, changed = rates.import_ticker(
+        "KGS/USD = 0.01144 0%\n", "t.txt", day, tmp_path, source="New name"
+    )
+    assert changed
+    assert rates.load_snapshot(path).source == "New name"
+
+
+def test_rates_import_command_writes_the_source_readers_see(project: Path) -> None:
+    ticker = project / "ticker.txt"
+    ticker.write_text("KGS/USD = 0.01150 0.52%\n")
+    done = run_newsletter(
+        project,
+        "rates",
+        "import",
+        "ticker.txt",
+        "--date",
+        "2025-12-11",
+        "--source",
+        "The newsroom's front-page ticker, 11 December 2025",
+    )
+    assert done.returncode == 0, done.stderr
+    written = rates.load_snapshot(project / "content/rates/2025-12-11.yaml")
+    assert written.source == "The newsroom's front-page ticker, 11 December 2025"
+    assert str(project) not in (project / "content/rates/2025-12-11.yaml").read_text()
+
+
+def test_rates_import_command_without_a_readers_source_writes_nothing(project: Path) -> None:
+    (project / "ticker.txt").write_text("KGS/USD = 0.01150 0.52%\n")
+    args = ("rates", "import", "ticker.txt", "--date", "2025-12-11")
+    missing = run_newsletter(project, *args)
+    assert missing.returncode == 2
+    assert "--source" in missing.stderr
+    as_path = run_newsletter(project, *args, "--source", str(project / "ticker.txt"))
+    assert as_path.returncode == 1
+    assert "names a file" in as_path.stderr
+    assert "Traceback" not in as_path.stderr
+    assert not (project / "content/rates/2025-12-11.yaml").exists()
+
+
+# Characters that mean something to YAML, HTML, a terminal or a template, and letters.
+DANGEROUS = "\"'\\:#{}[]&*!|>%@`<>=-?,$;() aZ\u00e9\u0436\U0001f600"
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(source=st.text(alphabet=DANGEROUS, min_size=1, max_size=60))
+def test_any_readers_source_round_trips_through_the_snapshot_file(
+    tmp_path: Path, source: str
+) -> None:
+    assume(source.strip() and rates.path_like(source) is None and "t.txt" not in source)
+    day = dt.date(2025, 12, 10)
+    path, _, _ = rates.import_ticker(
+        "KGS/USD = 0.01144 0%\n", "t.txt", day, tmp_path, source=source, force=True
+    )
+    assert rates.load_snapshot(path).source == source.strip()
 
 
 def test_snapshot_with_float_value_asks_for_a_string(tmp_path: Path) -> None:

@@ -266,7 +266,9 @@ def test_dev_zero_and_fifo_through_the_real_command(project: Path) -> None:
     assert "pipe.md: error: is a named pipe" in done.stderr
     assert not (project / "out").exists()
     _fifo(project / "ticker.txt")
-    done = run_newsletter(project, "rates", "import", "ticker.txt", "--date", "2025-12-11")
+    done = run_newsletter(
+        project, "rates", "import", "ticker.txt", "--date", "2025-12-11", "--source", "Ticker"
+    )
     no_traceback(done)
     assert done.returncode == 1
     assert "ticker.txt: is a named pipe" in done.stderr
