@@ -3,7 +3,9 @@ the rendered panel in a real headless Chromium at phone width, light and dark.""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import re
 import shutil
 from collections.abc import Iterator
@@ -11,11 +13,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from newsletter import ratepanel, rates
 from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError
+from newsletter.inert import JOINER
 from newsletter.issues import load_issue
 from newsletter.models import Issue
 from newsletter.preflight import check_rates
@@ -219,9 +224,22 @@ def test_preflight_warns_when_a_snapshots_source_is_a_file_path(project: Path) -
 
 
 @pytest.fixture(scope="module")
-def sample() -> tuple[str, dict[str, Any], dict[str, tuple[int, int]]]:
-    settings = load_settings(REPO, env={})
-    issue = load_issue(REPO / SAMPLE, settings)
+def sample(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[str, dict[str, Any], dict[str, tuple[int, int]]]:
+    """The sample issue, with KGS up 0.09 % on the day so both change colours show."""
+    root = tmp_path_factory.mktemp("rates-panel")
+    for name in ("content", "templates", "issues"):
+        shutil.copytree(REPO / name, root / name)
+    snapshot = root / "content" / "rates" / "2025-12-10.yaml"
+    text = snapshot.read_text()
+    up = text.replace(
+        'KGS: {value: "0.01144", change_pct: "0"}', 'KGS: {value: "0.01144", change_pct: "0.09"}'
+    )
+    assert up != text
+    snapshot.write_text(up)
+    settings = load_settings(root, env={})
+    issue = load_issue(root / SAMPLE, settings)
     panel = ratepanel.panel(issue.rates, issue.rate_history, 7, long_date)
     assert panel is not None
     return preview_html(render(issue, settings), settings), panel, dict(image_sizes(issue))
@@ -326,7 +344,7 @@ def contrast(a: tuple[int, ...], b: tuple[int, ...]) -> float:
 
 # The colour of the change, of a plain value beside it, and of what is behind them (the
 # first ancestor with a background that is not transparent).
-_COLOURS = """() => {
+_COLOURS = """(direction) => {
   const behind = el => {
     for (; el; el = el.parentElement) {
       const bg = getComputedStyle(el).backgroundColor;
@@ -334,16 +352,51 @@ _COLOURS = """() => {
     }
     return 'rgb(255, 255, 255)';
   };
-  const change = document.querySelector('.rates td.change.down');
+  const change = document.querySelector('.rates td.change.' + direction);
   const value = change.previousElementSibling.querySelector('strong');
   return {change: getComputedStyle(change).color, text: getComputedStyle(value).color,
-          behind: behind(change)};
+          behind: behind(change), shown: change.innerText};
 }"""
 
 
-def test_the_change_keeps_its_own_colour_and_contrast(phone: Page) -> None:
-    colours = phone.evaluate(_COLOURS)
+@pytest.mark.parametrize(("direction", "shown"), [("up", "▲ +0.09%"), ("down", "▼ −0.28%")])
+def test_the_change_keeps_its_own_colour_and_contrast(
+    phone: Page, direction: str, shown: str
+) -> None:
+    colours = phone.evaluate(_COLOURS, direction)
+    assert colours["shown"] == shown  # the sign and arrow kept
     assert colours["change"] != colours["text"]  # not turned grey like the body text
     assert contrast(rgb(colours["change"]), rgb(colours["behind"])) >= 4.5
     assert contrast(rgb(colours["text"]), rgb(colours["behind"])) >= 4.5
-    assert "−0.28%" in phone.locator(".rates td.change.down").inner_text()  # sign kept
+
+
+# ---- the source line is data in both parts -----------------------------------------------
+
+# What means something to HTML, MJML, Jinja, our placeholders, YAML and a terminal.
+HOSTILE = "<>&\"'`{}%#-_=/\\:;!|*?$()[] aZé\u0436\U0001f600"
+
+
+@functools.cache
+def sample_issue() -> tuple[Issue, Settings]:
+    settings = load_settings(REPO, env={})
+    return load_issue(REPO / SAMPLE, settings), settings
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(
+    source=st.text(alphabet=HOSTILE, min_size=1, max_size=40).filter(lambda s: s.strip())
+)
+def test_any_source_reaches_the_reader_as_typed(source: str) -> None:
+    import lxml.html
+
+    issue, settings = sample_issue()
+    assert issue.rates is not None
+    changed = dataclasses.replace(issue, rates=dataclasses.replace(issue.rates, source=source))
+    email = render(changed, settings)
+    shown = lxml.html.fromstring(email.html).xpath(
+        "string(//div[starts-with(normalize-space(.), 'Change on the day and bars')])"
+    )
+    seen = shown.replace(JOINER, "").split("Source: ", 1)[1]
+    assert seen.strip() == source.strip()  # as typed: no tag, entity or markup took effect
+    lines = email.text.replace(JOINER, "").splitlines()
+    assert f"Source: {source}".rstrip() in [line.rstrip() for line in lines]
