@@ -258,8 +258,9 @@ def _quote(text: str) -> str:
 MAX_SOURCE = 200  # one line under the panel, not a paragraph
 # A word that is a file path: absolute, home- or dot-relative, a drive letter, a backslash,
 # or folders ending in a file name with an extension ("seed/front-page-2025-12-10.txt").
-_PATH_WORD = re.compile(r"^(?:[/~]|\.\.?/|[A-Za-z]:[\\/])|\\|/[^/]*\.[A-Za-z0-9]{1,5}$")
+_PATH_WORD = re.compile(r"^(?:[/~]|\.\.?/|[A-Za-z]:[\\/])|\\|/[^/]*\.[A-Za-z][A-Za-z0-9]{0,4}$")
 _URL_WORD = re.compile(r"^(?:https?://|www\.)", re.IGNORECASE)
+_LINE_BREAKERS = {"Cc", "Cf", "Zl", "Zp"}  # controls, invisible formatting, line breaks
 
 
 def path_like(source: str) -> str | None:
@@ -290,7 +291,8 @@ def check_source(source: str, file: Path | None = None) -> str:
             "it is one line of the panel: write it as plain text."
         )
     word = path_like(text)
-    if word is None and file is not None and file.name in text:
+    # The imported file's own name, when it looks like one ("ticker.txt", not "ticker").
+    if word is None and file is not None and "." in file.name and file.name in text:
         word = file.name
     if word is not None:
         raise RatesError(
@@ -298,9 +300,6 @@ def check_source(source: str, file: Path | None = None) -> str:
             f"rate panel, so name the source as they know it, {example}."
         )
     return text
-
-
-_LINE_BREAKERS = {"Cc", "Cf", "Zl", "Zp"}  # controls, invisible formatting, line breaks
 
 
 def import_ticker(

@@ -151,12 +151,14 @@ def test_import_refuses_a_source_that_is_a_file_path(
         "National Bank of the Kyrgyz Republic, https://www.nbkr.kg/index1.jsp?item=1562",
         "www.nbkr.kg, official KGS/USD rate",
         "Reuters/Refinitiv close",
+        "Ticker, USD/KGS=87.5",
+        "Newsroom ticker",  # the file is named "ticker": a word, not a file name
     ],
 )
 def test_import_keeps_a_readers_source_as_given(tmp_path: Path, source: str) -> None:
     day = dt.date(2025, 12, 10)
     path, _, _ = rates.import_ticker(
-        "KGS/USD = 0.01144 0%\n", "t.txt", day, tmp_path, source=source
+        "KGS/USD = 0.01144 0%\n", "in/ticker", day, tmp_path, source=source
     )
     assert rates.load_snapshot(path).source == source
 
