@@ -300,7 +300,7 @@ def test_no_header_or_value_cell_wraps_on_a_phone(phone: Page) -> None:
 
 
 _BARS = """() => [...document.querySelectorAll('.rates table.chart')].map(chart =>
-  [...chart.querySelectorAll('td.bar, td.gap')].map(cell => ({
+  [...chart.querySelectorAll('div.bar, div.gap')].map(cell => ({
     gap: cell.classList.contains('gap'),
     height: cell.getBoundingClientRect().height,
     bottom: cell.getBoundingClientRect().bottom,
