@@ -83,6 +83,31 @@ def test_one_day_is_one_mid_height_bar_and_gaps() -> None:
     assert heights(*[None] * 7) == [0] * 7
 
 
+@hypothesis.given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.decimals(min_value=Decimal("0.00001"), max_value=Decimal("99999"), places=5),
+        ),
+        min_size=1,
+        max_size=31,
+    )
+)
+def test_bars_keep_the_order_of_the_values_within_the_chart(
+    values: list[Decimal | None],
+) -> None:
+    days = ratepanel.window(END, len(values))
+    bars = ratepanel.bars(list(zip(days, values, strict=True)))
+    for bar, value in zip(bars, values, strict=True):
+        assert bar.gap == (value is None)
+        if value is None:
+            assert bar.height == 0
+        else:
+            assert ratepanel.MIN_BAR <= bar.height <= ratepanel.CHART_HEIGHT
+    drawn = sorted((v, b.height) for v, b in zip(values, bars, strict=True) if v is not None)
+    assert [h for _, h in drawn] == sorted(h for _, h in drawn)  # a higher value never lower
+
+
 def test_days_are_counted_grammatically() -> None:
     assert [ratepanel.days_phrase(n) for n in (0, 1, 2, 5)] == [
         "0 days",
