@@ -1,8 +1,9 @@
 """The rate panel's data: rows for the table, bar heights for the trend, and its sentences.
 
-The trend is drawn by the template as table cells with pixel heights (what Outlook, Gmail
-and Apple Mail all render), one column per calendar day of the window, so a day without a
-quote is a visible gap rather than a silently shorter chart.
+The template draws the trend as bars of exact pixel height in bottom-aligned table cells
+(what Outlook, Gmail and Apple Mail all render; see `_rates.mjml.j2`), one column per
+calendar day of the window, so a day without a quote is a visible gap rather than a silently
+shorter chart.
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ def _height(value: Decimal, low: Decimal, span: Decimal) -> int:
 
 
 def describe(subject: str, points: Sequence[tuple[dt.date, Decimal | None]], date: DateText) -> str:
-    """The chart as one sentence: 'Kyrgyz som in US dollars over 7 days: from 0.01141 on
-    4 December 2025 to 0.01144 on 10 December 2025, up 0.26%.'"""
+    """The chart as one sentence: 'Kyrgyz som in US dollars over 7 days: from 0.01143 on
+    4 December to 0.01144 on 10 December, up 0.09%.'"""
     known = [(day, value) for day, value in points if value is not None]
     if not known:
         return f"{subject}: no quote in the last {days_phrase(len(points))}."
@@ -126,7 +127,7 @@ def describe(subject: str, points: Sequence[tuple[dt.date, Decimal | None]], dat
 def _movement(first: Decimal, last: Decimal) -> str:
     percent = ((last - first) / first * 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     if percent.is_zero():
-        return "back where it started" if first == last else "less than 0.01% apart"
+        return "back where it started" if first == last else "a change of less than 0.01%"
     return f"{'up' if percent > 0 else 'down'} {rates.plain(percent.copy_abs())}%"
 
 
@@ -143,6 +144,13 @@ def name(currency: str) -> str:
     return CURRENCY_NAMES.get(currency, currency)
 
 
+def plural(currency_name: str) -> str:
+    """'US dollars', 'euros'; a yuan, som, soʻm or code stays as it is."""
+    if currency_name.endswith(("yuan", "som", "soʻm")) or currency_name.isupper():
+        return currency_name
+    return currency_name + "s"
+
+
 def panel(
     snapshot: RateSnapshot | None,
     trend: tuple[RateSnapshot, ...],
@@ -156,7 +164,7 @@ def panel(
     # The panel's heading gives the year; the sentences leave it out unless the week spans two.
     date = _without_year(long_date) if calendar[0].year == snapshot.date.year else long_date
     in_window = [s for s in trend if s.date in calendar]
-    subject_tail = f" in {name(snapshot.base)}s"
+    subject_tail = f" in {plural(name(snapshot.base))}"
     rows: list[dict[str, Any]] = []
     for rate in snapshot.rates:
         change = rates.zero_safe(rate.change_pct)

@@ -108,6 +108,11 @@ def test_bars_keep_the_order_of_the_values_within_the_chart(
     assert [h for _, h in drawn] == sorted(h for _, h in drawn)  # a higher value never lower
 
 
+def test_the_base_currency_reads_in_the_plural() -> None:
+    names = [ratepanel.plural(ratepanel.name(c)) for c in ("USD", "EUR", "CNY", "KGS", "XAU")]
+    assert names == ["US dollars", "euros", "Chinese yuan", "Kyrgyz som", "XAU"]
+
+
 def test_days_are_counted_grammatically() -> None:
     assert [ratepanel.days_phrase(n) for n in (0, 1, 2, 5)] == [
         "0 days",
@@ -166,6 +171,10 @@ def test_the_sentence_of_a_flat_a_single_and_an_empty_week() -> None:
     )
     assert ratepanel.describe("X", points("1.00", "1.50", "1.00"), short) == (
         "X over 3 days: from 1.00 on 8 December to 1.00 on 10 December, back where it started."
+    )
+    assert ratepanel.describe("X", points("1.00000", "1.00001"), short) == (
+        "X over 2 days: from 1.00000 on 9 December to 1.00001 on 10 December, "
+        "a change of less than 0.01%."
     )
 
 
