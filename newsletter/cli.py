@@ -254,6 +254,7 @@ def rates_import(
             f"  {rate.currency}/{snapshot.base} = {rates.plain(rate.value)} "
             f"{rates.format_change(rate.change_pct)}"
         )
+    console.print(f"  source (shown to readers): {snapshot.source}")
     console.print(f"{'wrote' if changed else 'unchanged:'} {path} ({len(snapshot.rates)} rates)")
 
 

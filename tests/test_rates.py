@@ -206,6 +206,7 @@ def test_rates_import_command_writes_the_source_readers_see(project: Path) -> No
         "The newsroom's front-page ticker, 11 December 2025",
     )
     assert done.returncode == 0, done.stderr
+    assert "source (shown to readers): The newsroom's front-page ticker, 11 December" in done.stdout
     written = rates.load_snapshot(project / "content/rates/2025-12-11.yaml")
     assert written.source == "The newsroom's front-page ticker, 11 December 2025"
     assert str(project) not in (project / "content/rates/2025-12-11.yaml").read_text()
