@@ -61,6 +61,7 @@ def render(issue: Issue, settings: Settings) -> RenderedEmail:
     # copies into aria-label) as the text `\u{2060}`; a character reference reaches the
     # HTML as the character itself.
     mjml = mjml.replace(inert.JOINER, "&#8288;")
+    mjml = _escape_backslashes(mjml)
     text = _render_template(env, f"{issue.spec.template}.txt.j2", context, tags.text)
     html = inline.inline_css(compile_mjml(mjml))
     text = _tidy_text(text)
@@ -144,6 +145,19 @@ def _template_location(exc: BaseException, default: str) -> str:
             where = f"{filename}:{tb.tb_lineno}"
         tb = tb.tb_next
     return where
+
+
+_STYLE_BLOCK = re.compile(r"(<mj-style\b.*?</mj-style>)", re.DOTALL)
+
+
+def _escape_backslashes(mjml: str) -> str:
+    """MRML doubles a backslash in every attribute it writes (a title `a\\b` became the link
+    name `a\\\\b`); a character reference reaches the HTML as the one character. Style
+    sheets are left alone: CSS escapes are backslashes and CSS reads no references."""
+    parts = _STYLE_BLOCK.split(mjml)
+    return "".join(
+        part if i % 2 else part.replace("\\", "&#92;") for i, part in enumerate(parts)
+    )
 
 
 def compile_mjml(mjml: str) -> str:
