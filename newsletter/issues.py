@@ -33,6 +33,7 @@ from newsletter.models import (
     SectionSpec,
     Style,
 )
+
 CTAS = ("link", "button")
 
 ISSUE_KEYS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import struct
 from collections.abc import Iterator
@@ -301,7 +302,8 @@ def test_dark_mode_keeps_rules_visible_and_titles_not_link_blue(scheme_page: Any
         "[...document.querySelectorAll('h3 a')].map(a => getComputedStyle(a).color)"
     )
     links = page.evaluate("getComputedStyle(document.querySelector('.read-more a')).color")
-    assert titles and set(titles) == {"rgb(245, 247, 250)"}
+    assert titles
+    assert set(titles) == {"rgb(245, 247, 250)"}
     assert links not in titles
 
 
@@ -318,7 +320,7 @@ def test_headings_walk_from_masthead_to_sections_to_stories(
     issue = load_issue(REPO / "issues" / "2025-12-10.yaml", desk_settings)
     assert headings[0] == {"level": 1, "text": issue.spec.title}
     assert [h["level"] for h in headings].count(1) == 1
-    for before, after in zip(headings, headings[1:], strict=False):
+    for before, after in itertools.pairwise(headings):
         assert after["level"] <= before["level"] + 1, (before, after)  # no level skipped
     assert [h["text"] for h in headings if h["level"] == 2] == [
         "In this issue",
@@ -348,13 +350,15 @@ def test_in_this_issue_links_jump_to_each_story(scheme_page: Any) -> None:
     targets = page.evaluate(
         """() => [...document.querySelectorAll('.toc a')].map(a => {
           const target = document.getElementById(a.getAttribute('href').slice(1));
+          const top = el => el.getBoundingClientRect().top;
           return {text: a.textContent.trim(), target: target && target.textContent.trim(),
-                  below: target && target.getBoundingClientRect().top > a.getBoundingClientRect().top};
+                  below: target && top(target) > top(a)};
         })"""
     )
     assert len(targets) == 6
     for link in targets:
-        assert link["target"] == link["text"] and link["below"], link
+        assert link["target"] == link["text"], link
+        assert link["below"], link
 
 
 # ---- the preview page itself ---------------------------------------------------------------

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import lxml.html
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from newsletter import inert
@@ -92,14 +93,19 @@ def test_lead_shows_whole_paragraphs_within_the_word_budget_then_continue_readin
     assert sum(map(words, paragraphs)) + words(source[len(paragraphs)]) > 120  # nothing fits
     link = block.xpath(".//a[contains(., 'Continue reading')]")
     assert len(link) == 1
-    assert link[0].get("aria-label") == "Continue reading: Kyrgyzstan Begins Dried Apricot Exports to China"
+    assert (
+        link[0].get("aria-label")
+        == "Continue reading: Kyrgyzstan Begins Dried Apricot Exports to China"
+    )
     assert link[0].get("href").startswith("https://news.example.org/2025/12/10/kyrgyzstan")
     assert "Continue reading: https://news.example.org/2025/12/10/kyrgyzstan" in email.text
     assert source[len(paragraphs)][:40] not in email.text  # the text part is cut the same way
 
 
 def test_a_section_word_budget_changes_the_excerpt(settings: Settings) -> None:
-    issue_text = write_issue(settings).read_text().replace("style: lead\n", "style: lead\n    words: 20\n")
+    issue_text = (
+        write_issue(settings).read_text().replace("style: lead\n", "style: lead\n    words: 20\n")
+    )
     (settings.path("issues_dir") / "2025-12-10.yaml").write_text(issue_text)
     email = render(load_issue(settings.path("issues_dir") / "2025-12-10.yaml", settings), settings)
     paragraphs = block_of(html_doc(email), LEAD).cssselect(".article-body p")
@@ -112,13 +118,17 @@ def test_full_shows_the_whole_story_and_no_continue_reading(settings: Settings) 
     last = " ".join(body_paragraphs(settings, LEAD)[-1].split())
     assert last[:60] in " ".join(block.text_content().split())
     assert not block.xpath(".//a[contains(., 'Continue reading')]")
-    assert block.xpath(".//a[@aria-label='Read on the website: Kyrgyzstan Begins Dried Apricot Exports to China']")
+    assert block.xpath(
+        ".//a[@aria-label='Read on the website: Kyrgyzstan Begins Dried Apricot Exports to China']"
+    )
 
 
 def test_brief_is_a_headline_and_one_sentence_without_image(settings: Settings) -> None:
     article = settings.path("content_dir") / "articles" / f"{RUBINA}.md"
     article.write_text(
-        article.read_text().replace("the Gaza conflict.\n", "the Gaza conflict. Her publisher declined to comment.\n", 1)
+        article.read_text().replace(
+            "the Gaza conflict.\n", "the Gaza conflict. Her publisher declined to comment.\n", 1
+        )
     )
     email = rendered(settings)
     doc = html_doc(email)
@@ -126,9 +136,13 @@ def test_brief_is_a_headline_and_one_sentence_without_image(settings: Settings) 
     assert block.cssselect("img") == []
     text = " ".join(block.text_content().split())
     assert text.startswith("Uzbek-Born Author Dina Rubina’s Tashkent Event Suspended")
-    assert text.endswith("following widespread controversy over her remarks about the Gaza conflict.")
+    assert text.endswith(
+        "following widespread controversy over her remarks about the Gaza conflict."
+    )
     assert "Her publisher declined" not in email.html + email.text  # one sentence only
-    assert block.xpath(".//h3/a")[0].get("href").startswith("https://news.example.org/2025/12/10/dina")
+    assert (
+        block.xpath(".//h3/a")[0].get("href").startswith("https://news.example.org/2025/12/10/dina")
+    )
     assert "* Uzbek-Born Author Dina Rubina" in email.text
 
 
@@ -140,14 +154,17 @@ def test_cards_show_credit_and_the_button_the_section_asked_for(settings: Settin
         "Read more: Kazakhstan Reports 134 Human Trafficking Cases in First Half of 2025"
     )
     trade = block_of(doc, "kazakhstan-turkey-tighten-ties-caspian-dynamics")
-    assert trade.cssselect(".button") == [] and len(trade.cssselect(".read-more a")) == 1
+    assert trade.cssselect(".button") == []
+    assert len(trade.cssselect(".read-more a")) == 1
 
 
 def test_a_story_dated_before_the_issue_says_when_it_ran(settings: Settings) -> None:
     article = settings.path("content_dir") / "articles" / f"{TRAFFICKING}.md"
     article.write_text(article.read_text().replace("date: 2025-12-10", "date: 2025-12-08"))
     doc = html_doc(rendered(settings))
-    assert "8 December 2025 · Photo: @iom.int" in " ".join(block_of(doc, TRAFFICKING).text_content().split())
+    assert "8 December 2025 · Photo: @iom.int" in " ".join(
+        block_of(doc, TRAFFICKING).text_content().split()
+    )
     assert "10 December 2025" not in block_of(doc, LEAD).text_content()
 
 
@@ -177,15 +194,18 @@ def test_a_misspelt_style_names_file_line_field_and_the_likely_style(settings: S
     (found,) = problems(settings, lead_style="leed")
     assert found.field == "sections[0].style"
     assert found.line == 8
-    assert found.file is not None and found.file.name == "2025-12-10.yaml"
+    assert found.file is not None
+    assert found.file.name == "2025-12-10.yaml"
     assert "'leed' is not one of 'lead', 'full', 'cards', 'brief'." in found.message
     assert "Did you mean 'lead'?" in found.message
 
 
 def test_bad_cta_words_and_language_are_reported_with_their_fields(settings: Settings) -> None:
     path = write_issue(settings, extra="language: english!\n")
-    text = path.read_text().replace("cta: button", "cta: buton").replace(
-        "style: lead\n", "style: lead\n    words: 5\n"
+    text = (
+        path.read_text()
+        .replace("cta: button", "cta: buton")
+        .replace("style: lead\n", "style: lead\n    words: 5\n")
     )
     path.write_text(text)
     with pytest.raises(IssueError) as info:
@@ -216,7 +236,9 @@ def test_an_article_lang_that_is_not_a_tag_fails_its_file(settings: Settings) ->
     article = settings.path("content_dir") / "articles" / f"{RUBINA}.md"
     article.write_text(article.read_text().replace("tags:", 'lang: "ru\\" onload=x"\ntags:', 1))
     found = [p for p in problems(settings) if p.field == "lang"]
-    assert found and found[0].file == article and found[0].line is not None
+    assert found
+    assert found[0].file == article
+    assert found[0].line is not None
 
 
 # ---- brand -----------------------------------------------------------------------------
@@ -276,8 +298,10 @@ def test_bad_brand_settings_are_refused_naming_the_setting(
 
 # The characters and shapes that mean something to HTML, Jinja, our placeholders and YAML.
 PIECES = [*"<>&\"'`=/\\{}%#-:; aZ", "{{", "}}", "{%", "-email-", "-first_name_html-", "&amp;"]
-DANGEROUS = st.lists(st.sampled_from(PIECES), min_size=1, max_size=12).map("".join).filter(
-    lambda s: bool(s.strip())
+DANGEROUS = (
+    st.lists(st.sampled_from(PIECES), min_size=1, max_size=12)
+    .map("".join)
+    .filter(lambda s: bool(s.strip()))
 )
 
 
