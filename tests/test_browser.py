@@ -307,6 +307,75 @@ def test_dark_mode_keeps_rules_visible_and_titles_not_link_blue(scheme_page: Any
     assert links not in titles
 
 
+VARIANT = """\
+title: Central Asia Weekly
+date: 2025-12-10
+subject: A subject
+preheader: A preheader
+intro: Every style at once, and a card without an image.
+sections:
+  - heading: Lead story
+    style: full
+    articles: [kyrgyzstan-dried-apricot-exports-china]
+  - heading: Trade
+    style: cards
+    cta: button
+    articles: [tajikistan-export-support-program-small-producers-farmers]
+  - heading: Quick hits
+    style: brief
+    query: {tags_any: [topic/culture, topic/education, topic/diplomacy], days: 7}
+"""
+
+
+@pytest.fixture(scope="module")
+def variant_html(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """An issue with every style and an image-less card, from a copy of the sample."""
+    root = tmp_path_factory.mktemp("variant")
+    for name in ("content", "templates", "issues"):
+        shutil.copytree(REPO / name, root / name)
+    card = root / "content/articles/tajikistan-export-support-program-small-producers-farmers.md"
+    front, rest = card.read_text().split("\nimage:\n", 1)
+    card.write_text(front + "\n" + rest.split("\n", 4)[4])  # the image's four lines go
+    (root / "issues/2025-12-10.yaml").write_text(VARIANT)
+    settings = load_settings(root, env={})
+    issue = load_issue(root / "issues/2025-12-10.yaml", settings)
+    assert issue.sections[1].articles[0].image is None
+    return preview_html(render(issue, settings), settings), image_sizes(issue)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("width", [PHONE, DESKTOP])
+def test_every_style_and_an_imageless_card_keep_the_edge_and_the_contrast(
+    chromium: Browser, variant_html: tuple[str, Any], width: int, scheme: str
+) -> None:
+    from coloraide import Color
+
+    html, images = variant_html
+    page = open_email(chromium, html, width=width, scheme=scheme, images=images)
+    try:
+        selectors = {**_EDGE_SELECTORS, "button": ".button a", "brief": ".brief-text"}
+        edges = {name: page.evaluate(_TEXT_LEFT, sel) for name, sel in selectors.items()}
+        intro = edges["intro"][0]["left"]
+        assert edges["story title"], "the variant has stories"
+        assert edges["button"], "the card asked for a button"
+        assert len(edges["brief"]) >= 2, "the quick hits are briefs"
+        off = [(n, i["text"], i["left"]) for n, f in edges.items() for i in f if i["left"] != intro]
+        # A button's text sits inside its padding; its box is on the edge.
+        off = [o for o in off if o[0] != "button"]
+        box = page.evaluate("document.querySelector('.button a').getBoundingClientRect().left")
+        assert box == pytest.approx(intro, abs=0.5)
+        assert off == [], f"text not on the intro's left edge ({intro}px)"
+        texts = page.evaluate(_TEXT_COLOURS)
+        low = [
+            (t["text"], t["color"], t["background"])
+            for t in texts
+            if Color(t["color"]).contrast(Color(t["background"]), method="wcag21") < 4.5
+        ]
+        assert low == []
+    finally:
+        page.context.close()
+
+
 _HEADINGS = """() => [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')]
   .filter(h => h.checkVisibility())
   .map(h => ({level: Number(h.tagName[1]), text: h.textContent.trim()}))"""
