@@ -427,7 +427,7 @@ def _check_logo_url(url: str, origin: str) -> None:
 
 
 def _check_accent(colour: str, origin: str) -> None:
-    from newsletter import brand  # coloraide loads only when an accent is configured
+    from newsletter import brand  # only a configured accent needs the colour maths
 
     if not HEX_COLOUR.fullmatch(colour):
         raise ConfigError(

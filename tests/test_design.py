@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from newsletter import brand as brand_colours
 from newsletter import inert
 from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError, IssueError, Problem
@@ -292,6 +293,25 @@ def test_bad_brand_settings_are_refused_naming_the_setting(
         brand(project, **{setting: value})
     assert f"NEWSLETTER_{setting.upper()}" in str(info.value)
     assert says in str(info.value)
+
+
+HEX = st.integers(0, 0xFFFFFF).map(lambda n: f"#{n:06x}")
+
+
+@hypothesis_settings(deadline=None)  # the first example imports coloraide (~0.5 s)
+@given(foreground=HEX, background=HEX)
+def test_the_contrast_formula_agrees_with_coloraide(foreground: str, background: str) -> None:
+    from coloraide import Color
+
+    expected = Color(foreground).contrast(Color(background), method="wcag21")
+    # coloraide derives luminance through XYZ with more digits: equal to 1 part in 10,000.
+    assert brand_colours.contrast(foreground, background) == pytest.approx(expected, rel=1e-4)
+
+
+@given(accent=HEX)
+def test_any_accent_gets_a_dark_variant_readable_on_the_dark_card(accent: str) -> None:
+    dark = brand_colours.dark_variant(accent)
+    assert brand_colours.contrast(dark, brand_colours.CARD_DARK) >= 4.5
 
 
 # ---- untrusted titles at the new sinks ---------------------------------------------------
