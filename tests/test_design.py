@@ -304,8 +304,9 @@ def test_the_contrast_formula_agrees_with_coloraide(foreground: str, background:
     from coloraide import Color
 
     expected = Color(foreground).contrast(Color(background), method="wcag21")
-    # coloraide derives luminance through XYZ with more digits: equal to 1 part in 10,000.
-    assert brand_colours.contrast(foreground, background) == pytest.approx(expected, rel=1e-4)
+    # WCAG rounds its coefficients (0.2126...); coloraide derives them through XYZ with more
+    # digits: the two agree to 1 part in 1,000, far finer than the 4.5:1 line needs.
+    assert brand_colours.contrast(foreground, background) == pytest.approx(expected, rel=1e-3)
 
 
 @given(accent=HEX)
