@@ -356,3 +356,14 @@ def test_a_hostile_title_stays_text_in_headings_jump_list_and_link_names(
     (button,) = block_of(doc, TRAFFICKING).cssselect(".button a")
     assert as_read(button.get("aria-label")) == f"Read more: {seen}"
     assert f"- {seen}" in [as_read(line) for line in email.text.splitlines()]
+
+
+def test_preflight_takes_a_jump_to_a_story_but_not_to_nowhere() -> None:
+    from newsletter.preflight import check_links
+
+    doc = lxml.html.document_fromstring(
+        '<html><body><a href="#story">Story</a> <a href="#gone">Gone</a>'
+        '<h3 id="story">Story</h3></body></html>'
+    )
+    found = check_links(doc, "")
+    assert [p.message for p in found] == ["link '#gone' is not a well-formed https or mailto link."]
