@@ -112,6 +112,14 @@ class Settings:
     rate_currencies: tuple[str, ...] = ("KGS", "KZT", "TJS", "UZS", "TMT")
     min_rate_digits: int = 3  # fewer significant digits than this makes a rate look flat
     rate_trend_days: int = 7  # the rate panel's trend window; fewer snapshots in it warn
+    # Brand: the masthead's logo (empty: the issue's title set as a wordmark) and its alt
+    # text (empty: the title), the accent of section headings, rules and links, and the
+    # footer's "why you get this" (empty: "You receive this because you subscribed to ...").
+    brand_logo_url: str = ""
+    brand_logo_alt: str = ""
+    brand_logo_width: int = 200  # px on desktop; a phone narrower than it scales it down
+    brand_accent: str = "#0b4f8a"
+    footer_why: str = ""
 
     def path(self, name: str) -> Path:
         """A directory setting resolved against the project root."""
@@ -163,6 +171,7 @@ def load_settings(
             f"{raw['rate_trend_days'][1]}: rate_trend_days must be a whole number of days "
             f"from 1 to {MAX_TREND_DAYS} (one bar per day in the rate panel)."
         )
+    _check_brand(values, raw)
     values["root"] = root
     return Settings(**values)
 
@@ -390,3 +399,63 @@ def _describe(kind: Any) -> str:
     return {bool: "true or false", int: "a whole number", float: "a number"}.get(
         kind, "a value of another form"
     )
+
+
+# --- Brand settings -----------------------------------------------------------------------
+
+HEX_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
+MAX_BRAND_TEXT = 500
+
+
+def _check_brand(values: Mapping[str, Any], raw: Mapping[str, tuple[Any, str]]) -> None:
+    """The brand reaches the HTML of every email: a URL, a colour and short lines of text."""
+    if values.get("brand_logo_url"):
+        _check_logo_url(values["brand_logo_url"], raw["brand_logo_url"][1])
+    if "brand_accent" in values:
+        _check_accent(values["brand_accent"], raw["brand_accent"][1])
+    if "brand_logo_width" in values and not 40 <= values["brand_logo_width"] <= 600:
+        raise ConfigError(
+            f"{raw['brand_logo_width'][1]}: brand_logo_width is the logo's width in px, "
+            f"from 40 to 600 (the email is 600 px wide); got {values['brand_logo_width']}."
+        )
+    for key in ("brand_logo_alt", "footer_why"):
+        if key in values:
+            _check_line(key, values[key], raw[key][1])
+
+
+def _check_logo_url(url: str, origin: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or re.search(r"[\s<>\"'\\]", url):
+        raise ConfigError(
+            f"{origin}: brand_logo_url must be an https address of an image with no spaces, "
+            f"quotes or angle brackets (mail clients block http images), such as "
+            f"https://news.example.org/logo.png; got {url!r}."
+        )
+
+
+def _check_accent(colour: str, origin: str) -> None:
+    from newsletter import brand  # only a configured accent needs the colour maths
+
+    if not HEX_COLOUR.fullmatch(colour):
+        raise ConfigError(
+            f"{origin}: brand_accent must be a colour written #rrggbb, such as #0b4f8a; "
+            f"got {colour!r}."
+        )
+    ratio = brand.contrast(colour, brand.CARD_LIGHT)
+    if ratio < brand.AA:
+        raise ConfigError(
+            f"{origin}: brand_accent {colour} has a contrast of {ratio:.1f}:1 on the white "
+            f"page; headings and links in it need at least {brand.AA}:1 to be readable "
+            "(WCAG AA). Choose a darker shade."
+        )
+
+
+def _check_line(key: str, value: str, origin: str) -> None:
+    found = CONTROL.search(value)
+    if found:
+        raise ConfigError(
+            f"{origin}: {key} contains the control character U+{ord(found.group()):04X}; "
+            "write it on one line without it."
+        )
+    if len(value) > MAX_BRAND_TEXT:
+        raise ConfigError(f"{origin}: {key} is longer than {MAX_BRAND_TEXT} characters.")

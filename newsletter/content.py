@@ -21,9 +21,12 @@ ARTICLE_KEYS = {
     "author",
     "credit",
     "draft",
+    "lang",
 }
 IMAGE_KEYS = {"url", "alt", "width", "height"}
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # fullmatch: `$` would pass "a\n"
+# A BCP 47 language tag as HTML's `lang` takes it: "en", "ru", "uz-Cyrl", "pt-BR".
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 SAFE_URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 # Placeholder for a missing date: the file is reported as broken, so it is never used.
 _EPOCH = dt.date(1970, 1, 1)
@@ -84,6 +87,7 @@ def parse_article(path: Path) -> Article:
         credit=check.text(("credit",), required=False) or None,
         path=path,
         draft=_draft(check),
+        lang=language(check, ("lang",)) or None,
         file_lines=tuple(text.splitlines()),
     )
     _check_body(check, text, match.start(2))
@@ -127,6 +131,18 @@ def _image(check: yamlfile.Checker) -> Image | None:
         width=check.integer(("image", "width"), minimum=1, maximum=10_000),
         height=check.integer(("image", "height"), minimum=1, maximum=10_000),
     )
+
+
+def language(check: yamlfile.Checker, field: tuple[str, ...], default: str = "") -> str:
+    """A language tag, checked: it becomes an HTML `lang` attribute."""
+    value = check.text(field, required=False).strip()
+    if value and not LANGUAGE_TAG.fullmatch(value):
+        check.problem(
+            field,
+            f"'{value}' is not a language tag; write one such as en, ru, uz-Cyrl or pt-BR.",
+        )
+        return default
+    return value or default
 
 
 def _draft(check: yamlfile.Checker) -> bool:

@@ -11,7 +11,7 @@ from typing import Any, Literal, cast
 from newsletter import rates as rates_mod
 from newsletter import yamlfile
 from newsletter.config import Settings
-from newsletter.content import load_articles
+from newsletter.content import language, load_articles
 from newsletter.errors import (
     ArticleFileError,
     IssueError,
@@ -21,6 +21,8 @@ from newsletter.errors import (
     YamlSyntaxError,
 )
 from newsletter.models import (
+    LEAD_WORDS,
+    STYLES,
     Article,
     AudienceSpec,
     Issue,
@@ -29,7 +31,10 @@ from newsletter.models import (
     RateSnapshot,
     Section,
     SectionSpec,
+    Style,
 )
+
+CTAS = ("link", "button")
 
 ISSUE_KEYS = {
     "title",
@@ -42,8 +47,9 @@ ISSUE_KEYS = {
     "template",
     "utm",
     "audience",
+    "language",
 }
-SECTION_KEYS = {"heading", "articles", "query", "style"}
+SECTION_KEYS = {"heading", "articles", "query", "style", "words", "cta"}
 QUERY_KEYS = {"tags_any", "tags_all", "days", "limit", "order"}
 UTM_KEYS = {"source", "medium", "campaign", "term", "content"}
 AUDIENCE_KEYS = {"list", "where"}
@@ -104,6 +110,7 @@ def parse_issue(path: Path) -> tuple[IssueSpec | None, yamlfile.Checker]:
         template=check.text(("template",), required=False, default="digest"),
         utm=_utm(check),
         audience=_audience(check),
+        language=language(check, ("language",), default="en"),
         file_lines=tuple(doc.text.splitlines()),
     )
     return spec, check
@@ -145,16 +152,29 @@ def _section(check: yamlfile.Checker, field: tuple[str, int]) -> SectionSpec:
     has_query = check.get((*field, "query")) is not None
     if has_list == has_query:
         check.problem(field, "give either 'articles' (a list of slugs) or 'query', not both.")
-    style = check.text((*field, "style"), required=False, default="cards")
-    if style not in ("cards", "full"):
-        check.problem((*field, "style"), f"'{style}' is not a style; use 'cards' or 'full'.")
+    style = _choice(check, (*field, "style"), STYLES, "cards")
     return SectionSpec(
         heading=check.text((*field, "heading")),
         articles=check.strings((*field, "articles")) if has_list else None,
         query=_query(check, (*field, "query")) if has_query else None,
-        style=cast(Literal["cards", "full"], style),
+        style=cast(Style, style),
         line=check.doc.line(*field),
+        words=check.integer((*field, "words"), minimum=20, maximum=2000) or LEAD_WORDS,
+        cta=cast(Literal["link", "button"], _choice(check, (*field, "cta"), CTAS, "link")),
     )
+
+
+def _choice(
+    check: yamlfile.Checker, field: tuple[str | int, ...], choices: tuple[str, ...], default: str
+) -> str:
+    """One of `choices` (the default when absent), or a problem with a did-you-mean."""
+    value = check.text(field, required=False, default=default)
+    if value not in choices:
+        hint = yamlfile.did_you_mean(value, choices)
+        names = ", ".join(f"'{c}'" for c in choices)
+        check.problem(field, f"'{value}' is not one of {names}.{hint}")
+        return default
+    return value
 
 
 def _query(check: yamlfile.Checker, field: tuple[str | int, ...]) -> Query:
@@ -242,7 +262,9 @@ def _resolve_sections(
                 f"section '{section.heading}' selects no articles; "
                 "widen its query or list some slugs.",
             )
-        sections.append(Section(section.heading, tuple(picked), section.style))
+        sections.append(
+            Section(section.heading, tuple(picked), section.style, section.words, section.cta)
+        )
     return tuple(sections)
 
 

@@ -13,7 +13,12 @@ from newsletter.errors import Problem
 from newsletter.placeholders import UNKEYED, Tags
 
 Order = Literal["newest", "oldest", "title"]
-Style = Literal["cards", "full"]  # cards: image, title, summary; full: the whole article
+# lead: image, title, the first paragraphs up to a word budget; full: the whole article;
+# cards: image, title, summary; brief: title and one sentence, no image.
+Style = Literal["lead", "full", "cards", "brief"]
+STYLES: tuple[Style, ...] = ("lead", "full", "cards", "brief")
+CallToAction = Literal["link", "button"]  # a card's "Read more": an inline link or a button
+LEAD_WORDS = 120  # a lead story's excerpt: whole paragraphs until this many words
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class Article:
     credit: str | None = None
     path: Path | None = None
     draft: bool = False  # `draft: true`: no query selects it and no issue may list it
+    lang: str | None = None  # `lang: ru`: the article's language, when not the issue's
     # The file's lines as parsed, so a finding on a field can name its line without the
     # render reading the file again.
     file_lines: tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -89,6 +95,8 @@ class SectionSpec:
     query: Query | None = None
     style: Style = "cards"
     line: int | None = None
+    words: int = LEAD_WORDS  # the `lead` style's word budget
+    cta: CallToAction = "link"
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,7 @@ class IssueSpec:
     template: str = "digest"
     utm: tuple[tuple[str, str], ...] = ()
     audience: AudienceSpec = field(default_factory=AudienceSpec)
+    language: str = "en"  # a BCP 47 tag: <html lang>, and the default of every article
     # The file's lines as parsed, so a finding on a field can name its line without the
     # render reading the file again.
     file_lines: tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -125,6 +134,8 @@ class Section:
     heading: str
     articles: tuple[Article, ...]
     style: Style = "cards"
+    words: int = LEAD_WORDS
+    cta: CallToAction = "link"
 
 
 @dataclass(frozen=True)

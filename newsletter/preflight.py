@@ -340,6 +340,8 @@ def check_links(doc: HtmlElement, text: str, tags: Tags = UNKEYED) -> list[Probl
         if href in seen:
             continue
         seen.add(href)
+        if href.startswith("#") and doc.get_element_by_id(href[1:], None) is not None:
+            continue  # a jump within the email ("In this issue"): no text-part twin needed
         error = _link_error(href, tags)
         if error:
             problems.append(_problem(f"link '{href}' {error}.", "html"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -10,12 +11,13 @@ from typing import Any
 
 import jinja2
 from jinja2.filters import do_wordwrap
+from markupsafe import Markup
 
-from newsletter import inert, inline, placeholders, ratepanel, urls
+from newsletter import brand, inert, inline, placeholders, ratepanel, urls
 from newsletter.config import Settings
 from newsletter.errors import RenderError
 from newsletter.markdown import to_html
-from newsletter.models import Article, Image, Issue, RenderedEmail
+from newsletter.models import Article, Image, Issue, RenderedEmail, Section
 from newsletter.text import wrap_markdown
 
 MONTHS = (
@@ -48,6 +50,7 @@ def render(issue: Issue, settings: Settings) -> RenderedEmail:
     # copies into aria-label) as the text `\u{2060}`; a character reference reaches the
     # HTML as the character itself.
     mjml = mjml.replace(inert.JOINER, "&#8288;")
+    mjml = _escape_backslashes(mjml)
     text = _render_template(env, f"{issue.spec.template}.txt.j2", context, tags.text)
     html = inline.inline_css(compile_mjml(mjml))
     text = _tidy_text(text)
@@ -133,6 +136,17 @@ def _template_location(exc: BaseException, default: str) -> str:
     return where
 
 
+_STYLE_BLOCK = re.compile(r"(<mj-style\b.*?</mj-style>)", re.DOTALL)
+
+
+def _escape_backslashes(mjml: str) -> str:
+    """MRML doubles a backslash in every attribute it writes (a title `a\\b` became the link
+    name `a\\\\b`); a character reference reaches the HTML as the one character. Style
+    sheets are left alone: CSS escapes are backslashes and CSS reads no references."""
+    parts = _STYLE_BLOCK.split(mjml)
+    return "".join(part if i % 2 else part.replace("\\", "&#92;") for i, part in enumerate(parts))
+
+
 def compile_mjml(mjml: str) -> str:
     from mjml import mjml2html  # the MRML binding (PyPI: mjml-python)
 
@@ -167,22 +181,40 @@ def build_context(issue: Issue, settings: Settings) -> dict[str, Any]:
             "subject": inert.text(spec.subject),
             "preheader": inert.text(spec.preheader),
             "date": long_date(spec.date),
+            "language": spec.language,
         },
         "intro": to_html(spec.intro),
         "intro_text": wrap_markdown(spec.intro),
-        "sections": [
-            {
-                "heading": inert.text(s.heading),
-                "style": s.style,
-                "articles": [_article(a, spec.utm, full=s.style == "full") for a in s.articles],
-            }
-            for s in issue.sections
-        ],
+        "sections": [_section(s, issue) for s in issue.sections],
         "rates": ratepanel.panel(
             issue.rates, issue.rate_history, settings.rate_trend_days, long_date
         ),
         "links": {"archive": inert.url(urls.web_copy_link(settings, spec.name))},
-        "footer": {"postal_address": inert.text(settings.postal_address)},
+        "footer": {
+            "postal_address": inert.text(settings.postal_address),
+            "why": inert.text(settings.footer_why),
+        },
+        "brand": _brand(settings, spec.title),
+    }
+
+
+def _brand(settings: Settings, title: str) -> dict[str, Any]:
+    return {
+        "logo_url": inert.url(settings.brand_logo_url),
+        "logo_alt": inert.text(settings.brand_logo_alt or title),
+        "logo_width": settings.brand_logo_width,
+        "accent": settings.brand_accent,
+        # Checked against the white card when settings load; derived for the dark one.
+        "accent_dark": brand.dark_variant(settings.brand_accent),
+    }
+
+
+def _section(section: Section, issue: Issue) -> dict[str, Any]:
+    return {
+        "heading": inert.text(section.heading),
+        "style": section.style,
+        "cta": section.cta,
+        "articles": [_article(a, issue, section) for a in section.articles],
     }
 
 
@@ -191,20 +223,74 @@ def long_date(date: Any) -> str:
     return f"{date.day} {MONTHS[date.month - 1]} {date.year}"
 
 
-def _article(article: Article, utm: tuple[tuple[str, str], ...], *, full: bool) -> dict[str, Any]:
+def _article(article: Article, issue: Issue, section: Section) -> dict[str, Any]:
+    spec = issue.spec
+    # Only a lead excerpt or a full story shows the body; the others never render it.
+    body = article.body if section.style == "full" else ""
+    truncated = False
+    if section.style == "lead":
+        body, truncated = excerpt(article.body, section.words)
+    lang = article.lang if article.lang and article.lang != spec.language else None
     return {
         "slug": article.slug,
         "title": inert.text(article.title),
-        "date": long_date(article.date),
-        "link": inert.url(with_params(article.url, utm)),
+        # The issue's own date goes without saying; an older story says when it ran.
+        "date": long_date(article.date) if article.date != spec.date else None,
+        "link": inert.url(with_params(article.url, spec.utm)),
         "summary": inert.text(article.summary),
+        "sentence": inert.text(first_sentence(article.summary)),
         "image": _image(article.image),
         "author": inert.text(article.author) if article.author else None,
         "credit": inert.text(article.credit) if article.credit else None,
-        # Bodies are rendered only where a section shows them in full.
-        "body_html": to_html(article.body) if full else None,
-        "body_text": wrap_markdown(article.body) if full else None,
+        "lang": lang,
+        "body_html": _nested_headings(to_html(body)) if body else None,
+        "body_text": wrap_markdown(body) if body else None,
+        "truncated": truncated,
     }
+
+
+_BLOCKS = re.compile(r"\n\s*\n")
+
+
+def excerpt(markdown: str, words: int) -> tuple[str, bool]:
+    """Whole paragraphs from the start while they fit in `words` words (the first always
+    does), and whether anything was left out. A heading is never the last thing kept."""
+    blocks = [b for b in _BLOCKS.split(markdown.strip()) if b.strip()]
+    kept: list[str] = []
+    count = 0
+    for block in blocks:
+        size = 0 if block.lstrip().startswith("#") else len(block.split())
+        if kept and count + size > words:
+            break
+        kept.append(block)
+        count += size
+    while len(kept) > 1 and kept[-1].lstrip().startswith("#"):
+        kept.pop()
+    return "\n\n".join(kept) + "\n", len(kept) < len(blocks)
+
+
+_SENTENCE = re.compile(r"(.+?[.!?…][\"'”’)]*)(?:\s|$)", re.DOTALL)
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of `text` (all of it when it has no sentence end)."""
+    text = " ".join(text.split())
+    match = _SENTENCE.match(text)
+    return match.group(1) if match else text
+
+
+_BODY_HEADING = re.compile(r"<(/?)h([2-4])\b")
+
+
+def _nested_headings(html: Markup) -> Markup:
+    """An article's own headings (## ...) under its h3 title: h2-h4 become h4-h6, so a
+    screen reader's outline goes issue > section > story > the story's parts.
+
+    Sanitized HTML escapes every `<` of text, so this only meets real heading tags."""
+    # bandit B704: re-tags markup that nh3 already sanitized; no text becomes markup.
+    return Markup(  # noqa: S704  # nosec B704
+        _BODY_HEADING.sub(lambda m: f"<{m.group(1)}h{int(m.group(2)) + 2}", str(html))
+    )
 
 
 def _image(image: Image | None) -> Image | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import struct
 from collections.abc import Iterator
@@ -169,6 +170,264 @@ def test_snapshots_are_four_pngs_at_phone_and_desktop_widths(
     widths = [struct.unpack(">I", p.read_bytes()[16:20])[0] for p in paths]
     assert widths == [PHONE, PHONE, DESKTOP, DESKTOP]
     assert paths[0].read_bytes() != paths[1].read_bytes()  # dark mode changes the picture
+
+
+# ---- editorial design: one left edge, readable colours, a walkable outline ------------------
+
+SCHEMES = ("light", "dark")
+
+
+@pytest.fixture(scope="session")
+def scheme_page(chromium: Browser, sample: Sample) -> Iterator[Any]:
+    """The sample email per (width, colour scheme), opened once."""
+    pages: dict[tuple[int, str], Page] = {}
+
+    def open_at(width: int, scheme: str) -> Page:
+        if (width, scheme) not in pages:
+            pages[width, scheme] = open_email(
+                chromium, sample.html, width=width, scheme=scheme, images=sample.images
+            )
+        return pages[width, scheme]
+
+    yield open_at
+    for page in pages.values():
+        page.context.close()
+
+
+# Where the first line of an element's text starts on screen (its own text, not its box).
+_TEXT_LEFT = """(selector) => [...document.querySelectorAll(selector)].map(el => {
+  const range = document.createRange();
+  range.selectNodeContents(el);
+  const rect = [...range.getClientRects()].find(r => r.width > 0);
+  return {text: el.textContent.trim().slice(0, 40), left: rect ? rect.left : null};
+})"""
+# Text blocks that open each part: the greeting and intro, the section headings, every
+# story's title, meta line, summary and call to action, and the footer.
+_EDGE_SELECTORS = {
+    "intro": ".intro p",
+    "section heading": ".kicker h2",
+    "story title": "h3",
+    "card summary": ".card-summary",
+    "call to action": ".read-more a",
+    "footer": ".footer-text",
+}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("width", [PHONE, DESKTOP])
+def test_intro_cards_and_footer_text_share_one_left_edge(
+    scheme_page: Any, width: int, scheme: str
+) -> None:
+    page = scheme_page(width, scheme)
+    edges: dict[str, list[dict[str, Any]]] = {
+        name: page.evaluate(_TEXT_LEFT, selector) for name, selector in _EDGE_SELECTORS.items()
+    }
+    for name, found in edges.items():
+        assert found, f"no {name} on the page"
+    intro = edges["intro"][0]["left"]
+    margin = (width - 600) / 2 + 24 if width > 600 else 24  # the column's 24 px inset
+    assert intro == pytest.approx(margin, abs=0.5)
+    misaligned = [
+        (name, item["text"], item["left"])
+        for name, found in edges.items()
+        for item in found
+        if item["left"] is None or abs(item["left"] - intro) > 0.5
+    ]
+    assert misaligned == [], f"text not on the intro's left edge ({intro}px)"
+
+
+_CARD_IMAGES = """() => [...document.querySelectorAll('.card-image img')].map(img => {
+  const r = img.getBoundingClientRect(); return {left: r.left, right: r.right, width: r.width};
+})"""
+
+
+def test_card_images_span_the_text_column_on_a_phone(scheme_page: Any) -> None:
+    images = scheme_page(PHONE, "light").evaluate(_CARD_IMAGES)
+    assert len(images) == 5
+    for image in images:
+        assert image["left"] == pytest.approx(24, abs=0.5)
+        assert image["right"] == pytest.approx(PHONE - 24, abs=0.5)
+
+
+# Every visible text node: its colour, and the first opaque background behind it.
+_TEXT_COLOURS = r"""() => {
+  const out = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const opaque = c => c && c !== 'transparent' && !/rgba\(.*, 0\)$/.test(c);
+  while (walker.nextNode()) {
+    const node = walker.currentNode, el = node.parentElement;
+    if (!node.textContent.trim() || !el) continue;
+    if (!el.checkVisibility({opacityProperty: true, visibilityProperty: true})) continue;
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    if (![...range.getClientRects()].some(r => r.width > 0 && r.height > 0)) continue;
+    let bg = null;
+    for (let p = el; p && !bg; p = p.parentElement) {
+      const c = getComputedStyle(p).backgroundColor;
+      if (opaque(c)) bg = c;
+    }
+    out.push({text: node.textContent.trim().slice(0, 30), color: getComputedStyle(el).color,
+              background: bg || 'rgb(255, 255, 255)'});
+  }
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("width", [PHONE, DESKTOP])
+def test_every_visible_text_has_aa_contrast(scheme_page: Any, width: int, scheme: str) -> None:
+    from coloraide import Color
+
+    texts = scheme_page(width, scheme).evaluate(_TEXT_COLOURS)
+    assert len(texts) > 50  # the whole email was measured, not an empty page
+    low = [
+        (t["text"], t["color"], t["background"], round(ratio, 2))
+        for t in texts
+        if (ratio := Color(t["color"]).contrast(Color(t["background"]), method="wcag21")) < 4.5
+    ]
+    assert low == [], f"text below 4.5:1 in the {scheme} scheme"
+
+
+def test_dark_mode_keeps_rules_visible_and_titles_not_link_blue(scheme_page: Any) -> None:
+    from coloraide import Color
+
+    page = scheme_page(PHONE, "dark")
+    rules = page.evaluate(
+        "[...document.querySelectorAll('.rule p')].map(p => getComputedStyle(p).borderTopColor)"
+    )
+    assert rules
+    for rule in rules:  # a rule is a non-text graphic: WCAG asks 3:1 against the card
+        assert Color(rule).contrast(Color("#1c2127"), method="wcag21") >= 3
+    titles = page.evaluate(
+        "[...document.querySelectorAll('h3 a')].map(a => getComputedStyle(a).color)"
+    )
+    links = page.evaluate("getComputedStyle(document.querySelector('.read-more a')).color")
+    assert titles
+    assert set(titles) == {"rgb(245, 247, 250)"}
+    assert links not in titles
+
+
+VARIANT = """\
+title: Central Asia Weekly
+date: 2025-12-10
+subject: A subject
+preheader: A preheader
+intro: Every style at once, and a card without an image.
+sections:
+  - heading: Lead story
+    style: full
+    articles: [kyrgyzstan-dried-apricot-exports-china]
+  - heading: Trade
+    style: cards
+    cta: button
+    articles: [tajikistan-export-support-program-small-producers-farmers]
+  - heading: Quick hits
+    style: brief
+    query: {tags_any: [topic/culture, topic/education, topic/diplomacy], days: 7}
+"""
+
+
+@pytest.fixture(scope="module")
+def variant_html(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """An issue with every style and an image-less card, from a copy of the sample."""
+    root = tmp_path_factory.mktemp("variant")
+    for name in ("content", "templates", "issues"):
+        shutil.copytree(REPO / name, root / name)
+    card = root / "content/articles/tajikistan-export-support-program-small-producers-farmers.md"
+    front, rest = card.read_text().split("\nimage:\n", 1)
+    card.write_text(front + "\n" + rest.split("\n", 4)[4])  # the image's four lines go
+    (root / "issues/2025-12-10.yaml").write_text(VARIANT)
+    settings = load_settings(root, env={})
+    issue = load_issue(root / "issues/2025-12-10.yaml", settings)
+    assert issue.sections[1].articles[0].image is None
+    return preview_html(render(issue, settings), settings), image_sizes(issue)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("width", [PHONE, DESKTOP])
+def test_every_style_and_an_imageless_card_keep_the_edge_and_the_contrast(
+    chromium: Browser, variant_html: tuple[str, Any], width: int, scheme: str
+) -> None:
+    from coloraide import Color
+
+    html, images = variant_html
+    page = open_email(chromium, html, width=width, scheme=scheme, images=images)
+    try:
+        selectors = {**_EDGE_SELECTORS, "button": ".button a", "brief": ".brief-text"}
+        edges = {name: page.evaluate(_TEXT_LEFT, sel) for name, sel in selectors.items()}
+        intro = edges["intro"][0]["left"]
+        assert edges["story title"], "the variant has stories"
+        assert edges["button"], "the card asked for a button"
+        assert len(edges["brief"]) >= 2, "the quick hits are briefs"
+        off = [(n, i["text"], i["left"]) for n, f in edges.items() for i in f if i["left"] != intro]
+        # A button's text sits inside its padding; its box is on the edge.
+        off = [o for o in off if o[0] != "button"]
+        box = page.evaluate("document.querySelector('.button a').getBoundingClientRect().left")
+        assert box == pytest.approx(intro, abs=0.5)
+        assert off == [], f"text not on the intro's left edge ({intro}px)"
+        texts = page.evaluate(_TEXT_COLOURS)
+        low = [
+            (t["text"], t["color"], t["background"])
+            for t in texts
+            if Color(t["color"]).contrast(Color(t["background"]), method="wcag21") < 4.5
+        ]
+        assert low == []
+    finally:
+        page.context.close()
+
+
+_HEADINGS = """() => [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')]
+  .filter(h => h.checkVisibility())
+  .map(h => ({level: Number(h.tagName[1]), text: h.textContent.trim()}))"""
+
+
+def test_headings_walk_from_masthead_to_sections_to_stories(
+    scheme_page: Any, desk_settings: Settings
+) -> None:
+    page = scheme_page(PHONE, "light")
+    headings = page.evaluate(_HEADINGS)
+    issue = load_issue(REPO / "issues" / "2025-12-10.yaml", desk_settings)
+    assert headings[0] == {"level": 1, "text": issue.spec.title}
+    assert [h["level"] for h in headings].count(1) == 1
+    for before, after in itertools.pairwise(headings):
+        assert after["level"] <= before["level"] + 1, (before, after)  # no level skipped
+    assert [h["text"] for h in headings if h["level"] == 2] == [
+        "In this issue",
+        *(s.heading for s in issue.sections),
+    ]
+    titles = [a.title for a in issue.articles]
+    assert [h["text"] for h in headings if h["level"] == 3] == titles
+    # The same outline as Chromium's accessibility tree exposes it to a screen reader.
+    for title in titles:
+        assert page.get_by_role("heading", level=3, name=title, exact=True).count() == 1
+
+
+def test_every_read_more_names_its_story(scheme_page: Any, desk_settings: Settings) -> None:
+    import re
+
+    page = scheme_page(DESKTOP, "light")
+    issue = load_issue(REPO / "issues" / "2025-12-10.yaml", desk_settings)
+    vague = page.get_by_role("link", name=re.compile(r"^(Read more|Continue reading)$"))
+    assert vague.count() == 0
+    for article in issue.articles:
+        label = re.compile(rf"^(Read more|Continue reading): {re.escape(article.title)}$")
+        assert page.get_by_role("link", name=label).count() == 1, article.title
+
+
+def test_in_this_issue_links_jump_to_each_story(scheme_page: Any) -> None:
+    page = scheme_page(PHONE, "light")
+    targets = page.evaluate(
+        """() => [...document.querySelectorAll('.toc a')].map(a => {
+          const target = document.getElementById(a.getAttribute('href').slice(1));
+          const top = el => el.getBoundingClientRect().top;
+          return {text: a.textContent.trim(), target: target && target.textContent.trim(),
+                  below: target && top(target) > top(a)};
+        })"""
+    )
+    assert len(targets) == 6
+    for link in targets:
+        assert link["target"] == link["text"], link
+        assert link["below"], link
 
 
 # ---- the preview page itself ---------------------------------------------------------------

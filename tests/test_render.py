@@ -60,15 +60,20 @@ def active_content(html: str) -> list[str]:
     import lxml.html
 
     found = []
-    for element in lxml.html.document_fromstring(html).iter():
+    doc = lxml.html.document_fromstring(html)
+    ids = {str(e.get("id")) for e in doc.iter() if e.get("id")}
+    for element in doc.iter():
         tag = str(element.tag).lower()
         if tag in {"script", "iframe", "object", "embed", "form"}:
             found.append(f"<{tag}>")
         for name, value in element.attrib.items():
             if name.lower().startswith("on"):
                 found.append(f"{tag}[{name}]")
-            if name.lower() in {"href", "src"} and not value.startswith(
-                ("https://", "http://", "mailto:", "-")
+            in_page = name.lower() == "href" and value[:1] == "#" and value[1:] in ids
+            if (
+                name.lower() in {"href", "src"}
+                and not in_page
+                and not value.startswith(("https://", "http://", "mailto:", "-"))
             ):
                 found.append(f"{tag}[{name}={value!r}]")
     return found
