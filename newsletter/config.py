@@ -160,7 +160,7 @@ def load_settings(
     if "sendgrid_api_url" in values:
         _check_api_url(values["sendgrid_api_url"], raw["sendgrid_api_url"][1])
     if values.get("sendgrid_api_key") is not None:
-        _check_api_key(values["sendgrid_api_key"], raw["sendgrid_api_key"][1])
+        check_api_key(values["sendgrid_api_key"], raw["sendgrid_api_key"][1])
     if "sendgrid_timeout" in values:
         _check_timeout(values["sendgrid_timeout"], raw["sendgrid_timeout"][1])
     values["root"] = root
@@ -222,7 +222,7 @@ def _api_url_problem(url: str) -> str:
 _KEY_CHARACTERS = re.compile(r"[!-~]+")
 
 
-def _check_api_key(key: Secret, origin: str) -> None:
+def check_api_key(key: Secret, origin: str) -> None:
     """Refuse a key that cannot go into a header; the message never shows the key itself."""
     value = key.reveal()
     if _KEY_CHARACTERS.fullmatch(value):

@@ -19,7 +19,7 @@ import python_http_client
 import sendgrid
 
 from newsletter import placeholders
-from newsletter.config import Settings
+from newsletter.config import Settings, check_api_key
 from newsletter.errors import (
     AuthError,
     ConfigError,
@@ -197,6 +197,9 @@ class SendGridMailer:
     ) -> None:
         if settings.sendgrid_api_key is None:
             raise ConfigError("The sendgrid mailer needs SENDGRID_API_KEY in the environment.")
+        # Again here for settings not made by load_settings: a key that cannot go into a
+        # header would otherwise fail, or be mangled, mid-request.
+        check_api_key(settings.sendgrid_api_key, "SENDGRID_API_KEY")
         self.settings = settings
         self.timeout = settings.sendgrid_timeout
         self.sandbox = settings.sendgrid_sandbox
@@ -248,7 +251,7 @@ class SendGridMailer:
                 if exc.body_written:
                     # The whole body went out and no complete answer came back: SendGrid may
                     # have accepted it, and it has no idempotency key, so no retry.
-                    return _unknown(keys, f"no answer after the request was sent ({exc})")
+                    return _unknown(keys, f"no answer after the request was sent ({exc.why})")
                 # Failed while connecting or while the body was still being written: a
                 # server cannot act on a body it did not get whole.
                 delay = self.retry.backoff(attempt)
@@ -264,17 +267,24 @@ class SendGridMailer:
     def _post(self, payload: dict[str, Any]) -> Any:
         try:
             return self._client.mail.send.post(request_body=payload, timeout=self.timeout)
-        except (python_http_client.exceptions.HTTPError, wire.TransportError):
+        except wire.TransportError as exc:
+            if exc.stage == wire.Stage.PREPARING:
+                raise self._unbuildable(exc.cause) from None
+            raise
+        except python_http_client.exceptions.HTTPError:
             raise
         except Exception as exc:
             # Everything after opening the request is a TransportError or an HTTPError, so
             # this failed while building it (URL, headers, JSON): nothing left the machine.
-            # Not chained: a foreign message may quote the Authorization header.
-            raise PayloadError(
-                f"Cannot build the request to SendGrid at {self.settings.sendgrid_api_url} "
-                f"({wire.describe(exc)}). Nothing was sent; check sendgrid_api_url and "
-                "SENDGRID_API_KEY."
-            ) from None
+            raise self._unbuildable(exc) from None
+
+    def _unbuildable(self, exc: BaseException) -> PayloadError:
+        # Not chained: a foreign message may quote the Authorization header, the key.
+        return PayloadError(
+            f"Cannot build the request to SendGrid at {self.settings.sendgrid_api_url} "
+            f"({wire.describe(exc)}). Nothing was sent; check sendgrid_api_url and "
+            "SENDGRID_API_KEY."
+        )
 
     def _wait(self, seconds: float) -> None:
         try:

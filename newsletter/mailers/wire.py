@@ -68,14 +68,25 @@ class TransportError(Exception):
     a header, and the Authorization header is the API key.
     """
 
-    def __init__(self, stage: Stage, cause: BaseException) -> None:
-        self.stage = stage
+    def __init__(self, attempt: Attempt, cause: BaseException) -> None:
+        self.stage = attempt.stage
         self.cause = cause
-        super().__init__(f"{describe(cause)} while {stage.name.lower()}")
+        # A socket timeout set to the last of the deadline reads as a plain timeout.
+        late = time.monotonic() >= attempt.deadline
+        self.why = "timed out: the whole-request deadline passed" if late else describe(cause)
+        super().__init__(f"{self.why} {_WHERE[self.stage]}")
 
     @property
     def body_written(self) -> bool:
         return self.stage >= Stage.WRITTEN
+
+
+_WHERE = {
+    Stage.PREPARING: "before connecting",
+    Stage.CONNECTING: "while connecting",
+    Stage.WRITING: "while writing the request",
+    Stage.WRITTEN: "after the whole request was written",
+}
 
 
 def describe(exc: BaseException) -> str:
@@ -83,7 +94,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
         exc = exc.reason
     if isinstance(exc, DeadlineExceeded):
-        return "the whole-request deadline passed"
+        return "timed out: the whole-request deadline passed"
     if isinstance(exc, TimeoutError):
         return "timed out"
     return type(exc).__name__
@@ -219,7 +230,7 @@ def exchange(request: urllib.request.Request, seconds: float) -> Answer:
     except python_http_client.exceptions.HTTPError:
         raise
     except Exception as exc:
-        raise TransportError(attempt.stage, exc) from None
+        raise TransportError(attempt, exc) from None
 
 
 def _open(request: urllib.request.Request, attempt: Attempt) -> Answer:

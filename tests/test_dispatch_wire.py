@@ -1,0 +1,315 @@
+"""Where a request failed decides its rows: real sockets on 127.0.0.1 that refuse, reset,
+close, answer garbage or dribble, each failure mapped to `pending` or `unknown`.
+
+Before the connection, while connecting or while the body was still being written, SendGrid
+cannot have accepted anything: the rows go back to `pending` (and the mailer may retry).
+Only after the whole body was written is the outcome `unknown` (and never retried).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from newsletter import db, dispatch, schema
+from newsletter.config import Secret, Settings
+from newsletter.dispatch import SendOptions
+from newsletter.errors import ConfigError, MailerError, PayloadError, UnreachableError
+from newsletter.mailers.sendgrid import RetryPolicy, SendGridMailer
+from newsletter.models import AudienceSpec, DispatchReport, Recipient, RenderedEmail, SendBatch
+from tests.conftest import AUDIENCE_SIZE
+from tests.fakes.sendgrid_server import FakeSendGrid, Reply
+
+TWICE = RetryPolicy(attempts=2, base=0.01, cap=0.01)
+BATCH = SendBatch("2025-12-10", "weekly", (Recipient("a@example.org"),), ("1",))
+# Far more than the loopback socket buffers hold (4 MB to send, a few KB to receive once the
+# server shrinks its buffer), so a server that stops reading makes the write itself fail.
+BIG = 8 * 1024 * 1024
+
+Behaviour = Callable[[socket.socket], None]
+
+
+@dataclass
+class RawServer:
+    """A TCP server on 127.0.0.1 that treats each connection with one behaviour, in turn."""
+
+    url: str
+    connections: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def raw_server(behave: Behaviour, rcvbuf: int | None = None) -> Iterator[RawServer]:
+    listener = socket.socket()
+    if rcvbuf:  # set before listen(): the window is negotiated from it
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.05)
+    server = RawServer(f"http://127.0.0.1:{listener.getsockname()[1]}")
+
+    def serve() -> None:
+        while not server.stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            server.connections += 1
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    def handle(conn: socket.socket) -> None:
+        with conn, suppress(OSError):
+            conn.settimeout(30)
+            behave(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop.set()
+        thread.join()
+        listener.close()
+
+
+def read_head(conn: socket.socket) -> tuple[int, bytes]:
+    """The request's Content-Length, and whatever of the body came with the head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("client went away")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return length, rest
+
+
+def read_request(conn: socket.socket) -> None:
+    length, body = read_head(conn)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("client went away")
+        body += chunk
+
+
+def reset(conn: socket.socket) -> None:
+    """Close with an RST, as a crashed server or a middlebox does."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
+def close_at_once(conn: socket.socket) -> None:
+    conn.close()
+
+
+def reset_mid_body(conn: socket.socket) -> None:
+    read_head(conn)
+    conn.recv(65536)
+    reset(conn)
+
+
+def read_slowly(conn: socket.socket) -> None:
+    """Takes the body a kilobyte at a time: a write that never ends within the deadline."""
+    read_head(conn)
+    while conn.recv(1024):
+        time.sleep(0.05)
+
+
+def answer_garbage(conn: socket.socket) -> None:
+    read_request(conn)
+    conn.sendall(b"this is not HTTP\r\n\r\n")
+
+
+def reset_after_body(conn: socket.socket) -> None:
+    read_request(conn)
+    reset(conn)
+
+
+def close_after_body(conn: socket.socket) -> None:
+    read_request(conn)
+    conn.close()
+
+
+ACCEPTED = b"HTTP/1.1 202 Accepted\r\nX-Message-Id: dribbled\r\nContent-Length: 0\r\n\r\n"
+
+
+def dribble(conn: socket.socket) -> None:
+    """A 202, one byte every 0.2 s: each read is quick, the whole answer takes 14 s."""
+    read_request(conn)
+    for byte in ACCEPTED:
+        conn.sendall(bytes([byte]))
+        time.sleep(0.2)
+
+
+def send_dribbled_and_truncated(conn: socket.socket) -> None:
+    """Half a status line, then nothing: the answer never completes."""
+    read_request(conn)
+    conn.sendall(ACCEPTED[:10])
+    time.sleep(5)
+
+
+def pointed(settings: Settings, url: str, timeout: float = 1.0) -> Settings:
+    return dataclasses.replace(settings, sendgrid_api_url=url, sendgrid_timeout=timeout)
+
+
+def big(rendered: RenderedEmail) -> RenderedEmail:
+    return dataclasses.replace(rendered, html="<p>" + "x" * BIG + "</p>")
+
+
+# --- before and while connecting, while writing: pending, retried ---------------------------
+
+
+def test_a_refused_connection_is_retried_then_unreachable_with_nothing_unknown(
+    sendgrid_settings: Settings, rendered: RenderedEmail
+) -> None:
+    with socket.socket() as placeholder:  # a port nobody listens on
+        placeholder.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{placeholder.getsockname()[1]}"
+    mailer = SendGridMailer(pointed(sendgrid_settings, url), retry=TWICE)
+    with pytest.raises(UnreachableError, match="nothing was accepted"):
+        mailer.send_batch(rendered, BATCH)
+
+
+@pytest.mark.parametrize(
+    "behave", [close_at_once, reset_mid_body, read_slowly], ids=lambda b: b.__name__
+)
+def test_a_server_that_stops_before_the_whole_body_arrived_leaves_nothing_unknown(
+    sendgrid_settings: Settings, rendered: RenderedEmail, behave: Behaviour
+) -> None:
+    with raw_server(behave, rcvbuf=4096) as server:
+        mailer = SendGridMailer(pointed(sendgrid_settings, server.url), retry=TWICE)
+        started = time.monotonic()
+        with pytest.raises(UnreachableError, match="nothing was accepted"):
+            mailer.send_batch(big(rendered), BATCH)
+        elapsed = time.monotonic() - started
+    assert server.connections == 2  # retried: certainly not accepted
+    assert elapsed < 10  # two 1 s deadlines, not a write that waits for ever
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:notaport", "127.0.0.1:8080", "ftp://h"])
+def test_a_request_that_cannot_be_built_sends_nothing_and_is_not_unknown(
+    sendgrid_settings: Settings, fake_sendgrid: FakeSendGrid, rendered: RenderedEmail, url: str
+) -> None:
+    # Settings made past load_settings (which refuses these URLs) to show the mailer's own
+    # guard: a programmatic caller gets a PayloadError (rows back to pending), no traceback.
+    settings = dataclasses.replace(sendgrid_settings, sendgrid_api_url=url)
+    with pytest.raises(PayloadError, match="Nothing was sent"):
+        SendGridMailer(settings, retry=TWICE).send_batch(rendered, BATCH)
+    assert fake_sendgrid.requests == []
+
+
+@pytest.mark.parametrize("key", ["SG.trailing-newline\n", "SG.non-ascii-\u00e9", "SG.a space"])
+def test_a_key_that_cannot_go_into_a_header_is_refused_before_any_request(
+    sendgrid_settings: Settings, fake_sendgrid: FakeSendGrid, key: str
+) -> None:
+    settings = dataclasses.replace(sendgrid_settings, sendgrid_api_key=Secret(key))
+    with pytest.raises(ConfigError, match="SENDGRID_API_KEY") as caught:
+        SendGridMailer(settings)
+    assert key.strip() not in str(caught.value)
+    assert fake_sendgrid.requests == []
+
+
+# --- after the whole body was written: unknown, never retried --------------------------------
+
+
+@pytest.mark.parametrize(
+    "behave",
+    [answer_garbage, reset_after_body, close_after_body, send_dribbled_and_truncated, dribble],
+    ids=lambda b: b.__name__,
+)
+def test_a_failure_after_the_whole_body_was_written_is_unknown_and_not_retried(
+    sendgrid_settings: Settings, rendered: RenderedEmail, behave: Behaviour
+) -> None:
+    with raw_server(behave) as server:
+        mailer = SendGridMailer(pointed(sendgrid_settings, server.url), retry=TWICE)
+        started = time.monotonic()
+        outcome = mailer.send_batch(rendered, BATCH)
+        elapsed = time.monotonic() - started
+    (result,) = outcome.results
+    assert result.state == "unknown"
+    assert "no answer after the request was sent" in (result.error or "")
+    assert server.connections == 1
+    assert elapsed < 4  # the 1 s deadline bounds the whole request, however it trickles
+
+
+def test_the_deadline_bounds_the_whole_answer_not_each_read(
+    sendgrid_settings: Settings, rendered: RenderedEmail
+) -> None:
+    # Every byte of the dribbled 202 arrives 0.2 s after the last, well inside the 1 s
+    # timeout; only a whole-request deadline stops it (it used to be `sent` after 14 s).
+    with raw_server(dribble) as server:
+        mailer = SendGridMailer(pointed(sendgrid_settings, server.url), retry=TWICE)
+        (result,) = mailer.send_batch(rendered, BATCH).results
+    assert result.state == "unknown"
+    assert "deadline" in (result.error or "")
+
+
+def test_a_slow_answer_inside_the_deadline_is_still_sent(
+    sendgrid_settings: Settings, fake_sendgrid: FakeSendGrid, rendered: RenderedEmail
+) -> None:
+    fake_sendgrid.push(Reply(delay=0.5, headers=(("X-Message-Id", "slow"),)))
+    mailer = SendGridMailer(pointed(sendgrid_settings, fake_sendgrid.url), retry=TWICE)
+    (result,) = mailer.send_batch(rendered, BATCH).results
+    assert (result.state, result.message_id) == ("sent", "slow")
+
+
+# --- through send_issue: what the ledger says ------------------------------------------------
+
+
+def states(engine: Engine) -> set[str]:
+    rows = schema.send_ledger
+    with db.reading(engine) as conn:
+        return set(conn.execute(select(rows.c.state).where(rows.c.issue == "2025-12-10")).scalars())
+
+
+def send(engine: Engine, rendered: RenderedEmail, settings: Settings) -> DispatchReport:
+    mailer = SendGridMailer(settings, retry=TWICE)
+    return dispatch.send_issue(
+        engine,
+        rendered,
+        AudienceSpec("weekly"),
+        mailer,
+        lambda public_id: f"https://news.test/u/{public_id}",
+        SendOptions(batch_size=10),
+    )
+
+
+def test_a_server_that_hangs_up_before_the_body_leaves_every_row_pending(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    sendgrid_settings: Settings,
+) -> None:
+    with raw_server(close_at_once, rcvbuf=4096) as server, pytest.raises(MailerError):
+        send(engine, big(rendered), pointed(sendgrid_settings, server.url))
+    assert states(engine) == {"pending"}
+    assert len(weekly_readers) == AUDIENCE_SIZE
+
+
+def test_garbage_after_the_body_makes_each_batch_unknown_once(
+    engine: Engine,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    sendgrid_settings: Settings,
+) -> None:
+    with raw_server(answer_garbage) as server:
+        report = send(engine, rendered, pointed(sendgrid_settings, server.url))
+    assert report.unknown == len(weekly_readers)
+    assert server.connections == 3  # batches of 10, 10 and 5, none retried
+    assert states(engine) == {"unknown"}
