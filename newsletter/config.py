@@ -241,10 +241,14 @@ def check_api_key(key: Secret, origin: str) -> None:
     )
 
 
+MAX_SENDGRID_TIMEOUT = 3600.0  # a deadline for one request; longer is a typo (and overflows)
+
+
 def _check_timeout(seconds: float, origin: str) -> None:
-    if not (math.isfinite(seconds) and seconds > 0):
+    if not (0 < seconds <= MAX_SENDGRID_TIMEOUT):  # also false for NaN
         raise ConfigError(
-            f"{origin}: sendgrid_timeout must be a positive number of seconds (for example 10)."
+            f"{origin}: sendgrid_timeout must be a positive number of seconds, at most "
+            f"{MAX_SENDGRID_TIMEOUT:.0f} (for example 10): the deadline of each whole request."
         )
 
 
@@ -379,6 +383,14 @@ ENV_ONLY = {
     # bandit B105: the name of an environment variable, not a password.
     "smtp_password": "NEWSLETTER_SMTP_PASSWORD",  # nosec B105
 }
+
+
+def secret_values(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Every secret set in the environment, each key of a list apart: what error text
+    printed by the CLI must never contain (see newsletter.redaction)."""
+    env = os.environ if env is None else env
+    values = [env.get(name, "") for name in ENV_ONLY.values()]
+    return tuple(part for value in values for part in (value, *value.split(",")) if part.strip())
 
 
 def _refuse_secret(key: str, origin: str) -> None:

@@ -152,7 +152,7 @@ def test_any_printable_ascii_key_is_taken_as_is(key: str) -> None:
     assert settings.sendgrid_api_key == Secret(key)
 
 
-@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf"])
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "1e308"])
 def test_a_sendgrid_timeout_must_be_positive_and_finite(tmp_path: Path, seconds: str) -> None:
     with pytest.raises(ConfigError, match=r"NEWSLETTER_SENDGRID_TIMEOUT.*positive"):
         load_settings(tmp_path, env={"NEWSLETTER_SENDGRID_TIMEOUT": seconds})
