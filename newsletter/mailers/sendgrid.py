@@ -351,9 +351,13 @@ class SendGridMailer:
                 ) from None
             raise MailerError(f"SendGrid answered HTTP {exc.status_code}: {_errors(exc)}") from None
         except wire.TransportError as exc:
+            if exc.stage == wire.Stage.PREPARING:
+                raise self._unbuildable(exc.cause) from None
             raise UnreachableError(
                 f"Cannot reach SendGrid at {self.settings.sendgrid_api_url} ({exc})."
             ) from None
+        except Exception as exc:  # building the request failed: see `_post`
+            raise self._unbuildable(exc) from None
 
 
 def _unknown(keys: tuple[str, ...], why: str) -> BatchOutcome:
