@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -49,14 +52,17 @@ class RawServer:
 
 
 @contextmanager
-def raw_server(behave: Behaviour, rcvbuf: int | None = None) -> Iterator[RawServer]:
+def raw_server(
+    behave: Behaviour, rcvbuf: int | None = None, tls: ssl.SSLContext | None = None
+) -> Iterator[RawServer]:
     listener = socket.socket()
     if rcvbuf:  # set before listen(): the window is negotiated from it
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     listener.settimeout(0.05)
-    server = RawServer(f"http://127.0.0.1:{listener.getsockname()[1]}")
+    scheme = "https" if tls else "http"
+    server = RawServer(f"{scheme}://127.0.0.1:{listener.getsockname()[1]}")
 
     def serve() -> None:
         while not server.stop.is_set():
@@ -70,6 +76,8 @@ def raw_server(behave: Behaviour, rcvbuf: int | None = None) -> Iterator[RawServ
     def handle(conn: socket.socket) -> None:
         with conn, suppress(OSError):
             conn.settimeout(30)
+            if tls:
+                conn = tls.wrap_socket(conn, server_side=True)
             behave(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -267,6 +275,85 @@ def test_a_slow_answer_inside_the_deadline_is_still_sent(
     mailer = SendGridMailer(pointed(sendgrid_settings, fake_sendgrid.url), retry=TWICE)
     (result,) = mailer.send_batch(rendered, BATCH).results
     assert (result.state, result.message_id) == ("sent", "slow")
+
+
+# --- over TLS, as production runs: the same stages, the same deadline -------------------------
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for 127.0.0.1, made by Debian's openssl."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
+
+
+@pytest.fixture
+def tls_server_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A self-signed certificate for 127.0.0.1 that the client trusts through SSL_CERT_FILE
+    (OpenSSL's own variable, read by the default context the mailer's HTTPS uses)."""
+    key, cert = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def answer_at_once(conn: socket.socket) -> None:
+    read_request(conn)
+    conn.sendall(ACCEPTED)
+
+
+@pytest.mark.parametrize(
+    ("behave", "state"),
+    [(answer_at_once, "sent"), (dribble, "unknown"), (reset_after_body, "unknown")],
+    ids=lambda b: getattr(b, "__name__", b),
+)
+def test_over_tls_an_answer_is_read_and_a_dribble_is_cut_at_the_deadline(
+    sendgrid_settings: Settings,
+    rendered: RenderedEmail,
+    tls_server_context: ssl.SSLContext,
+    behave: Behaviour,
+    state: str,
+) -> None:
+    with raw_server(behave, tls=tls_server_context) as server:
+        mailer = SendGridMailer(pointed(sendgrid_settings, server.url), retry=TWICE)
+        started = time.monotonic()
+        (result,) = mailer.send_batch(rendered, BATCH).results
+        elapsed = time.monotonic() - started
+    assert result.state == state, result.error
+    assert server.connections == 1
+    assert elapsed < 4
+
+
+def test_over_tls_a_server_that_hangs_up_unread_leaves_nothing_unknown(
+    sendgrid_settings: Settings, rendered: RenderedEmail, tls_server_context: ssl.SSLContext
+) -> None:
+    with raw_server(close_at_once, rcvbuf=4096, tls=tls_server_context) as server:
+        mailer = SendGridMailer(pointed(sendgrid_settings, server.url), retry=TWICE)
+        with pytest.raises(UnreachableError, match="nothing was accepted"):
+            mailer.send_batch(big(rendered), BATCH)
+    assert server.connections == 2
+
+
+def test_over_tls_an_untrusted_certificate_is_refused_while_connecting(
+    sendgrid_settings: Settings, rendered: RenderedEmail, tmp_path: Path
+) -> None:
+    # No SSL_CERT_FILE: the self-signed certificate is not trusted, nothing is written.
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    key, cert = self_signed(tmp_path)
+    context.load_cert_chain(cert, key)
+    with raw_server(answer_at_once, tls=context) as server:
+        mailer = SendGridMailer(pointed(sendgrid_settings, server.url), retry=TWICE)
+        with pytest.raises(UnreachableError, match="nothing was accepted"):
+            mailer.send_batch(rendered, BATCH)
 
 
 # --- through send_issue: what the ledger says ------------------------------------------------
