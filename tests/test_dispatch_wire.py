@@ -165,6 +165,18 @@ def dribble(conn: socket.socket) -> None:
         time.sleep(0.2)
 
 
+def short_body(conn: socket.socket) -> None:
+    """A 202 whose body stops short of its Content-Length (http.client: IncompleteRead)."""
+    read_request(conn)
+    conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\n\r\n{}")
+
+
+def error_with_short_body(conn: socket.socket) -> None:
+    """A 500 whose error body never completes: read while the error is being built."""
+    read_request(conn)
+    conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100\r\n\r\n{")
+
+
 def send_dribbled_and_truncated(conn: socket.socket) -> None:
     """Half a status line, then nothing: the answer never completes."""
     read_request(conn)
@@ -192,6 +204,23 @@ def test_a_refused_connection_is_retried_then_unreachable_with_nothing_unknown(
     mailer = SendGridMailer(pointed(sendgrid_settings, url), retry=TWICE)
     with pytest.raises(UnreachableError, match="nothing was accepted"):
         mailer.send_batch(rendered, BATCH)
+
+
+def test_a_connection_that_never_completes_is_cut_at_the_deadline_and_retried(
+    sendgrid_settings: Settings, rendered: RenderedEmail
+) -> None:
+    # A listener whose accept queue is full and never drained: the kernel drops the SYN,
+    # so connect() waits; only the deadline ends it, and nothing was sent.
+    with socket.socket() as listener, socket.socket() as queued:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        queued.connect(listener.getsockname())
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        mailer = SendGridMailer(pointed(sendgrid_settings, url, timeout=0.5), retry=TWICE)
+        started = time.monotonic()
+        with pytest.raises(UnreachableError, match="nothing was accepted"):
+            mailer.send_batch(rendered, BATCH)
+        assert time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize(
@@ -238,7 +267,15 @@ def test_a_key_that_cannot_go_into_a_header_is_refused_before_any_request(
 
 @pytest.mark.parametrize(
     "behave",
-    [answer_garbage, reset_after_body, close_after_body, send_dribbled_and_truncated, dribble],
+    [
+        answer_garbage,
+        reset_after_body,
+        close_after_body,
+        short_body,
+        error_with_short_body,
+        send_dribbled_and_truncated,
+        dribble,
+    ],
     ids=lambda b: b.__name__,
 )
 def test_a_failure_after_the_whole_body_was_written_is_unknown_and_not_retried(
