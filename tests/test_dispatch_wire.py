@@ -9,6 +9,8 @@ Only after the whole body was written is the outcome `unknown` (and never retrie
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import socket
 import ssl
 import struct
@@ -27,7 +29,13 @@ from sqlalchemy.engine import Engine
 from newsletter import db, dispatch, schema
 from newsletter.config import Secret, Settings
 from newsletter.dispatch import SendOptions
-from newsletter.errors import ConfigError, MailerError, PayloadError, UnreachableError
+from newsletter.errors import (
+    ConfigError,
+    InterruptedBeforeSending,
+    MailerError,
+    PayloadError,
+    UnreachableError,
+)
 from newsletter.mailers.sendgrid import RetryPolicy, SendGridMailer
 from newsletter.models import AudienceSpec, DispatchReport, Recipient, RenderedEmail, SendBatch
 from tests.conftest import AUDIENCE_SIZE
@@ -260,6 +268,43 @@ def test_a_key_that_cannot_go_into_a_header_is_refused_before_any_request(
         SendGridMailer(settings)
     assert key.strip() not in str(caught.value)
     assert fake_sendgrid.requests == []
+
+
+def interrupt_while_reading(conn: socket.socket) -> None:
+    """Ctrl-C reaches the sender while it is still writing the body."""
+    read_head(conn)
+    conn.recv(1024)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(1)
+
+
+def test_ctrl_c_while_connecting_gives_the_batch_back(
+    sendgrid_settings: Settings, rendered: RenderedEmail
+) -> None:
+    # The connect waits on a full accept queue (as above) when Ctrl-C comes.
+    with socket.socket() as listener, socket.socket() as queued:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        queued.connect(listener.getsockname())
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        mailer = SendGridMailer(pointed(sendgrid_settings, url, timeout=5), retry=TWICE)
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(InterruptedBeforeSending):
+            mailer.send_batch(rendered, BATCH)
+        timer.join()
+
+
+def test_ctrl_c_once_writing_began_is_not_given_back(
+    sendgrid_settings: Settings, rendered: RenderedEmail
+) -> None:
+    # A signal lands between statements, so once bytes went out the mailer cannot be sure
+    # the last one had not: the safe side, a plain interrupt (the rows become `unknown`).
+    with raw_server(interrupt_while_reading, rcvbuf=4096) as server:
+        mailer = SendGridMailer(pointed(sendgrid_settings, server.url, timeout=5), retry=TWICE)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            mailer.send_batch(big(rendered), BATCH)
+    assert not isinstance(caught.value, InterruptedBeforeSending)
 
 
 # --- after the whole body was written: unknown, never retried --------------------------------

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 # Absolute import: the real package, not a module of ours.
 import python_http_client
 
+from newsletter.errors import InterruptedBeforeSending
+
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
@@ -221,8 +223,9 @@ class Answer:
 def exchange(request: urllib.request.Request, seconds: float) -> Answer:
     """Send `request` and read the whole answer within `seconds`.
 
-    Raises python_http_client's HTTPError for an error status (as its client does), and
-    TransportError for anything else, with the stage it happened in.
+    Raises python_http_client's HTTPError for an error status (as its client does),
+    TransportError for anything else, with the stage it happened in, and
+    InterruptedBeforeSending for a Ctrl-C before any of it was written.
     """
     attempt = Attempt(seconds)
     try:
@@ -231,6 +234,14 @@ def exchange(request: urllib.request.Request, seconds: float) -> Answer:
         raise
     except Exception as exc:
         raise TransportError(attempt, exc) from None
+    except KeyboardInterrupt as exc:
+        if attempt.stage <= Stage.CONNECTING:
+            # Ctrl-C before a byte of the request was written: nothing can have been
+            # accepted, so the batch may go back to `pending` rather than `unknown`. Not
+            # once writing began: a signal lands between statements, so it may come just
+            # after the last byte left and before the stage says so.
+            raise InterruptedBeforeSending from exc
+        raise
 
 
 def _open(request: urllib.request.Request, attempt: Attempt) -> Answer:
