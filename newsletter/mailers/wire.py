@@ -3,8 +3,8 @@ how far the request got when it failed.
 
 python_http_client opens every request through urllib, whose timeout bounds each socket
 operation: a server that dribbles its answer one byte a second never trips a 2 s timeout.
-Its `Client._make_request` is the documented seam for replacing the call ("separated into
-its own function"), so `DeadlineClient` overrides it and opens the request through its own
+Its `Client._make_request` is the seam its own docstring sets apart for replacing the call,
+so `DeadlineClient` overrides it and opens the request through its own
 urllib handlers instead of replacing the `sendgrid` package. Their connections set the
 socket timeout to what is left of the deadline before every connect, write and read, and
 record the request's `Stage` as it advances. A failure is re-raised as `TransportError`
@@ -64,7 +64,8 @@ class Attempt:
 
 
 class TransportError(Exception):
-    """A request failed without an HTTP answer; `stage` says how far it got.
+    """A request failed without an HTTP answer; `stage` says how far it got. The mailer
+    turns it into an outcome or a MailerError: it never leaves `newsletter.mailers`.
 
     The original exception is `cause`, deliberately not chained: a foreign message may quote
     a header, and the Authorization header is the API key.
@@ -151,8 +152,8 @@ class _StagedConnection(http.client.HTTPConnection):
         self.response_class = _response_class(attempt)
 
     def connect(self) -> None:
-        self.timeout = self.attempt.remaining()
         self.attempt.reach(Stage.CONNECTING)
+        self.timeout = self.attempt.remaining()
         super().connect()
         self.attempt.reach(Stage.WRITING)
 
