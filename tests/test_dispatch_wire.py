@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from newsletter import db, dispatch, schema
-from newsletter.config import Secret, Settings
+from newsletter.config import Secret, Settings, load_settings
 from newsletter.dispatch import SendOptions
 from newsletter.errors import (
     ConfigError,
@@ -38,7 +38,7 @@ from newsletter.errors import (
 )
 from newsletter.mailers.sendgrid import RetryPolicy, SendGridMailer
 from newsletter.models import AudienceSpec, DispatchReport, Recipient, RenderedEmail, SendBatch
-from tests.conftest import AUDIENCE_SIZE
+from tests.conftest import AUDIENCE_SIZE, CANARY_KEY, populate, run_newsletter
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply
 
 TWICE = RetryPolicy(attempts=2, base=0.01, cap=0.01)
@@ -482,3 +482,23 @@ def test_garbage_after_the_body_makes_each_batch_unknown_once(
     assert report.unknown == len(weekly_readers)
     assert server.connections == 3  # batches of 10, 10 and 5, none retried
     assert states(engine) == {"unknown"}
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:notaport", "api.sendgrid.com"])
+def test_the_command_refuses_a_bad_url_before_any_row_is_claimed(project: Path, url: str) -> None:
+    # Once: every recipient `unknown` and exit status 0 (the port), or a traceback (no scheme).
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "NEWSLETTER_DATABASE_URL": f"sqlite:///{project / 'newsletter.db'}",
+        "NEWSLETTER_SECRET_KEY": "37Fa-X-aoYJGRqLkfQCptjBr5j1TuqQB3zyXlSXz0zQ",
+    }
+    engine = db.connect(load_settings(project, env=env))
+    populate(engine, 5)
+    env |= {"NEWSLETTER_SENDGRID_API_URL": url, "SENDGRID_API_KEY": CANARY_KEY}
+    done = run_newsletter(project, "send", "issues/2025-12-10.yaml", "--yes", env=env)
+    assert done.returncode == 1
+    assert "NEWSLETTER_SENDGRID_API_URL" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    with db.reading(engine) as conn:
+        assert not conn.execute(select(schema.send_ledger)).all()
+    engine.dispose()
