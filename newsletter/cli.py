@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec
 
+import click
 import typer
 
-from newsletter.errors import NewsletterError, UsageError
+from newsletter.errors import NewsletterError, UnexpectedError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
     from newsletter.build import Built, Written
     from newsletter.config import Settings
     from newsletter.preflight import Report
+
+P = ParamSpec("P")
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -563,9 +568,41 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="newsletter")
     except NewsletterError as exc:
-        _fail(str(exc))
+        _fail(_redacted(str(exc)))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _redacted(text: str) -> str:
+    from newsletter.config import secret_values
+    from newsletter.redaction import redact
+
+    return redact(text, secret_values())
+
+
+def _reported(command: Callable[P, None]) -> Callable[P, None]:
+    """No traceback reaches the terminal from this command: an error that is not ours becomes
+    one sentence naming its type and its message, secrets redacted (by `main`).
+
+    A traceback would print chained messages too, and a foreign one can quote a header: the
+    Authorization header is the API key.
+    """
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except (NewsletterError, click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # ours, or click's own way out: already words
+        except Exception as exc:
+            raise UnexpectedError(
+                f"newsletter {command.__name__} stopped on an unexpected error: "
+                f"{type(exc).__name__}: {exc}. Rows whose request may have gone out are "
+                "marked `unknown`; `newsletter status ISSUE` shows where the send stands. "
+                "Please report this error."
+            ) from None
+
+    return run
 
 
 # --- Sending ---------------------------------------------------------------------------------
@@ -579,6 +616,7 @@ if TYPE_CHECKING:
 
 
 @app.command()
+@_reported
 def send(
     issue: Annotated[Path, typer.Argument(help="The issue file, e.g. issues/2025-12-10.yaml.")],
     list_name: Annotated[

@@ -172,6 +172,12 @@ def load_settings(
             f"from 1 to {MAX_TREND_DAYS} (one bar per day in the rate panel)."
         )
     _check_brand(values, raw)
+    if "sendgrid_api_url" in values:
+        _check_api_url(values["sendgrid_api_url"], raw["sendgrid_api_url"][1])
+    if values.get("sendgrid_api_key") is not None:
+        check_api_key(values["sendgrid_api_key"], raw["sendgrid_api_key"][1])
+    if "sendgrid_timeout" in values:
+        _check_timeout(values["sendgrid_timeout"], raw["sendgrid_timeout"][1])
     values["root"] = root
     return Settings(**values)
 
@@ -190,6 +196,74 @@ def _check_base_url(url: str, origin: str) -> None:
         raise ConfigError(
             f"{origin}: base_url must be an http(s) address with no query, fragment, spaces "
             f"or any of & < > \" ' (for example https://news.example.org); got {url!r}."
+        )
+
+
+def _check_api_url(url: str, origin: str) -> None:
+    """Checked before any row is claimed: a URL urllib cannot open would otherwise fail
+    mid-request, where an error is easily mistaken for "sent, no answer" (`unknown`)."""
+    problem = _api_url_problem(url)
+    if problem:
+        # A URL with a password in it is not repeated: the message may end up in a log.
+        shown = "" if "password" in problem else f"; got {url!r}"
+        raise ConfigError(
+            f"{origin}: sendgrid_api_url {problem}; write an http(s) address with a host and "
+            f"at most a port and path, such as https://api.sendgrid.com{shown}."
+        )
+
+
+def _api_url_problem(url: str) -> str:
+    if re.search(r"[\x00-\x20\x7f]", url):
+        return "contains a space or control character"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "needs the scheme http:// or https://"
+    if parts.username is not None or parts.password is not None:
+        # A password in the URL would be printed with it in every message that names it.
+        return "must not carry a user name or password (the key goes in SENDGRID_API_KEY)"
+    if not parts.hostname:
+        return "has no host"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "must not have a query (?...) or fragment (#...)"
+    try:
+        parts.port  # noqa: B018  # urlsplit checks the port only when asked for it
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    return ""
+
+
+# Printable ASCII without the space: what an HTTP header value carries as-is (SendGrid keys
+# are `SG.` and base64url). Anything else would break the Authorization header mid-request.
+_KEY_CHARACTERS = re.compile(r"[!-~]+")
+
+
+def check_api_key(key: Secret, origin: str) -> None:
+    """Refuse a key that cannot go into a header; the message never shows the key itself."""
+    value = key.reveal()
+    if _KEY_CHARACTERS.fullmatch(value):
+        return
+    position, char = next((i, c) for i, c in enumerate(value, 1) if not _KEY_CHARACTERS.match(c))
+    kind = (
+        "a space or line break"
+        if char.isspace()
+        else ("a control character" if ord(char) < 128 else "a non-ASCII character")
+    )
+    raise ConfigError(
+        f"{origin}: the key has {kind} (U+{ord(char):04X}) at character {position} "
+        f"of {len(value)}; a SendGrid key is printable ASCII with no spaces. Copy the key "
+        "again from SendGrid's API Keys page (a trailing newline often comes from a file or "
+        "`echo`) and set SENDGRID_API_KEY to it."
+    )
+
+
+MAX_SENDGRID_TIMEOUT = 3600.0  # a deadline for one request; longer is a typo (and overflows)
+
+
+def _check_timeout(seconds: float, origin: str) -> None:
+    if not (0 < seconds <= MAX_SENDGRID_TIMEOUT):  # also false for NaN
+        raise ConfigError(
+            f"{origin}: sendgrid_timeout must be a positive number of seconds, at most "
+            f"{MAX_SENDGRID_TIMEOUT:.0f} (for example 10): the deadline of each whole request."
         )
 
 
@@ -325,6 +399,14 @@ ENV_ONLY = {
     # bandit B105: the name of an environment variable, not a password.
     "smtp_password": "NEWSLETTER_SMTP_PASSWORD",  # nosec B105
 }
+
+
+def secret_values(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Every secret set in the environment, each key of a list apart: what error text
+    printed by the CLI must never contain (see newsletter.redaction)."""
+    env = os.environ if env is None else env
+    values = [env.get(name, "") for name in ENV_ONLY.values()]
+    return tuple(part for value in values for part in (value, *value.split(",")) if part.strip())
 
 
 def _refuse_secret(key: str, origin: str) -> None:

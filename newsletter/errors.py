@@ -29,6 +29,8 @@ boundary where they happen, with ``raise ... from``::
     ├── PreviewError           the preview server or the browser cannot start (says why)
     ├── DispatchError          a send was refused before anything went out (changed content,
     │                          a clash with a pending schedule, nothing to cancel)
+    ├── UnexpectedError        a foreign error stopped a command at the CLI's boundary (in
+    │                          words, secrets redacted: never a traceback)
     └── MailerError            a mailer could not deliver
         ├── AuthError          the provider refused our credentials; stop everything
         ├── UnreachableError   the provider could not be reached, or refused for now (4xx);
@@ -209,6 +211,10 @@ class RefusedError(MailerError):
 
 class PayloadError(MailerError):
     """A request could not be built from the batch, so none went out."""
+
+
+class UnexpectedError(NewsletterError):
+    """An error that is not ours stopped a command; the CLI tells it in words, no traceback."""
 
 
 class InterruptedBeforeSending(KeyboardInterrupt):

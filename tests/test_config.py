@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from newsletter.config import Secret, load_settings
 from newsletter.errors import ConfigError
@@ -84,3 +86,73 @@ def test_a_base_url_links_cannot_be_built_on_is_refused(tmp_path: Path, url: str
 @pytest.mark.parametrize("url", ["https://news.example.org", "http://127.0.0.1:8000/news/"])
 def test_ordinary_base_urls_are_accepted(tmp_path: Path, url: str) -> None:
     assert load_settings(tmp_path, env={"NEWSLETTER_BASE_URL": url}).base_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("api.sendgrid.com", "scheme"),  # no scheme: urllib cannot open it
+        ("ftp://api.sendgrid.com", "scheme"),
+        ("http://127.0.0.1:notaport", "port"),  # once marked a whole send `unknown`
+        ("http://127.0.0.1:99999", "port"),
+        ("https://", "host"),
+        ("https://api.sendgrid.com/?region=eu", "query"),
+        ("https://api.sendgrid.com/#v3", "fragment"),
+        ("https://api.sendgrid.com/v3 ", "space"),
+        ("https://api.send\ngrid.com", "control"),
+    ],
+)
+def test_a_sendgrid_url_urllib_cannot_open_is_refused_when_settings_load(
+    tmp_path: Path, url: str, why: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"NEWSLETTER_SENDGRID_API_URL: sendgrid_api_url.*{why}"):
+        load_settings(tmp_path, env={"NEWSLETTER_SENDGRID_API_URL": url})
+
+
+def test_a_sendgrid_url_with_a_password_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    (tmp_path / "newsletter.toml").write_text("sendgrid_api_url = 'https://me:hunter2@api.x'\n")
+    with pytest.raises(ConfigError, match="user name or password") as info:
+        load_settings(tmp_path, env={})
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://api.sendgrid.com", "http://127.0.0.1:8025", "https://eu.example/sg/"]
+)
+def test_ordinary_sendgrid_urls_are_accepted(tmp_path: Path, url: str) -> None:
+    settings = load_settings(tmp_path, env={"NEWSLETTER_SENDGRID_API_URL": url})
+    assert settings.sendgrid_api_url == url
+
+
+GOOD_KEY = "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"
+# Whitespace, line ends, controls, DEL, Latin-1, the BOM and zero-width and RTL marks.
+BAD_KEY_CHARACTERS = st.sampled_from(
+    [" ", "\n", "\r", "\t", "\x00", "\x1b", "\x7f", "é", "\u00a0", "\ufeff", "\u200b", "\u202e"]
+)
+
+
+@given(
+    bad=BAD_KEY_CHARACTERS,
+    at=st.integers(min_value=0, max_value=len(GOOD_KEY)),
+)
+def test_a_key_that_cannot_go_into_a_header_is_refused_and_never_echoed(bad: str, at: int) -> None:
+    key = GOOD_KEY[:at] + bad + GOOD_KEY[at:]
+    with pytest.raises(ConfigError, match="SENDGRID_API_KEY") as info:
+        load_settings(Path("/nonexistent"), env={"SENDGRID_API_KEY": key})
+    message = str(info.value) + repr(info.value.__cause__) + repr(info.value.__context__)
+    # Not the key, nor either side of the bad character when that side is key-sized.
+    for part in (key, key.strip(), GOOD_KEY, GOOD_KEY[:at], GOOD_KEY[at:]):
+        assert len(part) < 12 or part not in message
+    assert f"character {at + 1} of {len(key)}" in message
+
+
+@given(key=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1))
+def test_any_printable_ascii_key_is_taken_as_is(key: str) -> None:
+    settings = load_settings(Path("/nonexistent"), env={"SENDGRID_API_KEY": key})
+    assert settings.sendgrid_api_key == Secret(key)
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "1e308"])
+def test_a_sendgrid_timeout_must_be_positive_and_finite(tmp_path: Path, seconds: str) -> None:
+    with pytest.raises(ConfigError, match=r"NEWSLETTER_SENDGRID_TIMEOUT.*positive"):
+        load_settings(tmp_path, env={"NEWSLETTER_SENDGRID_TIMEOUT": seconds})

@@ -5,15 +5,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import select
 
-from newsletter import db
+from newsletter import cli, db, schema
 from newsletter.config import Settings, load_settings
-from newsletter.errors import NewsletterError
+from newsletter.errors import NewsletterError, UnexpectedError
 from newsletter.mailers.sendgrid import RetryPolicy, SendGridMailer
 from newsletter.models import Recipient, RenderedEmail, SendBatch
+from newsletter.redaction import MIN_FRAGMENT, redact
 from tests.conftest import CANARY_KEY, populate, run_newsletter
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
 
@@ -87,3 +92,100 @@ def test_the_cli_send_paths_leave_no_trace_of_the_key(
     for path in project.rglob("*"):
         if path.is_file():
             assert CANARY_KEY.encode() not in path.read_bytes(), path
+
+
+# Keys as they arrive broken: from a file with its newline, pasted with a space or a
+# non-ASCII lookalike. Each must stop the send in words, before any row is claimed.
+MALFORMED_KEYS = [
+    CANARY_KEY + "\n",
+    CANARY_KEY.replace("-", " ", 1),
+    CANARY_KEY.replace("a", "\u0430", 1),  # Cyrillic a
+    CANARY_KEY.replace("e", "é", 1),
+]
+
+
+@pytest.mark.parametrize("key", MALFORMED_KEYS, ids=repr)
+def test_a_malformed_key_stops_the_cli_in_words_and_never_shows(
+    project: Path, fake_sendgrid: FakeSendGrid, key: str
+) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "NEWSLETTER_DATABASE_URL": f"sqlite:///{project / 'newsletter.db'}",
+        "NEWSLETTER_SECRET_KEY": "37Fa-X-aoYJGRqLkfQCptjBr5j1TuqQB3zyXlSXz0zQ",
+        "NEWSLETTER_SENDGRID_API_URL": fake_sendgrid.url,
+    }
+    engine = db.connect(load_settings(project, env=env))
+    populate(engine, 5)
+    env["SENDGRID_API_KEY"] = key
+    output = ""
+    for args in (
+        ["send", "issues/2025-12-10.yaml", "--yes"],
+        ["send", "issues/2025-12-10.yaml", "--test", "editor@newsroom.test"],
+    ):
+        done = run_newsletter(project, *args, env=env)
+        assert done.returncode == 1
+        output += done.stdout + done.stderr
+    assert "SENDGRID_API_KEY" in output
+    assert "Traceback" not in output
+    assert fake_sendgrid.requests == []
+    fragments = {
+        key,
+        key.strip(),
+        CANARY_KEY,
+        *(p for p in re.split(r"[^!-~]", key) if len(p) >= 8),
+    }
+    assert not [f for f in fragments if f in output]
+    for path in project.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not [f for f in fragments if f.encode() in data], path
+    with db.reading(engine) as conn:  # nothing claimed, so nothing can turn `unknown`
+        assert not conn.execute(select(schema.send_ledger)).all()
+    engine.dispose()
+
+
+def test_an_unexpected_error_at_the_send_boundary_is_one_sentence_without_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The message Python's http.client gives for a key ending in a newline.
+    key = CANARY_KEY + "\n"
+    monkeypatch.setenv("SENDGRID_API_KEY", key)  # where the CLI finds what to redact
+
+    @cli._reported
+    def send() -> None:
+        try:
+            raise OSError(f"header {('Bearer ' + key)!r}")
+        except OSError as exc:
+            raise ValueError(f"Invalid header value {('Bearer ' + key).encode()!r}") from exc
+
+    with pytest.raises(UnexpectedError) as caught:
+        send()
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+    shown = cli._redacted(str(caught.value))
+    assert shown.startswith("newsletter send stopped on an unexpected error: ValueError:")
+    assert "[redacted]" in shown
+    assert CANARY_KEY not in shown
+
+
+GOOD_KEY = "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"
+
+
+@given(
+    bad=st.sampled_from([" ", "\n", "\r", "\t", "\x00", "\x7f", "é", "\u0430", "\u202e", "\ufeff"]),
+    at=st.integers(min_value=0, max_value=len(GOOD_KEY)),
+    spelling=st.sampled_from(["plain", "repr", "bytes", "latin-1", "stripped"]),
+)
+def test_every_spelling_of_a_broken_key_is_redacted(bad: str, at: int, spelling: str) -> None:
+    key = GOOD_KEY[:at] + bad + GOOD_KEY[at:]
+    quoted = {
+        "plain": key,
+        "repr": repr(key),
+        "bytes": repr(key.encode()),
+        "latin-1": repr(key.encode("latin-1", "replace")),
+        "stripped": key.strip(),
+    }[spelling]
+    shown = redact(f"ValueError: Invalid header value b'Bearer {quoted}' (see above)", [key])
+    assert "(see above)" in shown
+    for side in (GOOD_KEY[:at], GOOD_KEY[at:]):
+        assert len(side) < MIN_FRAGMENT or side not in shown

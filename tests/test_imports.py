@@ -32,6 +32,7 @@ BACKEND_MAY_IMPORT = {
     "newsletter.errors",
     "newsletter.config",
     "newsletter.atomic",  # the outbox writes files as every writer here does
+    "newsletter.mailers.wire",  # SendGrid's HTTP transport; imports no mailer itself
 }
 
 
@@ -106,6 +107,13 @@ def test_backends_import_only_the_protocols_and_shared_helpers() -> None:
     graph = import_graph(PACKAGE)
     for backend in BACKENDS:
         assert graph[backend] <= BACKEND_MAY_IMPORT, (backend, graph[backend] - BACKEND_MAY_IMPORT)
+
+
+def test_the_sendgrid_transport_imports_no_mailer() -> None:
+    assert not import_graph(PACKAGE)["newsletter.mailers.wire"] & {
+        *BACKENDS,
+        "newsletter.mailers",
+    }
 
 
 def test_dispatch_is_provider_neutral() -> None:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import json
 import logging
 import random
-import socket
 import time
-import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -22,7 +19,7 @@ import python_http_client
 import sendgrid
 
 from newsletter import placeholders
-from newsletter.config import Settings
+from newsletter.config import Settings, check_api_key
 from newsletter.errors import (
     AuthError,
     ConfigError,
@@ -32,6 +29,7 @@ from newsletter.errors import (
     UnreachableError,
 )
 from newsletter.headers import addresses, wire_value
+from newsletter.mailers import wire
 from newsletter.message import list_id_header
 from newsletter.models import BatchOutcome, Recipient, RenderedEmail, SendBatch, SendResult
 
@@ -199,15 +197,23 @@ class SendGridMailer:
     ) -> None:
         if settings.sendgrid_api_key is None:
             raise ConfigError("The sendgrid mailer needs SENDGRID_API_KEY in the environment.")
+        # Again here for settings not made by load_settings: a key that cannot go into a
+        # header would otherwise fail, or be mangled, mid-request.
+        check_api_key(settings.sendgrid_api_key, "SENDGRID_API_KEY")
         self.settings = settings
         self.timeout = settings.sendgrid_timeout
         self.sandbox = settings.sendgrid_sandbox
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
-        self._client = sendgrid.SendGridAPIClient(
+        api = sendgrid.SendGridAPIClient(
             api_key=settings.sendgrid_api_key.reveal(),
             host=settings.sendgrid_api_url.rstrip("/"),
-        ).client
+        )
+        # The package's headers (Authorization, User-Agent) and URLs, through a transport
+        # that bounds each request as a whole and says how far a failed one got.
+        self._client = wire.DeadlineClient(
+            host=api.host, request_headers=api.client.request_headers, version=3
+        )
 
     def __repr__(self) -> str:
         return f"SendGridMailer(url={self.settings.sendgrid_api_url!r})"
@@ -235,19 +241,20 @@ class SendGridMailer:
         """Post one body; retry only what SendGrid certainly did not accept."""
         for attempt in range(self.retry.attempts):
             try:
-                response = self._client.mail.send.post(request_body=payload, timeout=self.timeout)
+                response = self._post(payload)
             except python_http_client.exceptions.HTTPError as exc:
                 outcome = self._answer_error(exc, keys)
                 if outcome is not None:
                     return outcome
                 delay = self._rate_limit_wait(exc.headers, attempt)
-            except urllib.error.URLError:
-                # urllib raises URLError only while connecting or writing the request, before a
-                # complete body reached the server: SendGrid cannot have accepted it.
+            except wire.TransportError as exc:
+                if exc.body_written:
+                    # The whole body went out and no complete answer came back: SendGrid may
+                    # have accepted it, and it has no idempotency key, so no retry.
+                    return _unknown(keys, f"no answer after the request was sent ({exc.why})")
+                # Failed while connecting or while the body was still being written: a
+                # server cannot act on a body it did not get whole.
                 delay = self.retry.backoff(attempt)
-            except (OSError, http.client.HTTPException) as exc:
-                # The body went out and no answer came back: SendGrid may have accepted it.
-                return _unknown(keys, f"no answer after the request was sent ({_describe(exc)})")
             else:
                 return self._answer_success(response, keys)
             self._wait(delay)
@@ -255,6 +262,28 @@ class SendGridMailer:
             f"SendGrid at {self.settings.sendgrid_api_url} did not take the request after "
             f"{self.retry.attempts} attempts (rate limited or unreachable); nothing was "
             "accepted. Run the same command again later."
+        )
+
+    def _post(self, payload: dict[str, Any]) -> Any:
+        try:
+            return self._client.mail.send.post(request_body=payload, timeout=self.timeout)
+        except wire.TransportError as exc:
+            if exc.stage == wire.Stage.PREPARING:
+                raise self._unbuildable(exc.cause) from None
+            raise
+        except python_http_client.exceptions.HTTPError:
+            raise
+        except Exception as exc:
+            # Everything after opening the request is a TransportError or an HTTPError, so
+            # this failed while building it (URL, headers, JSON): nothing left the machine.
+            raise self._unbuildable(exc) from None
+
+    def _unbuildable(self, exc: BaseException) -> PayloadError:
+        # Not chained: a foreign message may quote the Authorization header, the key.
+        return PayloadError(
+            f"Cannot build the request to SendGrid at {self.settings.sendgrid_api_url} "
+            f"({wire.describe(exc)}). Nothing was sent; check sendgrid_api_url and "
+            "SENDGRID_API_KEY."
         )
 
     def _wait(self, seconds: float) -> None:
@@ -321,10 +350,14 @@ class SendGridMailer:
                     "Check SENDGRID_API_KEY."
                 ) from None
             raise MailerError(f"SendGrid answered HTTP {exc.status_code}: {_errors(exc)}") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except wire.TransportError as exc:
+            if exc.stage == wire.Stage.PREPARING:
+                raise self._unbuildable(exc.cause) from None
             raise UnreachableError(
-                f"Cannot reach SendGrid at {self.settings.sendgrid_api_url} ({_describe(exc)})."
+                f"Cannot reach SendGrid at {self.settings.sendgrid_api_url} ({exc})."
             ) from None
+        except Exception as exc:  # building the request failed: see `_post`
+            raise self._unbuildable(exc) from None
 
 
 def _unknown(keys: tuple[str, ...], why: str) -> BatchOutcome:
@@ -347,11 +380,3 @@ def _errors(exc: python_http_client.exceptions.HTTPError) -> str:
     except (ValueError, TypeError, AttributeError):
         text = ""
     return text or f"HTTP {exc.status_code} {exc.reason}"
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError):
-        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
-    return type(exc).__name__
