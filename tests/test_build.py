@@ -93,6 +93,30 @@ def test_preview_as_fills_every_placeholder(settings: Settings, tmp_path: Path) 
     assert msg["To"].addresses[0].addr_spec == "aida@example.org"
 
 
+def test_eml_without_a_reader_is_to_undisclosed_recipients_with_the_list_id(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A message with no `To` is a spam sign; the file names no one, so it says so, and
+    carries the List-Id every sent copy carries."""
+    raw = (build_sample(settings, tmp_path) / "message.eml").read_bytes()
+    assert b"\r\nTo: undisclosed-recipients:;\r\n" in raw
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert [g.display_name for g in msg["To"].groups] == ["undisclosed-recipients"]
+    assert msg["To"].addresses == ()
+    assert msg["List-Id"] == "Central Asia Weekly <weekly.news.example.org>"
+
+
+def test_eml_as_a_reader_is_to_that_reader(settings: Settings, tmp_path: Path) -> None:
+    done = run_newsletter(
+        settings.root, "build", "issues/2025-12-10.yaml", "--out", "out", "--as", "Aida,aida@x.test"
+    )
+    assert done.returncode == 0, done.stderr
+    raw = (settings.root / "out" / "2025-12-10" / "message.eml").read_bytes()
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["To"] == "Aida <aida@x.test>"
+    assert msg["Date"] == "Wed, 10 Dec 2025 06:00:00 +0000"  # a build stays deterministic
+
+
 def test_cli_build_prints_a_summary(project: Path) -> None:
     done = run_newsletter(project, "build", "issues/2025-12-10.yaml", "--out", "out")
     assert done.returncode == 0, done.stderr
