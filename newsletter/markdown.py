@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import nh3
+from linkify_it import LinkifyIt
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
@@ -32,10 +33,27 @@ URL_SCHEMES = {"https", "http", "mailto"}
 ABSOLUTE = ("https://", "http://", "mailto:")
 
 
+class _Parser(MarkdownIt):
+    def normalizeLinkText(self, link: str) -> str:  # markdown-it's hook name
+        """A link's text as the editor typed it, as the text part shows it: the default
+        percent-decodes it, so `%01` became a control character and `%20` a space."""
+        return link
+
+
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
     # html=False: raw HTML, MJML tags and template syntax in an article stay literal text.
-    return MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    # linkify: a bare https://... in the text is a link in the HTML part, as a plain-text
+    # client makes it one in the text part. Only URLs with a scheme: a fuzzy "example.org" or
+    # "ed@example.org" would be a link in one part and plain words in the other.
+    parser = _Parser("commonmark", {"html": False, "linkify": True, "typographer": False})
+    parser.enable("linkify")
+    # Nor ftp: or a scheme-less //host, which nh3 would leave as a link to nowhere.
+    parser.linkify = LinkifyIt(
+        schemas={"ftp:": None, "//": None},
+        options={"fuzzy_link": False, "fuzzy_email": False, "fuzzy_ip": False},
+    )
+    return parser
 
 
 @lru_cache(maxsize=256)  # pure; a preview re-renders the same bodies on every save
