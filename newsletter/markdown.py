@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 
 import nh3
 from linkify_it import LinkifyIt
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 from markupsafe import Markup
 
 from newsletter import inert
@@ -38,6 +42,11 @@ class _Parser(MarkdownIt):
         """A link's text as the editor typed it, as the text part shows it: the default
         percent-decodes it, so `%01` became a control character and `%20` a space."""
         return link
+
+    def validateLink(self, url: str) -> bool:  # markdown-it's hook name
+        """Only a full https/http/mailto address makes a link; any other stays Markdown text,
+        as in the text part (nh3 would keep an `<a>` that leads nowhere)."""
+        return url.lower().startswith(ABSOLUTE) and super().validateLink(url)
 
 
 @lru_cache(maxsize=1)
@@ -81,3 +90,92 @@ def _absolute_links_only(tag: str, attribute: str, value: str) -> str | None:
         # A relative link means nothing in an inbox, and nh3 lets scheme-less ones through.
         return inert.url(value) if value.lower().startswith(ABSOLUTE) else None
     return inert.text(value)
+
+
+# ---- what the email drops, so preflight can tell the editor (see `dropped`) ---------------
+
+# Names only, never the markup itself: a finding quotes these, and they cannot hold anything
+# a terminal would act on.
+_TAG = re.compile(r"<\s*([A-Za-z][A-Za-z0-9-]{0,20})")
+_HANDLER = re.compile(r"\s(on[A-Za-z]{1,20})\s*=", re.IGNORECASE)
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,20}):")
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """One piece of an article's Markdown that readers do not get as written."""
+
+    line: int  # 0-based, in the Markdown source
+    what: str  # what it was and what readers see instead, in words
+
+
+class _Finder(MarkdownIt):
+    """Sees what the email's parser refuses: raw HTML as HTML, any link as a link."""
+
+    def validateLink(self, url: str) -> bool:  # markdown-it's hook name
+        return True
+
+
+@lru_cache(maxsize=1)
+def _finder() -> MarkdownIt:
+    return _Finder("commonmark", {"html": True, "linkify": False, "typographer": False})
+
+
+@lru_cache(maxsize=256)
+def dropped(markdown: str) -> tuple[Dropped, ...]:
+    """Raw HTML, links the email cannot keep, and images in `markdown`, where they are.
+
+    The email shows raw HTML (a `<script>`, an `onerror`) as literal text, a `javascript:`
+    link as its Markdown source, a relative or other-scheme link as plain text, and no
+    image at all: an editor should hear of each, on its line, rather than a reader.
+    """
+    found: list[Dropped] = []
+    for block in _finder().parse(markdown):
+        if block.type == "html_block" and block.map:
+            found += _html(block.map[0], block.content)
+        elif block.type == "inline" and block.map:
+            found += _inline(block.map[0], block.children or [])
+    return tuple(found)
+
+
+def _inline(start: int, children: list[Token]) -> Iterator[Dropped]:
+    line = start
+    for token in children:
+        if token.type in ("softbreak", "hardbreak"):
+            line += 1
+        elif token.type == "html_inline":
+            yield from _html(line, token.content)
+        elif token.type == "link_open":
+            yield from _link(line, str(token.attrGet("href") or ""))
+        elif token.type == "image":
+            yield Dropped(
+                line,
+                "an image in the body is not shown in the email (readers see nothing there); "
+                "give the article its picture with the `image:` field instead",
+            )
+        line += token.content.count("\n") if token.type == "html_inline" else 0
+
+
+def _html(line: int, markup: str) -> Iterator[Dropped]:
+    tag = _TAG.search(markup)
+    if tag is None:  # a closing tag or a comment: reported with its opening tag, if any
+        return
+    handlers = " ".join(dict.fromkeys(h.lower() for h in _HANDLER.findall(markup)))
+    shown = f"<{tag.group(1).lower()}{' ' + handlers if handlers else ''}>"
+    yield Dropped(
+        line,
+        f"the raw HTML `{shown}` is not allowed in an email: readers see it as literal text; "
+        "remove it or write it in Markdown",
+    )
+
+
+def _link(line: int, href: str) -> Iterator[Dropped]:
+    if href.lower().startswith(ABSOLUTE):
+        return
+    scheme = _SCHEME.match(href)
+    target = f"a `{scheme.group(1).lower()}:` address" if scheme else "a relative address"
+    yield Dropped(
+        line,
+        f"a link to {target} is not kept in an email (only full https, http and mailto "
+        "addresses are): readers see its Markdown as literal text; use a full https:// address",
+    )

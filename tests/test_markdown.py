@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from urllib.parse import unquote
 
 import lxml.html
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.markdown import to_html
+from newsletter.markdown import dropped, to_html
+from tests.conftest import run_newsletter
 
 
 def links(html: str) -> list[tuple[str, str]]:
@@ -56,3 +59,61 @@ def test_any_bare_url_is_one_link_to_itself(path: str, scheme: str) -> None:
     # The link goes where it says (a stray `%` is escaped as %25 in the href, as a browser does).
     assert unquote(href) == unquote(label)
     assert url.startswith(label)  # and never further than the text names
+
+
+# ---- what the email drops is reported to the editor, on the article's file and line ----
+
+HOSTILE = """
+A note <img src=x onerror=alert(1)> for you.
+
+<script>alert(1)</script>
+
+See [the form](javascript:alert(1)) or [our page](/about) and ![map](https://x.org/m.png).
+
+Quoting `<script>` in code, and https://example.org/a, are fine.
+"""
+
+
+def test_dropped_markup_is_found_on_its_line() -> None:
+    found = [(d.line, d.what.split(" is ")[0]) for d in dropped(HOSTILE.strip())]
+    assert found == [
+        (0, "the raw HTML `<img onerror>`"),
+        (2, "the raw HTML `<script>`"),
+        (4, "a link to a `javascript:` address"),
+        (4, "a link to a relative address"),
+        (4, "an image in the body"),
+    ]
+
+
+def test_a_link_the_email_cannot_keep_stays_markdown_text_in_both_parts() -> None:
+    """Not an `<a>` that leads nowhere: the reader sees what the text part shows."""
+    for target in ("javascript:alert(1)", "/about", "ftp://x.org/f", "data:text/html,x"):
+        html = to_html(f"See [our page]({target}) now.")
+        assert links(html) == []
+        assert f"[our page]({target})" in lxml.html.fragment_fromstring(html).text_content()
+    assert links(to_html("See [our page](https://x.org/about).")) == [
+        ("https://x.org/about", "our page")
+    ]
+
+
+def test_clean_markdown_drops_nothing(repo: Path) -> None:
+    for article in sorted((repo / "content" / "articles").glob("*.md")):
+        assert dropped(article.read_text().split("---", 2)[2]) == (), article.name
+
+
+def test_check_warns_on_the_article_file_and_line(project: Path) -> None:
+    article = project / "content" / "articles" / "kyrgyzstan-dried-apricot-exports-china.md"
+    article.write_text(article.read_text() + HOSTILE)
+    lines = article.read_text().splitlines()
+    done = run_newsletter(project, "check", "issues/2025-12-10.yaml", "--json")
+    assert done.returncode == 0, done.stderr  # warnings: the issue can still go out
+    [report] = json.loads(done.stdout)
+    found = [p for p in report["problems"] if p["field"] == "body"]
+    assert {Path(p["file"]).name for p in found} == {article.name}
+    assert {p["severity"] for p in found} == {"warning"}
+    where = {p["message"].split(" is ")[0]: lines[p["line"] - 1] for p in found}
+    assert "onerror" in where["the raw HTML `<img onerror>`"]
+    assert "<script>" in where["the raw HTML `<script>`"]
+    assert "javascript:" in where["a link to a `javascript:` address"]
+    assert "(/about)" in where["a link to a relative address"]
+    assert "![map]" in where["an image in the body"]
