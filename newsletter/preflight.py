@@ -16,7 +16,7 @@ from lxml.html import HtmlElement
 from newsletter import markdown, placeholders
 from newsletter.config import Settings
 from newsletter.errors import PreflightError, Problem, Severity
-from newsletter.models import Article, Issue, Query, RenderedEmail
+from newsletter.models import Article, Issue, IssueSpec, Query, RenderedEmail
 from newsletter.placeholders import UNKEYED, Tags
 
 KB = 1024
@@ -409,7 +409,12 @@ def check_dropped_markup(issue: Issue) -> list[Problem]:
     """Raw HTML, links and images in an article body that the email cannot keep (see
     `markdown.dropped`): warnings on the article's file and line, so the editor fixes the
     article instead of readers seeing `<script>` as text."""
-    return [
+    spec = issue.spec
+    in_intro = [
+        Problem(f"{found.what}.", spec.path, "intro", _intro_line(spec, found.line), "warning")
+        for found in markdown.dropped(spec.intro)
+    ]
+    return in_intro + [
         Problem(
             f"{found.what}.",
             file=article.path,
@@ -420,6 +425,16 @@ def check_dropped_markup(issue: Issue) -> list[Problem]:
         for article in issue.articles
         for found in markdown.dropped(article.body)
     ]
+
+
+def _intro_line(spec: IssueSpec, offset: int) -> int | None:
+    """The file's line for line `offset` of the intro: counted from the key in a literal
+    block (`intro: |`); a folded or quoted value joins lines, so then the key's line."""
+    for number, line in enumerate(spec.file_lines, start=1):
+        key, colon, value = line.partition(":")
+        if colon and key.strip() == "intro" and not line[:1].isspace():
+            return number + 1 + offset if value.strip().startswith("|") else number
+    return None
 
 
 def _body_line(article: Article, offset: int) -> int | None:

@@ -117,3 +117,17 @@ def test_check_warns_on_the_article_file_and_line(project: Path) -> None:
     assert "javascript:" in where["a link to a `javascript:` address"]
     assert "(/about)" in where["a link to a relative address"]
     assert "![map]" in where["an image in the body"]
+
+
+def test_check_warns_on_the_intro_line_in_the_issue_file(project: Path) -> None:
+    issue = project / "issues" / "2025-12-10.yaml"
+    issue.write_text(
+        issue.read_text().replace("small farmers export,", "small <b>farmers</b> export,")
+    )
+    lines = issue.read_text().splitlines()
+    done = run_newsletter(project, "check", "issues/2025-12-10.yaml", "--json")
+    [report] = json.loads(done.stdout)
+    [found] = [p for p in report["problems"] if p["field"] == "intro"]
+    assert Path(found["file"]).name == issue.name
+    assert found["message"].startswith("the raw HTML `<b>` is not allowed in an email")
+    assert "<b>farmers</b>" in lines[found["line"] - 1]
