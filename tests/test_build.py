@@ -6,12 +6,15 @@ import difflib
 import email
 import email.policy
 import re
+from email.headerregistry import Address, Group
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from newsletter.build import build_issue, write_files
 from newsletter.config import Settings
+from newsletter.message import WIRE
 from newsletter.readers import made_up_reader
 from tests.conftest import run_newsletter
 
@@ -104,6 +107,21 @@ def test_eml_without_a_reader_is_to_undisclosed_recipients_with_the_list_id(
     assert [g.display_name for g in msg["To"].groups] == ["undisclosed-recipients"]
     assert msg["To"].addresses == ()
     assert msg["List-Id"] == "Central Asia Weekly <weekly.news.example.org>"
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        Group("undisclosed recipients\r\nBcc: eve@evil.example"),
+        Group("=?utf-8?q?x=0D=0ABcc=3A_eve@evil.example?="),
+        Group("list", [Address("Eve", addr_spec="eve@evil.example")]),
+    ],
+)
+def test_only_an_empty_plainly_named_group_goes_into_to(group: Group) -> None:
+    """The group form exists for `undisclosed-recipients:;`; nothing else rides on it."""
+    message = EmailMessage(policy=WIRE)
+    with pytest.raises(ValueError, match="only an empty group"):
+        message["To"] = group
 
 
 def test_eml_as_a_reader_is_to_that_reader(settings: Settings, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import lxml.html
 import pytest
 
 from newsletter.build import build_issue, write_files
@@ -21,6 +22,7 @@ from newsletter.config import Settings, load_settings
 from newsletter.mailers.outbox import OutboxMailer
 from newsletter.message import confirmation, to_bytes
 from newsletter.models import Recipient, SendBatch
+from newsletter.snapshot import browser, open_email
 from tests.conftest import TEST_KEYS, run_newsletter
 
 LIMIT = 0.5
@@ -104,3 +106,26 @@ def test_the_check_fails_and_names_the_rules_on_a_spammy_message(tmp_path: Path)
         assert_clean(spammy, tmp_path / "home")
     assert "MISSING_HEADERS" in str(failed.value)
     assert "HTML_FONT_LOW_CONTRAST" in str(failed.value)
+
+
+def test_the_preheader_is_hidden_without_a_colour(sample: Settings) -> None:
+    """What replaced mj-preview's white-on-white: still the first text an inbox lists, still
+    hidden (display:none for Gmail and Apple Mail, mso-hide:all for Outlook), with no colour
+    for a filter to compare with the background; and Chromium draws none of it."""
+    email = build_issue(sample.path("issues_dir") / "2025-12-10.yaml", sample).email
+    doc = lxml.html.document_fromstring(email.html)
+    body_text = " ".join(doc.body.text_content().split())
+    assert body_text.startswith(email.preheader)
+    [hidden] = doc.find_class("preheader")
+    style = hidden.get("style", "").replace(" ", "")
+    assert "display:none" in style
+    assert "mso-hide:all" in style
+    assert "color" not in style
+    with browser(sample) as chromium:
+        for scheme in ("light", "dark"):
+            page = open_email(chromium, email.html, width=375, scheme=scheme)
+            try:
+                assert page.locator(".preheader").bounding_box() is None, scheme
+                assert email.preheader not in page.inner_text("body"), scheme
+            finally:
+                page.context.close()
