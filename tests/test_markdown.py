@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -131,3 +132,26 @@ def test_check_warns_on_the_intro_line_in_the_issue_file(project: Path) -> None:
     assert Path(found["file"]).name == issue.name
     assert found["message"].startswith("the raw HTML `<b>` is not allowed in an email")
     assert "<b>farmers</b>" in lines[found["line"] - 1]
+
+
+PIECES = [
+    *"<>\"'&=/:;()[]!#`\\ \n\r\t\x1b\x00\u2028\u202e{}%-_.ab",
+    *["javascript:", "onerror", "<script", "<img ", "https://", "mailto:", "data:", "]("],
+]
+DANGEROUS = st.lists(st.sampled_from(PIECES), max_size=60).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(DANGEROUS)
+def test_any_source_gives_only_full_links_and_findings_that_quote_no_markup(source: str) -> None:
+    """Whatever an article holds: every link the HTML has goes to a full https/http/mailto
+    address, and a finding names tags and schemes in plain letters, never a control
+    character or the markup itself (it is printed on the editor's terminal)."""
+    html = to_html(source)
+    for href, _label in links(html) if html.strip() else []:
+        assert href.startswith(("https://", "http://", "mailto:")), href
+    for found in dropped(source):
+        assert found.line >= 0
+        assert found.line <= source.count("\n") + source.count("\r")
+        assert re.fullmatch(r"[ -~]+", found.what), found.what  # printable ASCII only
+        assert "javascript:alert" not in found.what
