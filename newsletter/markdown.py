@@ -37,6 +37,26 @@ URL_SCHEMES = {"https", "http", "mailto"}
 ABSOLUTE = ("https://", "http://", "mailto:")
 
 
+class SchemeLinkify(LinkifyIt):  # type: ignore[misc]  # linkify-it-py has no type hints
+    """linkify-it for URLs with a scheme only (see `_parser`), with a pretest to match.
+
+    The stock pretest searches for fuzzy hosts and emails as well, even when they are off:
+    it made rendering the six sample bodies 3.7 times slower, ours 1.4 times
+    (benchmarks/bench_linkify.py). With
+    fuzzy links off, nothing without `http:`, `https:` or `mailto:` can be a link."""
+
+    _MAY_LINK = re.compile(r"(?:https?|mailto):", re.IGNORECASE)
+
+    def __init__(self) -> None:
+        super().__init__(
+            schemas={"ftp:": None, "//": None},
+            options={"fuzzy_link": False, "fuzzy_email": False, "fuzzy_ip": False},
+        )
+
+    def pretest(self, text: str) -> bool:
+        return self._MAY_LINK.search(text) is not None
+
+
 class _Parser(MarkdownIt):
     def normalizeLinkText(self, link: str) -> str:  # markdown-it's hook name
         """A link's text as the editor typed it, as the text part shows it: the default
@@ -58,10 +78,7 @@ def _parser() -> MarkdownIt:
     parser = _Parser("commonmark", {"html": False, "linkify": True, "typographer": False})
     parser.enable("linkify")
     # Nor ftp: or a scheme-less //host, which nh3 would leave as a link to nowhere.
-    parser.linkify = LinkifyIt(
-        schemas={"ftp:": None, "//": None},
-        options={"fuzzy_link": False, "fuzzy_email": False, "fuzzy_ip": False},
-    )
+    parser.linkify = SchemeLinkify()
     return parser
 
 

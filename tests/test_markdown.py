@@ -11,7 +11,7 @@ import lxml.html
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.markdown import dropped, to_html
+from newsletter.markdown import SchemeLinkify, _parser, dropped, to_html
 from tests.conftest import run_newsletter
 
 
@@ -155,3 +155,28 @@ def test_any_source_gives_only_full_links_and_findings_that_quote_no_markup(sour
         assert found.line <= source.count("\n") + source.count("\r")
         assert re.fullmatch(r"[ -~]+", found.what), found.what  # printable ASCII only
         assert "javascript:alert" not in found.what
+
+
+class StockPretest(SchemeLinkify):
+    """linkify-it's own (slow) pretest: the reference for ours."""
+
+    def pretest(self, text: str) -> bool:
+        return bool(super(SchemeLinkify, self).pretest(text))
+
+
+LINKY = st.lists(
+    st.sampled_from(
+        [*PIECES, "HTTPS://X.ORG/a", "http://y.org", "Mailto:e@x.org", " ", "\n", "ftp://f.org"]
+    ),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(LINKY)
+def test_our_quick_pretest_links_exactly_what_the_stock_one_does(source: str) -> None:
+    ours = _parser()
+    stock = type(ours)("commonmark", {"html": False, "linkify": True, "typographer": False})
+    stock.enable("linkify")
+    stock.linkify = StockPretest()
+    assert ours.render(source) == stock.render(source)
