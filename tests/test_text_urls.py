@@ -8,7 +8,10 @@ whose article has 200-character URLs, and Hypothesis wraps words and URLs of eve
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
+from email.message import EmailMessage
 from pathlib import Path
 
 import jinja2
@@ -17,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newsletter import inert
-from newsletter.build import build_issue
+from newsletter.build import build_issue, write_files
 from newsletter.config import load_settings
 from newsletter.models import RenderedEmail
 from newsletter.render import environment
@@ -47,8 +50,8 @@ def build(project: Path) -> RenderedEmail:
     return build_issue(project / "issues" / "2025-12-10.yaml", settings).email
 
 
-def assert_same_links(email: RenderedEmail) -> None:
-    in_text, in_html = text_urls(email.text), html_links(email.html)
+def assert_same_links(rendered: RenderedEmail) -> None:
+    in_text, in_html = text_urls(rendered.text), html_links(rendered.html)
     assert in_text == in_html, (
         f"only in the text part: {sorted(in_text - in_html)}\n"
         f"only in the HTML part: {sorted(in_html - in_text)}"
@@ -78,14 +81,25 @@ def test_200_character_urls_stay_whole_on_one_line(project: Path) -> None:
     )
     card = project / "content" / "articles" / "kazakhstan-turkey-tighten-ties-caspian-dynamics.md"
     card.write_text(re.sub(r"(?m)^url: .*$", f"url: {LONG}", card.read_text(), count=1))
-    email = build(project)
-    assert_same_links(email)
-    lines = email.text.splitlines()
+    rendered = build(project)
+    assert_same_links(rendered)
+    lines = rendered.text.splitlines()
     for url in (LONG, BARE):
         assert any(url in line for line in lines), f"{url} is cut across lines"
     # The bare URL is a link in the HTML part too (linkify), and the long one gets its own line.
-    assert BARE in html_links(email.html)
+    assert BARE in html_links(rendered.html)
     assert BARE in lines
+
+    # And so in the message a client gets, once its quoted-printable parts are decoded.
+    settings = load_settings(project, env={})
+    built = build_issue(project / "issues" / "2025-12-10.yaml", settings)
+    eml = write_files(built, project / "out", settings).directory / "message.eml"
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    plain, html = (message.get_body((kind,)) for kind in ("plain", "html"))
+    assert plain is not None
+    assert html is not None
+    assert text_urls(plain.get_content()) == html_links(html.get_content()) >= {LONG, BARE}
 
 
 # ---- Hypothesis: words, hyphenated words and URLs of any length, wrapped at any width ----
