@@ -114,7 +114,8 @@ def _absolute_links_only(tag: str, attribute: str, value: str) -> str | None:
 # Names only, never the markup itself: a finding quotes these, and they cannot hold anything
 # a terminal would act on.
 _TAG = re.compile(r"<\s*([A-Za-z][A-Za-z0-9-]{0,20})")
-_HANDLER = re.compile(r"\s(on[A-Za-z]{1,20})\s*=", re.IGNORECASE)
+_HANDLER = re.compile(r"[\s/\"'](on[A-Za-z]{1,20})\s*=", re.IGNORECASE)
+_TEXT_TAG = re.compile(r"<[A-Za-z][A-Za-z0-9-]{0,20}[\s/>]")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,20}):")
 
 
@@ -162,6 +163,9 @@ def _inline(start: int, children: list[Token]) -> Iterator[Dropped]:
             line += 1
         elif token.type == "html_inline":
             yield from _html(line, token.content)
+        elif token.type == "text" and (tag := _TEXT_TAG.search(token.content)):
+            # Not HTML to CommonMark (`<img/onerror=...>`), but to a reader just as much.
+            yield from _html(line, token.content[tag.start() :])
         elif token.type == "link_open":
             yield from _link(line, str(token.attrGet("href") or ""))
         elif token.type == "image":

@@ -97,6 +97,15 @@ def test_a_link_the_email_cannot_keep_stays_markdown_text_in_both_parts() -> Non
     ]
 
 
+def test_event_handlers_are_named_however_they_are_separated() -> None:
+    for source in (
+        "<img/onerror=alert(1)>",
+        '<img src="a"onerror=alert(1)>',
+        "<img ONERROR = f()>",
+    ):
+        assert dropped(f"x {source} y")[0].what.startswith("the raw HTML `<img onerror>`")
+
+
 def test_clean_markdown_drops_nothing(repo: Path) -> None:
     for article in sorted((repo / "content" / "articles").glob("*.md")):
         assert dropped(article.read_text().split("---", 2)[2]) == (), article.name
