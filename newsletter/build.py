@@ -15,7 +15,7 @@ from newsletter.atomic import write_bytes
 from newsletter.config import Settings
 from newsletter.errors import IssueError, NewsletterError, Problem
 from newsletter.issues import load_issue, parse_issue
-from newsletter.message import build_message, to_bytes
+from newsletter.message import build_message, list_id_header, to_bytes
 from newsletter.models import Issue, IssueSpec, Recipient, RenderedEmail
 from newsletter.preflight import PastIssue, Report, check
 from newsletter.render import render
@@ -109,13 +109,15 @@ def write_files(
     if reader is not None:
         html = placeholders.fill(html, reader, part="html", tags=email.tags)
         text = placeholders.fill(text, reader, part="text", tags=email.tags)
-    message = to_bytes(build_message(email, settings, reader))
+    message = build_message(email, settings, reader)  # To: the reader, or undisclosed
+    # As every sent copy carries it (see `personal_message`), so the file reads like one.
+    message["List-Id"] = list_id_header(settings, built.issue.spec.audience.list)
     directory = out_dir / built.issue.name
     outputs = {
         "email.html": html.encode("utf-8"),
         "email.txt": text.encode("utf-8"),
         "email.mjml": email.mjml.encode("utf-8"),
-        "message.eml": message,
+        "message.eml": to_bytes(message),
     }
     files = tuple(write_bytes(directory / name, data) for name, data in outputs.items())
     return Written(directory, files)

@@ -103,6 +103,9 @@ class MailboxHeader(UniqueAddressHeader, BaseHeader):  # type: ignore[misc]
 
     @classmethod
     def parse(cls, value: Any, kwds: dict[str, Any]) -> None:
+        if isinstance(value, Group):
+            cls._parse_empty_group(value, kwds)
+            return
         addresses = _addresses(value)
         for address in addresses:
             check_text("display name", address.display_name)
@@ -116,7 +119,20 @@ class MailboxHeader(UniqueAddressHeader, BaseHeader):  # type: ignore[misc]
         # names are written out by `fold`, never read back through the parser.
         kwds["parse_tree"] = cls.value_parser(", ".join(a.addr_spec for a in addresses))
 
+    @classmethod
+    def _parse_empty_group(cls, group: Group, kwds: dict[str, Any]) -> None:
+        """`undisclosed-recipients:;` (RFC 5322 3.4): a named group with no one in it, for a
+        message that names no recipient. Only a fixed name of plain words is taken."""
+        if group.addresses or not _ATOMS.fullmatch(group.display_name or ""):
+            raise ValueError("only an empty group with a plain name goes into an address header")
+        kwds["groups"] = [group]
+        kwds["defects"] = []
+        kwds["decoded"] = f"{group.display_name}:;"
+        kwds["parse_tree"] = cls.value_parser(kwds["decoded"])
+
     def fold(self, *, policy: Policy) -> str:
+        if not self.addresses:  # an empty group: its name was checked to be plain words
+            return f"{self.name}: {self.groups[0].display_name}:;{policy.linesep}"
         mailboxes = ", ".join(_mailbox(a, self.name, policy.linesep) for a in self.addresses)
         return f"{self.name}: {mailboxes}{policy.linesep}"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from email.errors import MessageError
-from email.headerregistry import Address
+from email.headerregistry import Address, Group
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -33,11 +33,16 @@ def build_message(
     settings: Settings,
     recipient: Recipient | None = None,
     subject_prefix: str = "",
+    sent_at: dt.datetime | None = None,
 ) -> EmailMessage:
-    """The message as a mail client will see it; without a recipient, placeholders stay.
+    """The message as a mail client will see it; without a recipient, placeholders stay
+    and `To` is an empty "undisclosed-recipients" group (a message with no `To` at all is
+    a spam sign, and has no one to name).
 
-    Byte-identical for the same inputs: the Date comes from the issue date, the
-    Message-ID and MIME boundary from the content hash (no clock, no randomness).
+    Without `sent_at`, byte-identical for the same inputs: the Date comes from the issue
+    date, the Message-ID and MIME boundary from the content hash (no clock, no randomness).
+    A mailer passes the time it sends: a Date hours or days away from the delivery is a
+    spam sign (SpamAssassin's DATE_IN_PAST/DATE_IN_FUTURE) and sorts the copy wrongly.
     """
     html, text = email.html, email.text
     unsubscribe = email.tags.text("unsubscribe_url")
@@ -49,9 +54,10 @@ def build_message(
     msg["From"] = Address(email.from_name, addr_spec=email.from_email)
     if recipient is not None:
         msg["To"] = Address(recipient.first_name, addr_spec=recipient.email)
+    else:
+        msg["To"] = Group("undisclosed-recipients")
     msg["Subject"] = subject_prefix + email.subject
-    date = email.issue_date or dt.date(1970, 1, 1)
-    msg["Date"] = format_datetime(dt.datetime.combine(date, dt.time(6, 0), tzinfo=dt.UTC))
+    msg["Date"] = format_datetime(sent_at or _issue_time(email))
     key = email.content_hash[:32]
     domain = settings.from_email.rpartition("@")[2] or "localhost"
     msg["Message-ID"] = f"<{email.issue_name}.{key}{_personal(recipient, subject_prefix)}@{domain}>"
@@ -62,6 +68,12 @@ def build_message(
     msg.set_boundary(f"=_newsletter_{key}")
     msg.policy = WIRE  # from here on only header folding is affected
     return msg
+
+
+def _issue_time(email: RenderedEmail) -> dt.datetime:
+    """The deterministic Date of a built message: 06:00 UTC on the issue's date."""
+    date = email.issue_date or dt.date(1970, 1, 1)
+    return dt.datetime.combine(date, dt.time(6, 0), tzinfo=dt.UTC)
 
 
 def list_id_header(settings: Settings, list_name: str) -> ListId:
@@ -76,10 +88,16 @@ def list_id_header(settings: Settings, list_name: str) -> ListId:
 
 
 def personal_message(
-    email: RenderedEmail, settings: Settings, recipient: Recipient, batch: SendBatch
+    email: RenderedEmail,
+    settings: Settings,
+    recipient: Recipient,
+    batch: SendBatch,
+    *,
+    sent_at: dt.datetime,
 ) -> EmailMessage:
-    """One recipient's message, filled as SendGrid fills it (subject included) with its List-Id."""
-    message = build_message(email, settings, recipient, batch.subject_prefix)
+    """One recipient's message, filled as SendGrid fills it (subject included) with its List-Id,
+    dated `sent_at` (the mailer's clock when it sends)."""
+    message = build_message(email, settings, recipient, batch.subject_prefix, sent_at)
     subject = placeholders.fill(
         batch.subject_prefix + email.subject, recipient, part="text", tags=email.tags
     )

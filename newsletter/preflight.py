@@ -13,11 +13,11 @@ from urllib.parse import urlsplit
 import lxml.html
 from lxml.html import HtmlElement
 
-from newsletter import placeholders, ratepanel
+from newsletter import markdown, placeholders, ratepanel
 from newsletter import rates as rates_mod
 from newsletter.config import Settings
 from newsletter.errors import PreflightError, Problem, Severity
-from newsletter.models import Article, Issue, Query, RateSnapshot, RenderedEmail
+from newsletter.models import Article, Issue, IssueSpec, Query, RateSnapshot, RenderedEmail
 from newsletter.placeholders import UNKEYED, Tags
 
 KB = 1024
@@ -131,6 +131,7 @@ def check(
         *check_links(doc, email.text, email.tags),
         *check_inbox_fields(email.subject, email.preheader),
         *check_content(issue, email),
+        *check_dropped_markup(issue),
         *check_residue(doc, email),
         *check_footer(doc, email.text, settings.postal_address, email.tags),
         *check_document(doc),
@@ -405,6 +406,51 @@ def check_content(issue: Issue, email: RenderedEmail) -> list[Problem]:
     """What the render found in the content and made inert (see `inert.findings`): warnings
     on the article's or the issue's own file and line, never errors against a template."""
     return [p for p in email.warnings if p not in issue.warnings]
+
+
+def check_dropped_markup(issue: Issue) -> list[Problem]:
+    """Raw HTML, links and images in an article body that the email cannot keep (see
+    `markdown.dropped`): warnings on the article's file and line, so the editor fixes the
+    article instead of readers seeing `<script>` as text."""
+    spec = issue.spec
+    in_intro = [
+        Problem(f"{found.what}.", spec.path, "intro", _intro_line(spec, found.line), "warning")
+        for found in markdown.dropped(spec.intro)
+    ]
+    return in_intro + [
+        Problem(
+            f"{found.what}.",
+            file=article.path,
+            field="body",
+            line=_body_line(article, found.line),
+            severity="warning",
+        )
+        for article in issue.articles
+        for found in markdown.dropped(article.body)
+    ]
+
+
+def _intro_line(spec: IssueSpec, offset: int) -> int | None:
+    """The file's line for line `offset` of the intro: counted from the key in a literal
+    block (`intro: |`); a folded or quoted value joins lines, so then the key's line."""
+    for number, line in enumerate(spec.file_lines, start=1):
+        key, colon, value = line.partition(":")
+        if colon and key.strip() == "intro" and not line[:1].isspace():
+            return number + 1 + offset if value.strip().startswith("|") else number
+    return None
+
+
+def _body_line(article: Article, offset: int) -> int | None:
+    """The file's line for line `offset` (0-based) of the body, which starts at the first
+    non-blank line after the front matter (the loader strips the body)."""
+    lines = article.file_lines
+    if article.path is None or not lines:
+        return None
+    ends = [i for i, line in enumerate(lines) if line.rstrip() == "---"]
+    start = ends[1] + 1 if lines[0].strip() == "---" and len(ends) > 1 else 0
+    while start < len(lines) and not lines[start].strip():
+        start += 1
+    return start + 1 + offset
 
 
 def check_residue(doc: HtmlElement, email: RenderedEmail) -> list[Problem]:

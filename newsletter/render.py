@@ -18,7 +18,7 @@ from newsletter.config import Settings
 from newsletter.errors import RenderError
 from newsletter.markdown import to_html
 from newsletter.models import Article, Image, Issue, RenderedEmail, Section
-from newsletter.text import wrap_markdown
+from newsletter.text import has_url, wrap_markdown
 
 MONTHS = (
     "January",
@@ -107,7 +107,10 @@ def _wordwrap(
 ) -> str:
     """Jinja's wordwrap, but words come out whole by default: a word cut at a hyphen could
     start a line with a tag-shaped fragment of content (which preflight would then blame on
-    the template), and a cut URL no longer works."""
+    the template). A URL is never cut, whatever the template asks: a plain-text client links
+    only the first half. One longer than `width` gets a line of its own."""
+    if has_url(text):
+        break_long_words = break_on_hyphens = False
     return do_wordwrap(env, text, width, break_long_words, wrapstring, break_on_hyphens)
 
 

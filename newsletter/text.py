@@ -10,11 +10,22 @@ from newsletter import inert
 
 WIDTH = 72
 LIST_ITEM = re.compile(r"^(\s*(?:[-*+]|\d+[.)])\s+)(.*)$")
+# What a plain-text client turns into a link: from the scheme to the next space.
+URL = re.compile(r"\b(?:https?|mailto):\S+", re.IGNORECASE)
+
+
+def has_url(text: str) -> bool:
+    return URL.search(text) is not None
 
 
 @lru_cache(maxsize=256)  # pure; a preview re-renders the same bodies on every save
 def wrap_markdown(markdown: str, width: int = WIDTH) -> str:
-    """Wrap paragraphs and list items at `width`; headings and long URLs stay whole.
+    """Wrap paragraphs and list items at `width`; headings and URLs stay whole.
+
+    Lines break only at spaces, never at a hyphen or inside a word: a URL is never cut (a
+    plain-text client would link half of it), and one longer than `width` gets a line of
+    its own rather than being moved to the end as a numbered reference, so it is read
+    where it is cited.
 
     Placeholder- and template-shaped text is made inert (see `inert`)."""
     source = inert.markdown(markdown).strip()

@@ -6,12 +6,15 @@ import difflib
 import email
 import email.policy
 import re
+from email.headerregistry import Address, Group
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from newsletter.build import build_issue, write_files
 from newsletter.config import Settings
+from newsletter.message import WIRE
 from newsletter.readers import made_up_reader
 from tests.conftest import run_newsletter
 
@@ -91,6 +94,45 @@ def test_preview_as_fills_every_placeholder(settings: Settings, tmp_path: Path) 
         assert "-first_name" not in part
         assert "-unsubscribe_url" not in part
     assert msg["To"].addresses[0].addr_spec == "aida@example.org"
+
+
+def test_eml_without_a_reader_is_to_undisclosed_recipients_with_the_list_id(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A message with no `To` is a spam sign; the file names no one, so it says so, and
+    carries the List-Id every sent copy carries."""
+    raw = (build_sample(settings, tmp_path) / "message.eml").read_bytes()
+    assert b"\r\nTo: undisclosed-recipients:;\r\n" in raw
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert [g.display_name for g in msg["To"].groups] == ["undisclosed-recipients"]
+    assert msg["To"].addresses == ()
+    assert msg["List-Id"] == "Central Asia Weekly <weekly.news.example.org>"
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        Group("undisclosed recipients\r\nBcc: eve@evil.example"),
+        Group("=?utf-8?q?x=0D=0ABcc=3A_eve@evil.example?="),
+        Group("list", [Address("Eve", addr_spec="eve@evil.example")]),
+    ],
+)
+def test_only_an_empty_plainly_named_group_goes_into_to(group: Group) -> None:
+    """The group form exists for `undisclosed-recipients:;`; nothing else rides on it."""
+    message = EmailMessage(policy=WIRE)
+    with pytest.raises(ValueError, match="only an empty group"):
+        message["To"] = group
+
+
+def test_eml_as_a_reader_is_to_that_reader(settings: Settings, tmp_path: Path) -> None:
+    done = run_newsletter(
+        settings.root, "build", "issues/2025-12-10.yaml", "--out", "out", "--as", "Aida,aida@x.test"
+    )
+    assert done.returncode == 0, done.stderr
+    raw = (settings.root / "out" / "2025-12-10" / "message.eml").read_bytes()
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["To"] == "Aida <aida@x.test>"
+    assert msg["Date"] == "Wed, 10 Dec 2025 06:00:00 +0000"  # a build stays deterministic
 
 
 def test_cli_build_prints_a_summary(project: Path) -> None:

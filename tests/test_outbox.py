@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.message
 import email.policy
@@ -141,3 +142,17 @@ def test_an_unbuildable_recipient_fails_alone_and_the_others_are_delivered(
     assert "cannot be built" in outcome.results[1].error
     folder = tmp_path / "outbox" / "2025-12-10"
     assert sorted(p.name for p in folder.iterdir()) == ["a@example.org.eml", "b@x.org.eml"]
+
+
+def test_each_copy_is_dated_when_it_is_written(tmp_path: Path, rendered: RenderedEmail) -> None:
+    """Not the issue's date at 06:00: a Date far from delivery is a spam sign
+    (DATE_IN_PAST/DATE_IN_FUTURE) and sorts the copy wrongly in the inbox."""
+    settings = load_settings(tmp_path, env={})
+    dated = replace(rendered, issue_date=dt.date(2025, 12, 10))
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    batch = SendBatch("2025-12-10", "weekly", (Recipient("a@example.org", "A"),), ("1",))
+    OutboxMailer(settings.path("outbox_dir"), settings).send_batch(dated, batch)
+    after = dt.datetime.now(dt.UTC)
+    data = (tmp_path / "outbox" / "2025-12-10" / "a@example.org.eml").read_bytes()
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert before <= message["Date"].datetime <= after

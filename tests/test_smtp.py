@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime as dt
 import email
 import email.message
 import email.policy
@@ -114,6 +115,19 @@ def test_each_recipient_gets_their_own_filled_message(
     assert "Hello <b>Tom & Jerry</b>" in text
     assert f"List-Unsubscribe: <{long_url}>".encode() in handler.messages[0][1]
     assert message["List-Id"] == "Central Asia Weekly <weekly.news.example.org>"
+
+
+def test_each_copy_is_dated_when_it_is_sent(
+    smtp_settings: Settings, inbox: tuple[Inbox, int], rendered: RenderedEmail
+) -> None:
+    """Not the issue's date at 06:00, which SpamAssassin scores DATE_IN_PAST/IN_FUTURE."""
+    dated = dataclasses.replace(rendered, issue_date=dt.date(2025, 12, 10))
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    outcome = SmtpMailer(smtp_settings).send_batch(dated, batch(Recipient("a@example.org")))
+    after = dt.datetime.now(dt.UTC)
+    assert [r.state for r in outcome.results] == ["sent"]
+    message = email.message_from_bytes(inbox[0].messages[0][1], policy=email.policy.default)
+    assert before <= message["Date"].datetime <= after
 
 
 def test_a_refused_address_fails_alone(

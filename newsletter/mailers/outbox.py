@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from email.message import EmailMessage
@@ -37,7 +38,10 @@ class OutboxMailer:
         results = []
         for recipient, key in zip(batch.recipients, batch.keys, strict=True):
             try:
-                data = personal_message(email, self.settings, recipient, batch).as_bytes()
+                # Dated when written, as the SMTP mailer dates a copy when it sends it.
+                now = dt.datetime.now(dt.UTC)
+                message = personal_message(email, self.settings, recipient, batch, sent_at=now)
+                data = message.as_bytes()
             except UNBUILDABLE as exc:
                 results.append(unbuildable(key, exc))
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import smtplib
 import ssl
@@ -58,7 +59,10 @@ class SmtpMailer:
                 zip(batch.recipients, batch.keys, strict=True)
             ):
                 try:
-                    message = personal_message(email, self.settings, recipient, batch)
+                    # Dated as it leaves, not with the date (see build_message).
+                    message = personal_message(
+                        email, self.settings, recipient, batch, sent_at=dt.datetime.now(dt.UTC)
+                    )
                 except UNBUILDABLE as exc:
                     results.append(unbuildable(key, exc))
                     continue
