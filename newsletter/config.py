@@ -111,6 +111,19 @@ class Settings:
     history_issues: int = 4  # an article in one of the last N issues is flagged as already sent
     rate_currencies: tuple[str, ...] = ("KGS", "KZT", "TJS", "UZS", "TMT")
     min_rate_digits: int = 3  # fewer significant digits than this makes a rate look flat
+    # The client families the client-support gate reports on (newsletter.clients.FAMILIES).
+    client_families: tuple[str, ...] = (
+        "gmail-web",
+        "gmail-app",
+        "outlook-windows",
+        "outlook-macos",
+        "outlook-web",
+        "apple-mail-macos",
+        "apple-mail-ios",
+        "yahoo",
+        "mail-ru",
+        "samsung-email",
+    )
 
     def path(self, name: str) -> Path:
         """A directory setting resolved against the project root."""
