@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess  # nosec B404: runs `npm pack` with fixed arguments, no shell
+import subprocess  # nosec B404 (npm pack, fixed arguments, no shell)
 import sys
 import tarfile
 import tempfile
@@ -27,7 +27,7 @@ def pack(destination: Path) -> Path:
     npm = shutil.which("npm")
     if npm is None:
         raise SystemExit("npm is not installed: apt-get install npm, then run this again.")
-    done = subprocess.run(  # noqa: S603  # nosec B603: fixed argument list, no shell
+    done = subprocess.run(  # noqa: S603  # nosec B603
         [npm, "pack", PACKAGE, "--json", "--pack-destination", str(destination)],
         check=True,
         capture_output=True,
