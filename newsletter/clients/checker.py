@@ -8,7 +8,7 @@ from typing import Any
 
 from lxml.html import HtmlElement
 
-from newsletter.clients.dataset import Dataset, Family, Verdict, load
+from newsletter.clients.dataset import Dataset, Family, Feature, Verdict, load
 from newsletter.clients.elements import selector, snippet
 from newsletter.clients.features import Use, uses
 
@@ -59,14 +59,16 @@ class Gap:
     snippet: str | None
     fallback: str | None  # set when the loss changes the layout
     url: str
+    platforms: tuple[str, ...] = ()  # the family's platforms with this verdict (dataset names)
 
     @property
     def is_warning(self) -> bool:
         return self.support == "not supported" and self.fallback is not None
 
     def message(self, family_name: str) -> str:
-        where = f" (first at {self.selector})" if self.selector else " (in a <style> rule)"
-        text = f"{family_name}: {self.title} is {self.support}, used {self.count}×{where}"
+        where = f", first {self.snippet}" if self.snippet else " in a <style> rule"
+        on = f" on {', '.join(self.platforms)}" if self.platforms else ""
+        text = f"{family_name}: {self.title} is {self.support}{on} (used {self.count}×{where})"
         if self.fallback:
             text += f"; there {self.fallback}"
         return text + "."
@@ -85,6 +87,7 @@ class Gap:
             "fallback": self.fallback,
             "warning": self.is_warning,
             "url": self.url,
+            "platforms": list(self.platforms),
         }
 
 
@@ -162,4 +165,12 @@ def _gap(family: Family, slug: str, found: list[Use], verdict: Verdict, data: Da
         snippet=snippet(first) if first is not None else None,
         fallback=FALLBACKS.get(slug),
         url=feature.url,
+        platforms=verdict.platforms
+        if len(verdict.platforms) < _platform_count(family, feature)
+        else (),
     )
+
+
+def _platform_count(family: Family, feature: Feature) -> int:
+    tested = feature.stats.get(family.family, {})
+    return len([p for p in (family.platforms or tuple(tested)) if tested.get(p)])
