@@ -137,7 +137,11 @@ def _npm_tarball(path: Path, dataset: dict[str, object]) -> Path:
 
 
 def test_refresh_vendors_the_data_licence_and_source_from_an_npm_tarball(tmp_path: Path) -> None:
-    dataset = {"api_version": "1", "last_update_date": "2030-01-02 03:04:05 +0000", "data": []}
+    dataset: dict[str, object] = {
+        "api_version": "1",
+        "last_update_date": "2030-01-02 03:04:05 +0000",
+        "data": [],
+    }
     tarball = _npm_tarball(tmp_path / "caniemail-9.9.9.tgz", dataset)
     out = tmp_path / "data"
     out.mkdir()
