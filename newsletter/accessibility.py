@@ -53,6 +53,7 @@ _PT_TO_PX = 4 / 3
 _FONT_SIZE = re.compile(r"font-size\s*:\s*([\d.]+)\s*(px|pt)", re.IGNORECASE)
 _RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur", "ps", "sd", "ug", "yi", "dv", "ckb"})
 _GATE_ATTRIBUTE = "data-gate-node"
+_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 
 
 @dataclass(frozen=True)
@@ -293,19 +294,39 @@ def _generic(name: str) -> bool:
 
 
 def check_links(doc: HtmlElement) -> Iterator[Finding]:
-    for link in doc.iter("a"):
-        name = accessible_name(link, doc)
-        if not name:
-            continue  # axe's link-name reports a link without a name
-        if _generic(name):
-            yield _finding(
-                "email-link-purpose",
-                "serious",
-                f"the link text '{name}' does not say where it goes; read out in a list of "
-                "links it is one of many. Name the story: visible text, or an aria-label such "
-                f'as "{name}: <story title>".',
-                link,
-            )
+    """Link text that names no destination. WCAG 2.4.4 (level A) lets a link's context
+    explain it, and for a link under a heading the heading is that context: then it is the
+    AAA criterion 2.4.9 that fails (moderate); with no heading above it, 2.4.4 (serious)."""
+    heading: HtmlElement | None = None
+    for element in doc.iter():
+        if element.tag in _HEADINGS:
+            heading = element
+        if element.tag != "a":
+            continue
+        name = accessible_name(element, doc)
+        if not name or not _generic(name):
+            continue  # a link without a name is axe's link-name
+        yield _link_finding(element, name, heading)
+
+
+def _link_finding(link: HtmlElement, name: str, heading: HtmlElement | None) -> Finding:
+    advice = f'Name the story: visible text, or an aria-label such as "{name}: <story title>".'
+    if heading is None:
+        return _finding(
+            "email-link-purpose",
+            "serious",
+            f"the link text '{name}' does not say where it goes, and no heading above it "
+            f"does: read out in a list of links it is one of many. {advice}",
+            link,
+        )
+    title = _squash(heading.text_content())
+    return _finding(
+        "email-link-purpose",
+        "moderate",
+        f"the link text '{name}' says where it goes only through the heading above it "
+        f"('{title}'); in a list of links it is one of many. {advice}",
+        link,
+    )
 
 
 def check_images(doc: HtmlElement) -> Iterator[Finding]:

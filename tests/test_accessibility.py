@@ -103,12 +103,26 @@ def test_an_image_without_alt_is_critical_and_an_empty_alt_only_for_decoration()
 
 def test_read_more_alone_is_serious_and_passes_with_the_title_in_its_accessible_name() -> None:
     bare = '<a href="https://x.example/dam">Read more</a>'
-    [finding] = found(email(layout(bare)))
+    no_heading = '<table role="presentation"><tr><td><p>Some text to read.</p>{}</td></tr></table>'
+    [_, finding] = found(email(no_heading.format(bare)))  # the first: no heading at all
     assert (finding.rule, finding.impact) == ("email-link-purpose", "serious")
-    assert finding.message.startswith("the link text 'Read more' does not say where it goes")
+    assert finding.message.startswith(
+        "the link text 'Read more' does not say where it goes, and no heading above it does"
+    )
     labelled = bare.replace("<a ", '<a aria-label="Read more: The Naryn dam opens" ')
     assert found(email(layout(labelled))) == []
     assert found(email(layout(bare.replace("Read more", "Read more about the dam")))) == []
+
+
+def test_read_more_under_a_story_heading_is_a_moderate_finding_naming_that_heading() -> None:
+    card = '<h2>The Naryn dam opens</h2><a href="https://x.example/dam">Read more…</a>'
+    [finding] = found(email(layout(card)))
+    assert (finding.rule, finding.impact, finding.severity) == (
+        "email-link-purpose",
+        "moderate",
+        "warning",
+    )
+    assert "through the heading above it ('The Naryn dam opens')" in finding.message
 
 
 def test_lang_and_dir_on_html() -> None:
