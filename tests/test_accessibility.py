@@ -278,3 +278,34 @@ def test_check_json_carries_both_reports(project: Path) -> None:
     assert len([p for p in gated if p["severity"] == "error"]) == errors
     skipped = run_newsletter(project, "check", "--json", "--no-gates", "issues/2025-12-10.yaml")
     assert "accessibility" not in json.loads(skipped.stdout)[0]
+
+
+# ---- the preview's desk ------------------------------------------------------------------
+
+
+def test_the_desk_shows_the_gates_and_a_click_outlines_the_finding_in_both_frames(
+    project: Path, chromium: Browser
+) -> None:
+    from newsletter.preview import create_app
+    from tests.conftest import uvicorn_port
+
+    app = create_app(load_settings(project, env={}), watch_files=False)
+    with uvicorn_port(app) as port:
+        page = chromium.new_page()
+        try:
+            page.goto(f"http://127.0.0.1:{port}/issues/2025-12-10")
+            row = page.locator("#gates .accessibility tr[data-selector]").first
+            row.wait_for(timeout=60_000)
+            selector = row.get_attribute("data-selector")
+            snippet = row.locator("code.snippet").inner_text()
+            row.click()
+            for frame in page.frames[1:]:  # the phone and the desktop frame
+                marked = frame.locator("[data-gate-outline]")
+                assert marked.count() == 1
+                assert marked.evaluate("e => getComputedStyle(e).outlineStyle") == "solid"
+                tag = marked.evaluate("e => e.tagName.toLowerCase()")
+                assert snippet.startswith(f"<{tag}"), (selector, snippet)
+            clients = page.locator("#gates .clients summary").all_inner_texts()
+            assert any(text.startswith("Outlook (Windows): ") for text in clients)
+        finally:
+            page.close()
