@@ -134,7 +134,7 @@ def check_clients(
     """Every feature `doc` uses, against each family's latest tested support."""
     data = dataset or load()
     used: dict[str, list[Use]] = {}
-    for use in uses(doc, data.features):
+    for use in uses(doc, data.slugs):
         used.setdefault(use.slug, []).append(use)
     gaps = [
         _gap(family, slug, found, verdict, data)

@@ -105,8 +105,7 @@ class Dataset:
     updated: str
     source: Mapping[str, str]
 
-    def __contains__(self, slug: object) -> bool:
-        return slug in self.features
+    slugs: frozenset[str]  # the features' keys, hashable (the parse caches key on it)
 
 
 @cache
@@ -115,7 +114,7 @@ def load() -> Dataset:
     raw = json.loads((DATA_DIR / "caniemail.json").read_text(encoding="utf-8"))
     source = json.loads((DATA_DIR / "SOURCE.json").read_text(encoding="utf-8"))
     features = {item["slug"]: _feature(item) for item in raw["data"]}
-    return Dataset(features, raw["last_update_date"], source)
+    return Dataset(features, raw["last_update_date"], source, frozenset(features))
 
 
 def _feature(item: Mapping[str, Any]) -> Feature:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import lxml.html
+from html import escape
+
 from lxml.html import HtmlElement
 
 SNIPPET_CHARS = 120
@@ -18,18 +19,23 @@ def selector(element: HtmlElement) -> str:
             steps.append(f"#{_escape_id(node.get('id') or '')}")
             break
         parent = node.getparent()
-        siblings = [c for c in parent if isinstance(c.tag, str)] if parent is not None else [node]
         if node.tag == "tr" and parent is not None and parent.tag == "table":
             # The browser wraps rows written straight into <table> in a <tbody> of their own.
-            rows = [c for c in siblings if c.tag == "tr"]
-            steps.append(f"tr:nth-child({rows.index(node) + 1})")
+            steps.append(f"tr:nth-child({_position(node, 'tr')})")
             steps.append("tbody")
         else:
-            steps.append(f"{node.tag!s}:nth-child({siblings.index(node) + 1})")
+            steps.append(f"{node.tag!s}:nth-child({_position(node)})")
         node = parent
     else:
         steps.append(str(node.tag) if node is not None else "html")
     return " > ".join(reversed(steps))
+
+
+def _position(element: HtmlElement, tag: str | None = None) -> int:
+    """1 + the element siblings before it (of `tag` only, when given): comments and
+    processing instructions are no children for :nth-child."""
+    before = element.itersiblings(preceding=True)
+    return 1 + sum(1 for s in before if isinstance(s.tag, str) and tag in (None, s.tag))
 
 
 def _escape_id(value: str) -> str:
@@ -38,7 +44,8 @@ def _escape_id(value: str) -> str:
 
 
 def snippet(element: HtmlElement) -> str:
-    """The element's opening tag, cut to SNIPPET_CHARS: enough to recognise it."""
-    html = lxml.html.tostring(element, encoding="unicode", with_tail=False)
-    opening = html.split(">", 1)[0] + ">"
+    """The element's opening tag, cut to SNIPPET_CHARS: enough to recognise it. Built from
+    the tag and attributes, not by serialising the element (the <body> is the whole email)."""
+    attributes = "".join(f' {k}="{escape(v)}"' for k, v in element.attrib.items())
+    opening = f"<{element.tag!s}{attributes}>"
     return opening if len(opening) <= SNIPPET_CHARS else opening[: SNIPPET_CHARS - 1] + "…"

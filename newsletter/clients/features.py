@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import tinycss2
@@ -63,7 +64,7 @@ _FUNCTIONS |= {"light-dark": "css-function-light-dark"}
 _FUNCTIONS |= {g: f"css-{g}" for g in ("linear-gradient", "radial-gradient", "conic-gradient")}
 
 
-def uses(doc: HtmlElement, known: Container[str]) -> Iterator[Use]:
+def uses(doc: HtmlElement, known: frozenset[str]) -> Iterator[Use]:
     """Every feature use in the document whose slug the dataset knows."""
     if doc.getroottree().docinfo.doctype:
         yield Use("html-doctype", "<!doctype>", None)
@@ -108,13 +109,22 @@ def _image_uses(element: HtmlElement) -> Iterator[Use]:
         yield Use(f"image-{_IMAGE_TYPES[extension]}", f".{extension} image", element)
 
 
-def _style_uses(element: HtmlElement, known: Container[str]) -> Iterator[Use]:
-    if element.get("style"):
-        declarations = tinycss2.parse_blocks_contents(element.get("style") or "")
-        yield from _declaration_uses(declarations, element, known)
+def _style_uses(element: HtmlElement, known: frozenset[str]) -> Iterator[Use]:
+    style = element.get("style")
+    if style:
+        for slug, detail in _inline_uses(style, known):
+            yield Use(slug, detail, element)
     if element.tag == "style" and element.get("type", "text/css") == "text/css":
         rules = tinycss2.parse_stylesheet(element.text or "", skip_comments=True)
         yield from _rule_uses(rules, element, known)
+
+
+@lru_cache(maxsize=4096)
+def _inline_uses(style: str, known: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """(slug, detail) per use in one style attribute: MJML repeats the same few hundred
+    style strings, so each is parsed once."""
+    declarations = tinycss2.parse_blocks_contents(style)
+    return tuple((u.slug, u.detail) for u in _declaration_uses(declarations, None, known))
 
 
 def _rule_uses(rules: Iterable[Node], style: HtmlElement, known: Container[str]) -> Iterator[Use]:
@@ -144,7 +154,7 @@ def _at_rule_uses(rule: AtRule, style: HtmlElement, known: Container[str]) -> It
 
 
 def _declaration_uses(
-    nodes: Iterable[Node], element: HtmlElement, known: Container[str]
+    nodes: Iterable[Node], element: HtmlElement | None, known: Container[str]
 ) -> Iterator[Use]:
     for node in nodes:
         if not isinstance(node, Declaration) or node.lower_name.startswith("mso-"):
@@ -170,7 +180,7 @@ def _property_slug(name: str, known: Container[str]) -> str:
     return f"css-{name}"
 
 
-def _value_uses(values: Iterable[Node], name: str, element: HtmlElement) -> Iterator[Use]:
+def _value_uses(values: Iterable[Node], name: str, element: HtmlElement | None) -> Iterator[Use]:
     for token in values:
         if isinstance(token, FunctionBlock):
             function = token.lower_name
