@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING
 
 import lxml.html
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from newsletter.accessibility import Finding, email_rules, run_axe
+from newsletter.accessibility import AccessibilityReport, Finding, email_rules, run_axe
 from newsletter.build import Gates, check_file, check_gates
 from newsletter.config import Settings, load_settings
 from newsletter.snapshot import browser
@@ -309,3 +312,55 @@ def test_the_desk_shows_the_gates_and_a_click_outlines_the_finding_in_both_frame
             assert any(text.startswith("Outlook (Windows): ") for text in clients)
         finally:
             page.close()
+
+
+# ---- untrusted text in findings stays data -------------------------------------------------
+
+# No NUL or C0 controls other than whitespace: lxml, which parses the email, holds none.
+DANGEROUS = st.lists(
+    st.sampled_from([*"<>&\"'`/=;:{}%#\\\n\r\t\u2028\x85 aZ-", "</td>", "<b>", "&amp;"]),
+    min_size=1,
+    max_size=20,
+).map("".join)
+
+
+@given(title=DANGEROUS, href_tail=DANGEROUS)
+@hsettings(max_examples=60, deadline=None)
+def test_a_heading_and_an_address_from_an_article_stay_text_in_the_finding_and_the_desk(
+    title: str, href_tail: str
+) -> None:
+    """A story heading is quoted in a finding and a link's address in its element; on the
+    desk both arrive as the exact text, inside the one cell they belong to."""
+    from newsletter import pages
+    from newsletter.clients import check_clients, families
+
+    doc = email(layout("<h2>x</h2><a>Read more</a>"))
+    heading = next(doc.iter("h2"))
+    heading.text = title
+    link = next(doc.iter("a"))
+    link.set("href", "https://x.example/" + href_tail)
+    link.set("style", "display:flex")
+    [finding] = [f for f in found(doc) if f.rule == "email-link-purpose"]
+    gaps = check_clients(doc, families(["outlook-windows"])).for_client("outlook-windows")
+    page = pages.render(
+        "preview/gates.html",
+        failure=None,
+        accessibility=AccessibilityReport((finding,), "4.x"),
+        findings=[(finding, "content/articles/a.md")],
+        clients=[(families(["outlook-windows"])[0], gaps)],
+        dataset="test",
+    )
+    shown = lxml.html.fragment_fromstring(page, create_parent="div")
+    [section] = [s for s in shown.iter("section") if s.get("class") == "accessibility"]
+    [row] = [tr for tr in section.iter("tr") if tr.get("data-selector") == finding.selector]
+    cells = [td for td in row if td.tag == "td"]
+    assert len(cells) == 4
+    message = cells[2].text or ""
+    assert message == finding.message  # the heading as typed, no markup made of it
+    assert [c.tag for c in cells[2]] == ["br", "code"]
+    assert cells[2][1].text == finding.snippet
+    [flex] = [g for g in gaps if g.slug == "css-display-flex"]
+    assert flex.snippet is not None
+    [clients] = [s for s in shown.iter("section") if s.get("class") == "clients"]
+    rows = [tr for tr in clients.iter("tr") if tr.get("data-selector") == flex.selector]
+    assert f"{flex.title} ×{flex.count}" in [row[1].text for row in rows]

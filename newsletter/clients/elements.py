@@ -31,6 +31,11 @@ def selector(element: HtmlElement) -> str:
     return " > ".join(reversed(steps))
 
 
+def _attribute(value: str) -> str:
+    """An attribute value as a snippet shows it: on one line, quoted the HTML way."""
+    return escape(" ".join(value.split()), quote=False).replace('"', "&quot;")
+
+
 def _position(element: HtmlElement, tag: str | None = None) -> int:
     """1 + the element siblings before it (of `tag` only, when given): comments and
     processing instructions are no children for :nth-child."""
@@ -46,6 +51,6 @@ def _escape_id(value: str) -> str:
 def snippet(element: HtmlElement) -> str:
     """The element's opening tag, cut to SNIPPET_CHARS: enough to recognise it. Built from
     the tag and attributes, not by serialising the element (the <body> is the whole email)."""
-    attributes = "".join(f' {k}="{escape(v)}"' for k, v in element.attrib.items())
+    attributes = "".join(f' {k}="{_attribute(v)}"' for k, v in element.attrib.items())
     opening = f"<{element.tag!s}{attributes}>"
     return opening if len(opening) <= SNIPPET_CHARS else opening[: SNIPPET_CHARS - 1] + "…"
