@@ -18,7 +18,7 @@ from newsletter.accessibility import AccessibilityReport, check_accessibility
 from newsletter.atomic import write_bytes
 from newsletter.clients import ClientReport, check_clients, families
 from newsletter.config import Settings
-from newsletter.errors import IssueError, NewsletterError, Problem
+from newsletter.errors import IssueError, NewsletterError, PreviewError, Problem
 from newsletter.issues import load_issue, parse_issue
 from newsletter.message import build_message, to_bytes
 from newsletter.models import Issue, IssueSpec, Recipient, RenderedEmail
@@ -217,7 +217,14 @@ def gated_report_for_file(issue_path: Path, settings: Settings) -> tuple[Report,
         checked = check_file(issue_path, settings)
     except NewsletterError:
         return report_for_file(issue_path, settings), None
-    gates = check_gates(checked, settings)
     report = checked.report
+    try:
+        gates = check_gates(checked, settings)
+    except PreviewError as exc:
+        # No browser here: an error that says so, never a silent pass.
+        missing = Problem(f"the gates did not run: {exc} (`check --no-gates` skips them)")
+        return Report(
+            report.issue_name, report.html_bytes, report.blocks, (*report.problems, missing)
+        ), None
     problems = report.problems + gates.problems(settings, checked.issue)
     return Report(report.issue_name, report.html_bytes, report.blocks, problems), gates

@@ -364,3 +364,17 @@ def test_a_heading_and_an_address_from_an_article_stay_text_in_the_finding_and_t
     [clients] = [s for s in shown.iter("section") if s.get("class") == "clients"]
     rows = [tr for tr in clients.iter("tr") if tr.get("data-selector") == flex.selector]
     assert f"{flex.title} ×{flex.count}" in [row[1].text for row in rows]
+
+
+def test_without_a_browser_the_check_fails_saying_so_instead_of_passing(project: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env["NEWSLETTER_CHROMIUM_PATH"] = str(project / "no-chromium-here")
+    done = run_newsletter(project, "check", "--json", "issues/2025-12-10.yaml", env=env)
+    assert done.returncode == 1
+    [report] = json.loads(done.stdout)
+    [missing] = [p for p in report["problems"] if p["message"].startswith("the gates did not")]
+    assert missing["severity"] == "error"
+    assert "Chromium is not installed" in missing["message"]
+    assert "--no-gates" in missing["message"]
