@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -92,8 +92,8 @@ class Finding:
 @dataclass(frozen=True)
 class AccessibilityReport:
     findings: tuple[Finding, ...]
-    axe_version: str | None  # None: axe did not run (the reason is a finding)
-    views: tuple[str, ...] = field(default=())
+    axe_version: str
+    views: tuple[str, ...] = ()
 
     @property
     def errors(self) -> tuple[Finding, ...]:
@@ -125,7 +125,7 @@ def check_accessibility(
         axe_findings, version = run_axe(chromium, doc, snapshot.image_sizes(issue))
     found += axe_findings
     located = tuple(sources.locate(f) for f in _ordered(found))
-    return AccessibilityReport(located, version, tuple(_views()))
+    return AccessibilityReport(located, version, tuple(VIEWS))
 
 
 def _ordered(findings: Iterable[Finding]) -> list[Finding]:
@@ -137,7 +137,7 @@ class Sources:
     the issue's template."""
 
     def __init__(self, doc: HtmlElement, issue: Issue, settings: Settings) -> None:
-        refs = {a.slug: els for a, els in _refs_by_article(doc, issue)}
+        refs = _article_refs(doc, issue.articles)
         paths = {a.slug: a.path for a in issue.articles}
         self.blocks = {block: paths[slug] for slug, block in _exclusive_blocks(refs).items()}
         self.template = settings.path("templates_dir") / f"{issue.spec.template}.mjml.j2"
@@ -151,13 +151,6 @@ class Sources:
             if node in self.blocks and self.blocks[node] is not None:
                 return replace(finding, source=self.blocks[node])
         return replace(finding, source=self.template)
-
-
-def _refs_by_article(doc: HtmlElement, issue: Issue) -> Iterator[tuple[Any, list[HtmlElement]]]:
-    refs = _article_refs(doc, issue.articles)
-    for article in issue.articles:
-        if article.slug in refs:
-            yield article, refs[article.slug]
 
 
 # ---- the email rules (axe has none of these) ---------------------------------------------
@@ -409,10 +402,6 @@ _NODE_IDS = f"""targets => targets.map(t => {{
     const el = document.querySelector(t);
     return el ? el.getAttribute("{_GATE_ATTRIBUTE}") : null;
 }})"""
-
-
-def _views() -> Iterator[str]:
-    yield from VIEWS
 
 
 def _options(view: str) -> dict[str, Any]:
