@@ -9,16 +9,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lxml.html
 
 from newsletter import placeholders
+from newsletter.accessibility import AccessibilityReport, check_accessibility
 from newsletter.atomic import write_bytes
+from newsletter.clients import ClientReport, check_clients, families
 from newsletter.config import Settings
-from newsletter.errors import IssueError, NewsletterError, Problem
+from newsletter.errors import IssueError, NewsletterError, PreviewError, Problem
 from newsletter.issues import load_issue, parse_issue
 from newsletter.message import build_message, list_id_header, to_bytes
 from newsletter.models import Issue, IssueSpec, Recipient, RenderedEmail
 from newsletter.preflight import PastIssue, Report, check
 from newsletter.render import render
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @dataclass(frozen=True)
@@ -161,3 +169,64 @@ def _unreadable_past(path: Path, reason: str) -> Problem:
         file=path,
         severity="warning",
     )
+
+
+@dataclass(frozen=True)
+class Gates:
+    """The accessibility and client-support reports of one built issue (issue 15)."""
+
+    accessibility: AccessibilityReport
+    clients: ClientReport
+
+    def problems(self, settings: Settings, issue: Issue) -> tuple[Problem, ...]:
+        """Serious and critical accessibility findings as errors, the rest and every layout
+        feature a chosen client ignores as warnings, for the preflight report."""
+        found = [
+            Problem(
+                f"accessibility [{f.rule}, {f.impact}] {f.message} "
+                f"Element: {f.snippet or f.selector}",
+                file=f.source,
+                field="html",
+                severity=f.severity,
+            )
+            for f in self.accessibility.findings
+        ]
+        template = settings.path("templates_dir") / f"{issue.spec.template}.mjml.j2"
+        found += [
+            Problem(
+                f"client support: {gap.message(family.name)}", template, "html", None, "warning"
+            )
+            for family, gap in self.clients.warnings
+        ]
+        return tuple(found)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accessibility": self.accessibility.as_dict(), "clients": self.clients.as_dict()}
+
+
+def check_gates(checked: Checked, settings: Settings, chromium: Browser | None = None) -> Gates:
+    """Both gates on the inlined HTML as it is sent; launches Chromium unless given one."""
+    doc = lxml.html.document_fromstring(checked.email.html)
+    clients = check_clients(doc, families(settings.client_families))
+    accessibility = check_accessibility(checked.issue, checked.email, settings, chromium)
+    return Gates(accessibility, clients)
+
+
+def gated_report_for_file(issue_path: Path, settings: Settings) -> tuple[Report, Gates | None]:
+    """`report_for_file` with the gates' findings added (`newsletter check`); an issue that
+    does not build has no gates."""
+    try:
+        checked = check_file(issue_path, settings)
+    except NewsletterError:
+        return report_for_file(issue_path, settings), None
+    report = checked.report
+    try:
+        gates = check_gates(checked, settings)
+    except PreviewError as exc:
+        # No browser here: an error that says so, never a silent pass.
+        missing = Problem(f"the gates did not run: {exc} (`check --no-gates` skips them)")
+        return Report(
+            report.issue_name, report.html_bytes, report.blocks, (*report.problems, missing)
+        ), None
+    problems = report.problems + gates.problems(settings, checked.issue)
+    return Report(report.issue_name, report.html_bytes, report.blocks, problems), gates

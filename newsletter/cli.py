@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from newsletter import audience
     from newsletter.build import Built, Written
+    from newsletter.clients import ClientReport
     from newsletter.config import Settings
     from newsletter.preflight import Report
 
@@ -103,28 +104,59 @@ def check(
         typer.Argument(help="Issue files to check (default: every file in issues/)."),
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    gates: Annotated[
+        bool,
+        typer.Option(
+            "--gates/--no-gates",
+            help="Also run the accessibility (axe-core in Chromium) and client-support gates.",
+        ),
+    ] = True,
 ) -> None:
-    """Preflight ISSUES: size, images, links, inbox fields, footer and editorial checks.
+    """Preflight ISSUES: size, images, links, inbox fields, footer and editorial checks,
+    then the accessibility and client-support gates on the final HTML.
 
     Exits 1 when any issue has errors (warnings alone exit 0), so CI can run it.
     """
     import json
 
-    from newsletter.build import report_for_file
+    from newsletter.build import gated_report_for_file, report_for_file
     from newsletter.config import load_settings
 
     settings = load_settings()
     paths = issues or sorted(settings.path("issues_dir").glob("*.yaml"))
     if not paths:
         raise UsageError(f"no issue files in {settings.path('issues_dir')}; name one.")
-    reports = [report_for_file(path, settings) for path in paths]
-    if json_:
-        typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
+    if gates:
+        checked = [gated_report_for_file(path, settings) for path in paths]
     else:
-        for report in reports:
+        checked = [(report_for_file(path, settings), None) for path in paths]
+    if json_:
+        documents = [{**r.as_dict(), **(g.as_dict() if g else {})} for r, g in checked]
+        typer.echo(json.dumps(documents, indent=2))
+    else:
+        for report, found in checked:
             _print_report(report)
-    if any(not r.ok for r in reports):
+            if found is not None:
+                _print_clients(found.clients)
+    if any(not r.ok for r, _ in checked):
         raise SystemExit(1)
+
+
+def _print_clients(report: ClientReport) -> None:
+    """One line per client family: how many of the email's features it ignores."""
+    console = _console()
+    console.print(f"  client support ({report.features_used} features; {report.dataset}):")
+    for family in report.families:
+        gaps = report.for_client(family.key)
+        missing = [g.title for g in gaps if g.support == "not supported"]
+        partial = sum(1 for g in gaps if g.support == "partial")
+        shown = ", ".join(missing[:6]) + (", …" if len(missing) > 6 else "")
+        console.print(
+            f"    {family.name}: {len(missing)} not supported"
+            + (f" ({_safe(shown, one_line=True)})" if missing else "")
+            + f", {partial} partial",
+            style="dim",
+        )
 
 
 def _print_report(report: Report) -> None:

@@ -120,6 +120,19 @@ class Settings:
     brand_logo_width: int = 200  # px on desktop; a phone narrower than it scales it down
     brand_accent: str = "#0b4f8a"
     footer_why: str = ""
+    # The client families the client-support gate reports on (newsletter.clients.FAMILIES).
+    client_families: tuple[str, ...] = (
+        "gmail-web",
+        "gmail-app",
+        "outlook-windows",
+        "outlook-macos",
+        "outlook-web",
+        "apple-mail-macos",
+        "apple-mail-ios",
+        "yahoo",
+        "mail-ru",
+        "samsung-email",
+    )
 
     def path(self, name: str) -> Path:
         """A directory setting resolved against the project root."""

@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter import pages, placeholders
-from newsletter.build import Checked, check_file
+from newsletter.build import Checked, Gates, check_file, check_gates
 from newsletter.config import Settings
 from newsletter.errors import IssueError, NewsletterError, PreviewError, Problem
 from newsletter.issues import ISSUE_NAME
@@ -60,6 +60,11 @@ class Desk:
         self.generation = 0
         self._cache: dict[str, tuple[int, Checked | Failure]] = {}
         self._lock = threading.Lock()  # one render at a time; concurrent requests share it
+        # The gates start Chromium (seconds): computed when the page asks for them, after
+        # it has shown, and kept per generation like the renders; a lock of their own so a
+        # save's re-render never waits for a browser.
+        self._gates: dict[str, tuple[int, Gates | Failure]] = {}
+        self._gates_lock = threading.Lock()
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
 
     def issue_path(self, name: str) -> Path | None:
@@ -92,6 +97,24 @@ class Desk:
             outcome = self._build(name)
             self._cache[name] = (generation, outcome)
             return outcome
+
+    def gates(self, name: str) -> Gates | Failure:
+        """The accessibility and client-support reports of the issue as last built."""
+        with self._gates_lock:
+            generation = self.generation
+            cached = self._gates.get(name)
+            if cached and cached[0] == generation:
+                return cached[1]
+            outcome = self.result(name)
+            gates = outcome if isinstance(outcome, Failure) else self._run_gates(outcome)
+            self._gates[name] = (generation, gates)
+            return gates
+
+    def _run_gates(self, checked: Checked) -> Gates | Failure:
+        try:
+            return check_gates(checked, self.settings)
+        except NewsletterError as exc:
+            return Failure("The gates did not run", tuple(str(exc).splitlines()), 500)
 
     def _build(self, name: str) -> Checked | Failure:
         path = self.issue_path(name)
@@ -223,6 +246,8 @@ def create_app(
         Route("/issues/{name}/email.html", pages.email_html),
         Route("/issues/{name}/email.txt", pages.email_text),
         Route("/issues/{name}/report.json", pages.report),
+        Route("/issues/{name}/gates", pages.gates),
+        Route("/issues/{name}/gates.json", pages.gates_json),
     ]
     # The preview shows subscribers' data ("render as"): only this machine may ask, and a
     # page elsewhere cannot reach it through DNS rebinding (it would send its own Host).
@@ -305,6 +330,32 @@ class _Pages:
             return Response(json.dumps(body), outcome.status, media_type="application/json")
         return Response(json.dumps(outcome.report.as_dict()), media_type="application/json")
 
+    async def gates(self, request: Request) -> Response:
+        """The gates' findings as a fragment of the issue page, which loads it after it
+        shows; each finding carries the selector of its element for the frames to outline."""
+        outcome = await run_in_threadpool(self.desk.gates, request.path_params["name"])
+        if isinstance(outcome, Failure):
+            return _page("preview/gates.html", status=outcome.status, failure=outcome)
+        root = self.desk.settings.root
+        return _page(
+            "preview/gates.html",
+            failure=None,
+            accessibility=outcome.accessibility,
+            findings=[(f, _short_path(f.source, root)) for f in outcome.accessibility.findings],
+            clients=[
+                (family, outcome.clients.for_client(family.key))
+                for family in outcome.clients.families
+            ],
+            dataset=outcome.clients.dataset,
+        )
+
+    async def gates_json(self, request: Request) -> Response:
+        outcome = await run_in_threadpool(self.desk.gates, request.path_params["name"])
+        if isinstance(outcome, Failure):
+            body = {"error": outcome.title, "problems": list(outcome.lines)}
+            return Response(json.dumps(body), outcome.status, media_type="application/json")
+        return Response(json.dumps(outcome.as_dict()), media_type="application/json")
+
     async def events(self, request: Request) -> Response:
         since = request.query_params.get("since", "")
         # sse-starlette frames the events, sends the keep-alive comments between them and
@@ -352,6 +403,12 @@ def _where(problem: Problem, root: Path) -> str:
         path = path.relative_to(root)
     where = f"{path or ''}" + (f":{problem.line}" if problem.line else "")
     return f"{where} [{problem.field}]" if problem.field else where
+
+
+def _short_path(path: Path | None, root: Path) -> str:
+    if path is None:
+        return ""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def _sse(event: dict[str, Any]) -> ServerSentEvent:

@@ -118,6 +118,35 @@ def _issue(v: str) -> dict[str, Any]:
     }
 
 
+def _gates(v: str) -> dict[str, Any]:
+    """The desk's gates fragment: every finding's text and element from the email."""
+    finding = SimpleNamespace(
+        selector=v, severity="error", impact=v, rule=v, message=v, snippet=v, views=[v]
+    )
+    gap = SimpleNamespace(
+        selector=v,
+        is_warning=True,
+        support=v,
+        title=v,
+        count=1,
+        platforms=[v],
+        fallback=v,
+        notes=[v, v],
+    )
+    accessibility = SimpleNamespace(errors=[finding], axe_version=v, views=[v, v])
+    return {
+        "failure": None,
+        "accessibility": accessibility,
+        "findings": [(finding, v)],
+        "clients": [(SimpleNamespace(name=v), [gap])],
+        "dataset": v,
+    }
+
+
+def _gates_failure(v: str) -> dict[str, Any]:
+    return {"failure": Failure(v, (v, v), 500)}
+
+
 CONTEXTS: dict[str, list[Callable[[str], dict[str, Any]]]] = {
     "unsubscribe.html": [public(list_name="", action="/u/")],
     "unsubscribed.html": [public(list_name="", again="/u/")],
@@ -138,6 +167,7 @@ CONTEXTS: dict[str, list[Callable[[str], dict[str, Any]]]] = {
     "preview/index.html": [_index, _empty_index],
     "preview/error.html": [_error],
     "preview/issue.html": [_issue],
+    "preview/gates.html": [_gates, _gates_failure],
 }
 
 
