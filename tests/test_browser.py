@@ -15,7 +15,7 @@ import pytest
 from newsletter.config import Settings, load_settings
 from newsletter.issues import load_issue
 from newsletter.render import render
-from newsletter.snapshot import browser, image_sizes, open_email, preview_html, take
+from newsletter.snapshot import Scheme, browser, image_sizes, open_email, preview_html, take
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -182,7 +182,7 @@ def scheme_page(chromium: Browser, sample: Sample) -> Iterator[Any]:
     """The sample email per (width, colour scheme), opened once."""
     pages: dict[tuple[int, str], Page] = {}
 
-    def open_at(width: int, scheme: str) -> Page:
+    def open_at(width: int, scheme: Scheme) -> Page:
         if (width, scheme) not in pages:
             pages[width, scheme] = open_email(
                 chromium, sample.html, width=width, scheme=scheme, images=sample.images
@@ -216,7 +216,7 @@ _EDGE_SELECTORS = {
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("width", [PHONE, DESKTOP])
 def test_intro_cards_and_footer_text_share_one_left_edge(
-    scheme_page: Any, width: int, scheme: str
+    scheme_page: Any, width: int, scheme: Scheme
 ) -> None:
     page = scheme_page(width, scheme)
     edges: dict[str, list[dict[str, Any]]] = {
@@ -275,7 +275,7 @@ _TEXT_COLOURS = r"""() => {
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("width", [PHONE, DESKTOP])
-def test_every_visible_text_has_aa_contrast(scheme_page: Any, width: int, scheme: str) -> None:
+def test_every_visible_text_has_aa_contrast(scheme_page: Any, width: int, scheme: Scheme) -> None:
     from coloraide import Color
 
     texts = scheme_page(width, scheme).evaluate(_TEXT_COLOURS)
@@ -346,7 +346,7 @@ def variant_html(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[st
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("width", [PHONE, DESKTOP])
 def test_every_style_and_an_imageless_card_keep_the_edge_and_the_contrast(
-    chromium: Browser, variant_html: tuple[str, Any], width: int, scheme: str
+    chromium: Browser, variant_html: tuple[str, Any], width: int, scheme: Scheme
 ) -> None:
     from coloraide import Color
 

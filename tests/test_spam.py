@@ -114,6 +114,7 @@ def test_the_preheader_is_hidden_without_a_colour(sample: Settings) -> None:
     for a filter to compare with the background; and Chromium draws none of it."""
     email = build_issue(sample.path("issues_dir") / "2025-12-10.yaml", sample).email
     doc = lxml.html.document_fromstring(email.html)
+    assert doc.body is not None
     body_text = " ".join(doc.body.text_content().split())
     assert body_text.startswith(email.preheader)
     [hidden] = doc.find_class("preheader")
