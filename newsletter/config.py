@@ -111,6 +111,12 @@ class Settings:
     history_issues: int = 4  # an article in one of the last N issues is flagged as already sent
     rate_currencies: tuple[str, ...] = ("KGS", "KZT", "TJS", "UZS", "TMT")
     min_rate_digits: int = 3  # fewer significant digits than this makes a rate look flat
+    # `articles import-feed` from a URL: the whole download's byte cap (after decompression)
+    # and deadline (every redirect included), and whether private, loopback and link-local
+    # addresses may be fetched. Off, a feed URL cannot probe the machine's own network.
+    feed_max_bytes: int = 5_000_000
+    feed_timeout: float = 20.0
+    feed_allow_private: bool = False
 
     def path(self, name: str) -> Path:
         """A directory setting resolved against the project root."""

@@ -1,0 +1,93 @@
+"""`articles import-feed`: a newsroom's RSS or Atom feed into content/articles/.
+
+The stages, one module each: `fetch` (a URL, bounded and refused on private addresses),
+`entries` (feedparser: bytes to plain entries), `body` (entry HTML to sanitized Markdown),
+`articles` (entries to article files: match, slug, compose, check, write). This module
+runs them and returns what happened to each entry; it prints nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from newsletter import atomic, inputfile
+from newsletter.errors import FeedError
+from newsletter.feeds import entries
+from newsletter.feeds.articles import Action, Known, Outcome, TagRules, compose, write_checked
+from newsletter.feeds.fetch import Limits
+
+__all__ = ["ImportResult", "Limits", "Outcome", "TagRules", "import_feed"]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    source: str
+    outcomes: tuple[Outcome, ...]
+
+    def count(self, action: Action) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.action == action)
+
+
+def import_feed(
+    source: str, directory: Path, limits: Limits, tags: TagRules, *, draft: bool = False
+) -> ImportResult:
+    """Import every entry of the feed at `source` (an http(s) URL or a file) into
+    `directory`. A feed that cannot be read raises FeedError before any file is written;
+    an entry that cannot become an article is skipped with its reason."""
+    feed = entries.parse(read(source, limits), source)
+    atomic.make_dirs(directory, private=False)
+    known = Known.scan(directory)
+    seen: dict[str, int] = {}
+    outcomes = [_one(entry, source, directory, known, tags, draft, seen) for entry in feed]
+    return ImportResult(source, tuple(outcomes))
+
+
+def read(source: str, limits: Limits) -> bytes:
+    if source.lower().startswith(("http://", "https://")):
+        from newsletter.feeds.fetch import fetch  # httpx: only a URL needs it
+
+        return fetch(source, limits)
+    if "://" in source:
+        raise FeedError(
+            f"{source}: only http and https feeds are fetched; give an http(s) URL or a file."
+        )
+    return inputfile.read_capped(Path(source), limits.max_bytes)
+
+
+def _one(
+    entry: entries.Entry,
+    source: str,
+    directory: Path,
+    known: Known,
+    tags: TagRules,
+    draft: bool,
+    seen: dict[str, int],
+) -> Outcome:
+    def outcome(action: Action, reason: str, path: Path | None = None) -> Outcome:
+        return Outcome(entry.position, entry.title, action, reason, path)
+
+    made, note = compose(entry, tags)
+    if made is None:
+        return outcome("skipped", note)
+    key = entry.guid or entry.link
+    if key in seen:
+        return outcome("skipped", f"the same article as entry {seen[key]} of this feed")
+    seen[key] = entry.position
+    path = known.find(entry)
+    if path is not None and known.digests.get(path) is None:
+        return outcome(
+            "skipped", f"{path.name} has this URL and was not imported; left as is", path
+        )
+    if path is not None and known.digests[path] == made.digest:
+        return outcome("skipped", "unchanged since the last import", path)
+    action: Action
+    if path is None:
+        slug = known.new_slug(entry.title)
+        target, action, keep_draft = directory / f"{slug}.md", "imported", draft
+    else:
+        slug, target, action, keep_draft = known.slug_of[path], path, "updated", known.drafts[path]
+    refused = write_checked(target, made.text(slug, source, entry.guid, keep_draft))
+    if refused:
+        return outcome("skipped", f"would not load as an article: {refused}")
+    return outcome(action, note, target)
