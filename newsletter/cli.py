@@ -274,11 +274,8 @@ def articles_import_feed(
 
     settings = _settings()
     rules = feeds.TagRules(tag_prefix, load_tag_map(tag_map) if tag_map else {})
-    limits = feeds.Limits(
-        settings.feed_max_bytes, settings.feed_timeout, settings.feed_allow_private
-    )
     directory = settings.path("content_dir") / "articles"
-    result = feeds.import_feed(source, directory, limits, rules, draft=draft)
+    result = feeds.import_feed(source, directory, feeds.limits(settings), rules, draft=draft)
     table = Table("#", "title", "result", "file", "why", title=f"Feed {source}")
     for item in result.outcomes:
         table.add_row(

@@ -117,6 +117,7 @@ class Settings:
     feed_max_bytes: int = 5_000_000
     feed_timeout: float = 20.0
     feed_allow_private: bool = False
+    feed_allow_networks: tuple[str, ...] = ()  # private networks allowed all the same
 
     def path(self, name: str) -> Path:
         """A directory setting resolved against the project root."""

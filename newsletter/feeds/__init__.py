@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from newsletter import atomic, inputfile
 from newsletter.errors import FeedError
 from newsletter.feeds import entries
 from newsletter.feeds.articles import Action, Known, Outcome, TagRules, compose, write_checked
-from newsletter.feeds.fetch import Limits
+from newsletter.feeds.fetch import Limits, fetch, networks
 
-__all__ = ["ImportResult", "Limits", "Outcome", "TagRules", "import_feed"]
+if TYPE_CHECKING:
+    from newsletter.config import Settings
+
+__all__ = ["ImportResult", "Limits", "Outcome", "TagRules", "import_feed", "limits"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,14 @@ class ImportResult:
 
     def count(self, action: Action) -> int:
         return sum(1 for outcome in self.outcomes if outcome.action == action)
+
+
+def limits(settings: Settings) -> Limits:
+    """The fetch limits the settings give (`feed_*`)."""
+    allowed = networks(settings.feed_allow_networks, "setting feed_allow_networks")
+    return Limits(
+        settings.feed_max_bytes, settings.feed_timeout, settings.feed_allow_private, allowed
+    )
 
 
 def import_feed(
@@ -45,8 +57,6 @@ def import_feed(
 
 def read(source: str, limits: Limits) -> bytes:
     if source.lower().startswith(("http://", "https://")):
-        from newsletter.feeds.fetch import fetch  # httpx: only a URL needs it
-
         return fetch(source, limits)
     if "://" in source:
         raise FeedError(

@@ -226,17 +226,21 @@ def _summary(markup: str) -> str:
 
 
 def _image(candidates: tuple[ImageCandidate, ...]) -> tuple[dict[str, Any] | None, str]:
-    """The first https image (mail clients block http ones), as front matter."""
-    for candidate in candidates:
-        url = one_line(candidate.url)
-        if url.lower().startswith("https://") and content.SAFE_URL.fullmatch(url):
-            image: dict[str, Any] = {"url": url, "alt": _clean(candidate.alt)}
+    """The first https image (mail clients block http ones) that has alt text, which the
+    loader requires; an image without one is left out and the editor told."""
+    usable = [c for c in candidates if c.url.lower().startswith("https://")]
+    usable = [c for c in usable if content.SAFE_URL.fullmatch(c.url)]
+    for candidate in usable:
+        alt = _clean(candidate.alt)
+        if alt:
+            image: dict[str, Any] = {"url": candidate.url, "alt": alt}
             if candidate.width and candidate.height:
                 image |= {"width": candidate.width, "height": candidate.height}
-            note = "" if candidate.alt else "the image has no alt text in the feed; add one"
-            return image, note
+            return image, ""
+    if usable:
+        return None, f"image {usable[0].url} left out: the feed gives no alt text for it"
     if candidates:
-        return None, "image left out: not an https URL"
+        return None, "image left out: the feed's images are not https"
     return None, ""
 
 
@@ -248,6 +252,6 @@ def write_checked(path: Path, text: str) -> str:
         try:
             content.parse_article(trial)
         except ArticleFileError as exc:
-            return "; ".join(problem.message for problem in exc.problems)
+            return "; ".join(f"{p.field or 'file'}: {p.message}" for p in exc.problems)
     atomic.write_bytes(path, text.encode("utf-8"), private=False)
     return ""

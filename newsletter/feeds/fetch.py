@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 import httpx
 
-from newsletter.errors import FeedError
+from newsletter.errors import ConfigError, FeedError
 
 MAX_REDIRECTS = 5
 REDIRECTS = {301, 302, 303, 307, 308}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,24 @@ class Limits:
     max_bytes: int
     timeout: float  # seconds for the whole download
     allow_private: bool = False
+    # Private networks that may be fetched all the same (the newsroom's CMS on the LAN).
+    allowed_networks: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
 class _Hop:
     url: httpx.URL
     address: IPAddress
+
+
+def networks(values: tuple[str, ...], setting: str) -> tuple[IPNetwork, ...]:
+    """`values` as networks; ConfigError names `setting` and the value it cannot read."""
+    try:
+        return tuple(ipaddress.ip_network(value, strict=False) for value in values)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{setting}: {exc}; list addresses or networks such as 10.0.0.5 or 10.0.0.0/24."
+        ) from None
 
 
 def fetch(url: str, limits: Limits) -> bytes:
@@ -92,11 +105,12 @@ async def _checked_hop(url: httpx.URL, origin: str, limits: Limits) -> _Hop:
     addresses = await _resolve(url, origin)
     if not limits.allow_private:
         for address in addresses:
-            if not _public(address):
+            if not _public(address) and not any(address in n for n in limits.allowed_networks):
                 raise FeedError(
                     f"{origin}: {url.host} is a private, loopback or link-local address "
                     f"({address}); such addresses are refused. Set "
-                    "NEWSLETTER_FEED_ALLOW_PRIVATE=1 to import from your own network."
+                    "NEWSLETTER_FEED_ALLOW_NETWORKS (or NEWSLETTER_FEED_ALLOW_PRIVATE=1) to import "
+                    "from your own network."
                 )
     return _Hop(url, addresses[0])
 
