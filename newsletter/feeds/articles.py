@@ -25,7 +25,7 @@ from slugify import slugify
 from newsletter import atomic, content, yamlfile
 from newsletter.errors import ArticleFileError, ContentError
 from newsletter.feeds import body
-from newsletter.feeds.entries import Entry, ImageCandidate, one_line, plain_text
+from newsletter.feeds.entries import Entry, ImageCandidate, plain_text
 
 Action = Literal["imported", "updated", "skipped"]
 SUMMARY_CHARS = 300
