@@ -14,6 +14,7 @@ import re
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -365,6 +366,7 @@ HOSTILE = [
     "\u202e",
 ]
 hostile = st.lists(st.sampled_from(HOSTILE), min_size=1, max_size=12).map("".join)
+STYLE = re.compile(r"<style[^>]*>.*?</style>", re.DOTALL | re.IGNORECASE)
 DANGEROUS_ELEMENTS = {
     "script",
     "iframe",
@@ -384,11 +386,13 @@ class Desk:
 
     root: Path
     slug: str = ""
-    seen: list[str] = field(default_factory=list)
+    baseline: Counter[str] = field(default_factory=Counter)
 
     def render(self, title: str, body: str) -> tuple[str, str, frozenset[str]]:
         feed = self.root / "feed.xml"
-        feed.write_bytes(rss(item(title or "x", "hostile-1", "https://news.example.org/h/", body)))
+        # A word of text around the attack: a body of nothing but <script> is skipped, rightly.
+        text = f"<p>Начало</p>{body}<p>Конец</p>"
+        feed.write_bytes(rss(item(title, "hostile-1", "https://news.example.org/h/", text)))
         result = run(feed, self.root / "content" / "articles")
         outcome = result.outcomes[0]
         assert outcome.action != "skipped" or outcome.reason == "unchanged since the last import", (
@@ -409,7 +413,18 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Desk:
     root = tmp_path_factory.mktemp("desk")
     for name in ("content", "templates", "issues"):
         shutil.copytree(REPO / name, root / name)
-    return Desk(root)
+    made = Desk(root)
+    made.baseline = dangerous(made.render("Обычная новость", "<p>Просто текст.</p>")[0])
+    return made
+
+
+def dangerous(html: str) -> Counter[str]:
+    tree = lxml.html.document_fromstring(html)
+    return Counter(
+        element.tag.lower()
+        for element in tree.iter()
+        if isinstance(element.tag, str) and element.tag.lower() in DANGEROUS_ELEMENTS
+    )
 
 
 @settings(
@@ -421,14 +436,15 @@ def test_hostile_feed_text_renders_with_no_script_handler_or_template_residue(
 ) -> None:
     html, text, tags = desk.render(title, body)
 
-    tree = lxml.html.document_fromstring(html)
-    for element in tree.iter():
-        assert not isinstance(element.tag, str) or element.tag.lower() not in DANGEROUS_ELEMENTS
+    # The template's own <style> blocks are the only dangerous elements, as in a benign build.
+    assert dangerous(html) == desk.baseline
+    for element in lxml.html.document_fromstring(html).iter():
         for name, value in element.attrib.items():
             assert not name.lower().startswith("on"), (name, value)
             if name.lower() in {"href", "src"}:
                 assert re.match(r"(https?:|mailto:|-)", value.strip(), re.IGNORECASE), value
-    for part in (html, text):
+    # CSS closes nested blocks with "}}"; the <style> blocks are the template's (above).
+    for part in (STYLE.sub("", html), text):
         untagged = part
         for tag in tags:  # the build's own per-recipient tags, placed by the template
             untagged = untagged.replace(tag, "")
@@ -648,3 +664,47 @@ def test_the_command_reports_each_entry_with_feed_text_kept_as_data(tmp_path: Pa
     assert refused.returncode == 1
     assert "refused" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_feed_text_shaped_like_markup_shows_as_typed(tmp_path: Path) -> None:
+    """Text in the feed (entities in its HTML) is escaped for Markdown: never a tag, link,
+    emphasis or heading of the article."""
+    typed = "&lt;b&gt;bold&lt;/b&gt; [x](https://evil.example/) *not em* # no heading"
+    feed = tmp_path / "feed.xml"
+    feed.write_bytes(rss(item(description=f"<p>{typed}</p>")))
+
+    run(feed, tmp_path / "articles")
+
+    html = markdown.to_html(content.load_articles(tmp_path / "articles")["novost"].body)
+    assert html == (
+        "<p>&lt;b&gt;bold&lt;/b&gt; [x](https://evil.example/) *not em* # no heading</p>\n"
+    )
+
+
+def test_external_entities_are_not_read_and_entity_bombs_are_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CANARY")
+    feed = tmp_path / "xxe.xml"
+    feed.write_bytes(
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY x SYSTEM "file://{secret}">]>'.encode()
+        + body_of(rss(item(description="<p>before ENTITY after</p>")), b"&x;")
+    )
+    with pytest.raises(FeedError, match=r"declares XML entities \(<!ENTITY>\)"):
+        run(feed, tmp_path / "articles")
+    assert files(tmp_path / "articles") == {}
+
+    lol = "".join(f'<!ENTITY l{n} "{f"&l{n - 1};" * 10}">' for n in range(1, 10))
+    bomb = tmp_path / "bomb.xml"
+    bomb.write_bytes(
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY l0 "lol">{lol}]>'.encode()
+        + body_of(rss(item(description="ENTITY")), b"&l9;")
+    )
+    started = time.monotonic()
+    with pytest.raises(FeedError, match="declares XML entities"):
+        run(bomb, tmp_path / "bombed")
+    assert time.monotonic() - started < 1
+
+
+def body_of(feed: bytes, entity: bytes) -> bytes:
+    """`feed` without its XML declaration, ENTITY replaced by an entity reference."""
+    return feed.split(b"?>", 1)[1].replace(b"ENTITY", entity)
