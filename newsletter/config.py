@@ -118,6 +118,7 @@ class Settings:
     feed_timeout: float = 20.0
     feed_allow_private: bool = False
     feed_allow_networks: tuple[str, ...] = ()  # private networks allowed all the same
+    feed_ca_file: str = ""  # CA bundle to trust instead of the system's (an internal CMS)
 
     def path(self, name: str) -> Path:
         """A directory setting resolved against the project root."""

@@ -12,6 +12,7 @@ import http.server
 import os
 import re
 import shutil
+import ssl
 import threading
 import time
 from collections import Counter
@@ -468,7 +469,7 @@ class Server:
 
 
 @contextmanager
-def serving(host: str = "127.0.0.1") -> Iterator[Server]:
+def serving(host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> Iterator[Server]:
     """A real HTTP server (stdlib) on `host`, answering from `routes`, logging each path."""
     routes: dict[str, Route] = {}
     requests: list[str] = []
@@ -487,6 +488,8 @@ def serving(host: str = "127.0.0.1") -> Iterator[Server]:
 
     httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
     httpd.daemon_threads = True
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -708,3 +711,64 @@ def test_external_entities_are_not_read_and_entity_bombs_are_refused(tmp_path: P
 def body_of(feed: bytes, entity: bytes) -> bytes:
     """`feed` without its XML declaration, ENTITY replaced by an entity reference."""
     return feed.split(b"?>", 1)[1].replace(b"ENTITY", entity)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for `localhost` only (no IP address in it), and its key."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_https_goes_to_the_checked_address_with_the_host_name_verified(tmp_path: Path) -> None:
+    cert_file, key_file = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    names: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    limits = Limits(1_000_000, 5.0, allow_private=True, ca_file=str(cert_file))
+    hosts: list[str] = []
+
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        hosts.append(handler.headers["Host"])
+        body(RSS.read_bytes())(handler)
+
+    with serving(tls=context) as server:
+        server.routes["/feed.xml"] = answer
+        result = run(f"https://localhost:{server.port}/feed.xml", tmp_path / "a", limits)
+        # The address, with a certificate made out to the name only: TLS checks the name.
+        with pytest.raises(FeedError, match="certificate verify failed"):
+            run(f"https://127.0.0.1:{server.port}/feed.xml", tmp_path / "b", limits)
+
+    assert actions(result)[:2] == ["imported", "imported"]
+    assert names[0] == "localhost"
+    assert hosts == [f"localhost:{server.port}"]

@@ -37,7 +37,11 @@ def limits(settings: Settings) -> Limits:
     """The fetch limits the settings give (`feed_*`)."""
     allowed = networks(settings.feed_allow_networks, "setting feed_allow_networks")
     return Limits(
-        settings.feed_max_bytes, settings.feed_timeout, settings.feed_allow_private, allowed
+        settings.feed_max_bytes,
+        settings.feed_timeout,
+        settings.feed_allow_private,
+        allowed,
+        settings.feed_ca_file,
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 
 import httpx
@@ -36,6 +37,7 @@ class Limits:
     allow_private: bool = False
     # Private networks that may be fetched all the same (the newsroom's CMS on the LAN).
     allowed_networks: tuple[IPNetwork, ...] = ()
+    ca_file: str = ""  # a CA bundle to trust instead of the system's (an internal CMS)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,10 @@ async def _fetch_within(url: str, limits: Limits) -> bytes:
     async with asyncio.timeout(limits.timeout):
         # trust_env=False: a proxy from the environment would connect on our behalf to
         # whatever it resolves, bypassing the address check.
-        async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
+        verify = ssl.create_default_context(cafile=limits.ca_file) if limits.ca_file else True
+        async with httpx.AsyncClient(
+            trust_env=False, follow_redirects=False, verify=verify
+        ) as client:
             return await _follow(client, url, limits)
 
 
