@@ -785,3 +785,10 @@ def test_the_loader_names_a_misspelt_key_under_feed(tmp_path: Path) -> None:
         content.load_articles(tmp_path / "articles")
     assert [(p.field, p.line) for p in caught.value.problems] == [("feed.giud", 8)]
     assert "unknown key 'giud'. Did you mean 'guid'?" in str(caught.value)
+
+
+def test_a_server_that_is_not_there_is_reported_by_address(tmp_path: Path) -> None:
+    with serving() as server:
+        port = server.port
+    with pytest.raises(FeedError, match=rf"cannot fetch http://127\.0\.0\.1:{port}/feed\.xml"):
+        run(f"http://127.0.0.1:{port}/feed.xml", tmp_path / "articles")

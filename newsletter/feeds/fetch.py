@@ -43,7 +43,7 @@ class Limits:
 @dataclass(frozen=True)
 class _Hop:
     url: httpx.URL
-    address: IPAddress
+    addresses: tuple[IPAddress, ...]  # every one checked; tried in the resolver's order
 
 
 def networks(values: tuple[str, ...], setting: str) -> tuple[IPNetwork, ...]:
@@ -117,7 +117,7 @@ async def _checked_hop(url: httpx.URL, origin: str, limits: Limits) -> _Hop:
                     "NEWSLETTER_FEED_ALLOW_NETWORKS (or NEWSLETTER_FEED_ALLOW_PRIVATE=1) to import "
                     "from your own network."
                 )
-    return _Hop(url, addresses[0])
+    return _Hop(url, tuple(addresses))
 
 
 async def _resolve(url: httpx.URL, origin: str) -> list[IPAddress]:
@@ -142,17 +142,10 @@ def _public(address: IPAddress) -> bool:
 async def _get(
     client: httpx.AsyncClient, hop: _Hop, origin: str, limits: Limits
 ) -> tuple[bytes, str | None]:
-    """One request to the checked address: (body, None) or (b"", the redirect's target)."""
-    direct = hop.url.copy_with(host=str(hop.address))
-    extensions = {"sni_hostname": hop.url.host} if hop.url.scheme == "https" else {}
-    headers = {"Host": hop.url.netloc.decode("ascii"), "Accept": _ACCEPT}
-    request = client.build_request("GET", direct, headers=headers, extensions=extensions)
+    """One request to a checked address: (body, None) or (b"", the redirect's target)."""
+    response, address = await _connect(client, hop, origin)
     try:
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as exc:
-        raise FeedError(f"{origin}: cannot fetch {hop.url} ({_reason(exc)}).") from None
-    try:
-        _check_peer(response, hop, origin)
+        _check_peer(response, address, origin)
         if response.status_code in REDIRECTS and "location" in response.headers:
             return b"", response.headers["location"]
         if response.status_code != 200:
@@ -166,15 +159,37 @@ async def _get(
         await response.aclose()
 
 
+async def _connect(
+    client: httpx.AsyncClient, hop: _Hop, origin: str
+) -> tuple[httpx.Response, IPAddress]:
+    """The response of the first checked address that accepts a connection (a host may
+    resolve to an IPv6 address it does not listen on)."""
+    extensions = {"sni_hostname": hop.url.host} if hop.url.scheme == "https" else {}
+    headers = {"Host": hop.url.netloc.decode("ascii"), "Accept": _ACCEPT}
+    failure: httpx.HTTPError | None = None
+    for address in hop.addresses:
+        direct = hop.url.copy_with(host=str(address))
+        request = client.build_request("GET", direct, headers=headers, extensions=extensions)
+        try:
+            return await client.send(request, stream=True), address
+        except httpx.ConnectError as exc:
+            failure = exc
+        except httpx.HTTPError as exc:
+            failure = exc
+            break
+    reason = _reason(failure) if failure else "no address"
+    raise FeedError(f"{origin}: cannot fetch {hop.url} ({reason}).")
+
+
 _ACCEPT = "application/atom+xml, application/rss+xml, application/xml;q=0.9, text/xml;q=0.9"
 
 
-def _check_peer(response: httpx.Response, hop: _Hop, origin: str) -> None:
+def _check_peer(response: httpx.Response, address: IPAddress, origin: str) -> None:
     """The socket's far end is the address that was checked (nothing in between chose)."""
     stream = response.extensions.get("network_stream")
     peer = stream.get_extra_info("server_addr") if stream is not None else None
-    if peer is None or ipaddress.ip_address(str(peer[0]).split("%")[0]) != hop.address:
-        raise FeedError(f"{origin}: connected to {peer}, not the checked {hop.address}.")
+    if peer is None or ipaddress.ip_address(str(peer[0]).split("%")[0]) != address:
+        raise FeedError(f"{origin}: connected to {peer}, not the checked {address}.")
 
 
 async def _body(response: httpx.Response, origin: str, limit: int) -> bytes:
