@@ -792,3 +792,20 @@ def test_a_server_that_is_not_there_is_reported_by_address(tmp_path: Path) -> No
         port = server.port
     with pytest.raises(FeedError, match=rf"cannot fetch http://127\.0\.0\.1:{port}/feed\.xml"):
         run(f"http://127.0.0.1:{port}/feed.xml", tmp_path / "articles")
+
+
+def test_two_entries_for_one_article_in_a_feed_make_one_file(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.xml"
+    feed.write_bytes(
+        rss(
+            item("Одна", "g-1", "https://news.example.org/one/"),
+            item("Одна, снова", "g-2", "https://news.example.org/one/?utm_campaign=x"),
+            item("Одна, опять", "g-1", "https://news.example.org/other/"),
+        )
+    )
+
+    result = run(feed, tmp_path / "articles")
+
+    assert actions(result) == ["imported", "skipped", "skipped"]
+    assert result.outcomes[1].reason == "the same article as entry 1 of this feed"
+    assert list(files(tmp_path / "articles")) == ["odna.md"]

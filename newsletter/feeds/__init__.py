@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 from newsletter import atomic, inputfile
 from newsletter.errors import FeedError
 from newsletter.feeds import entries
-from newsletter.feeds.articles import Action, Known, Outcome, TagRules, compose, write_checked
+from newsletter.feeds.articles import (
+    Action,
+    Known,
+    Outcome,
+    TagRules,
+    canonical_url,
+    compose,
+    write_checked,
+)
 from newsletter.feeds.fetch import Limits, fetch, networks
 
 if TYPE_CHECKING:
@@ -84,10 +92,11 @@ def _one(
     made, note = compose(entry, tags)
     if made is None:
         return outcome("skipped", note)
-    key = entry.guid or entry.link
-    if key in seen:
-        return outcome("skipped", f"the same article as entry {seen[key]} of this feed")
-    seen[key] = entry.position
+    keys = [key for key in (entry.guid, canonical_url(entry.link)) if key]
+    earlier = next((seen[key] for key in keys if key in seen), None)
+    if earlier is not None:
+        return outcome("skipped", f"the same article as entry {earlier} of this feed")
+    seen.update(dict.fromkeys(keys, entry.position))
     path = known.find(entry)
     if path is not None and known.digests.get(path) is None:
         return outcome(
