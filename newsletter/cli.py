@@ -276,7 +276,7 @@ def articles_import_feed(
     rules = feeds.TagRules(tag_prefix, load_tag_map(tag_map) if tag_map else {})
     directory = settings.path("content_dir") / "articles"
     result = feeds.import_feed(source, directory, feeds.limits(settings), rules, draft=draft)
-    table = Table("#", "title", "result", "file", "why", title=f"Feed {source}")
+    table = Table("#", "title", "result", "file", "why", title=f"Feed {result.source}")
     for item in result.outcomes:
         table.add_row(
             str(item.position),

@@ -809,3 +809,25 @@ def test_two_entries_for_one_article_in_a_feed_make_one_file(tmp_path: Path) -> 
     assert actions(result) == ["imported", "skipped", "skipped"]
     assert result.outcomes[1].reason == "the same article as entry 1 of this feed"
     assert list(files(tmp_path / "articles")) == ["odna.md"]
+
+
+def test_a_password_in_the_feed_url_is_in_no_message_and_no_file(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append(handler.headers.get("Authorization", ""))
+        body(RSS.read_bytes())(handler)
+
+    with serving() as server:
+        server.routes["/feed.xml"] = answer
+        server.routes["/gone.xml"] = redirect("/missing.xml")
+        url = f"http://editor:S3cret-Pa55@127.0.0.1:{server.port}"
+        result = run(f"{url}/feed.xml", tmp_path / "articles")
+        with pytest.raises(FeedError) as caught:
+            run(f"{url}/gone.xml", tmp_path / "articles")
+
+    assert seen == ["Basic ZWRpdG9yOlMzY3JldC1QYTU1"]  # the credentials did go to the server
+    assert "S3cret" not in str(caught.value)
+    assert "answered HTTP 404" in str(caught.value)
+    assert "S3cret" not in result.source
+    assert "S3cret" not in "".join(p.read_text() for p in (tmp_path / "articles").iterdir())

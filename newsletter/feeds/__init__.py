@@ -24,7 +24,7 @@ from newsletter.feeds.articles import (
     compose,
     write_checked,
 )
-from newsletter.feeds.fetch import Limits, fetch, networks
+from newsletter.feeds.fetch import Limits, fetch, networks, shown
 
 if TYPE_CHECKING:
     from newsletter.config import Settings
@@ -59,12 +59,13 @@ def import_feed(
     """Import every entry of the feed at `source` (an http(s) URL or a file) into
     `directory`. A feed that cannot be read raises FeedError before any file is written;
     an entry that cannot become an article is skipped with its reason."""
-    feed = entries.parse(read(source, limits), source)
+    label = shown(source)  # a password in the URL goes into no message and no file
+    feed = entries.parse(read(source, limits), label)
     atomic.make_dirs(directory, private=False)
     known = Known.scan(directory)
     seen: dict[str, int] = {}
-    outcomes = [_one(entry, source, directory, known, tags, draft, seen) for entry in feed]
-    return ImportResult(source, tuple(outcomes))
+    outcomes = [_one(entry, label, directory, known, tags, draft, seen) for entry in feed]
+    return ImportResult(label, tuple(outcomes))
 
 
 def read(source: str, limits: Limits) -> bytes:
@@ -72,7 +73,8 @@ def read(source: str, limits: Limits) -> bytes:
         return fetch(source, limits)
     if "://" in source:
         raise FeedError(
-            f"{source}: only http and https feeds are fetched; give an http(s) URL or a file."
+            f"{shown(source)}: only http and https feeds are fetched; give an http(s) URL "
+            "or a file."
         )
     return inputfile.read_capped(Path(source), limits.max_bytes)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -56,14 +57,22 @@ def networks(values: tuple[str, ...], setting: str) -> tuple[IPNetwork, ...]:
         ) from None
 
 
+_USERINFO = re.compile(r"(?<=//)[^/?#@]*@")
+
+
+def shown(url: str | httpx.URL) -> str:
+    """`url` without a user name and password, for messages and the article's front matter."""
+    return _USERINFO.sub("", str(url))
+
+
 def fetch(url: str, limits: Limits) -> bytes:
     """The body of `url`, following at most MAX_REDIRECTS redirects; FeedError says why not."""
     try:
         return asyncio.run(_fetch_within(url, limits))
     except TimeoutError:
         raise FeedError(
-            f"{url}: the download took longer than {limits.timeout:g} s; try again later, or "
-            "raise feed_timeout if the feed is large and the server slow."
+            f"{shown(url)}: the download took longer than {limits.timeout:g} s; try again "
+            "later, or raise feed_timeout if the feed is large and the server slow."
         ) from None
 
 
@@ -75,32 +84,32 @@ async def _fetch_within(url: str, limits: Limits) -> bytes:
         async with httpx.AsyncClient(
             trust_env=False, follow_redirects=False, verify=verify
         ) as client:
-            return await _follow(client, url, limits)
+            return await _follow(client, url, shown(url), limits)
 
 
-async def _follow(client: httpx.AsyncClient, url: str, limits: Limits) -> bytes:
+async def _follow(client: httpx.AsyncClient, url: str, origin: str, limits: Limits) -> bytes:
     seen: set[str] = set()
-    current = _parse(url, url)
+    current = _parse(url, origin)
     for _ in range(MAX_REDIRECTS + 1):
         if str(current) in seen:
-            raise FeedError(f"{url}: redirect loop at {current}; fix the feed's address.")
+            raise FeedError(f"{origin}: redirect loop at {shown(current)}; fix the feed's address.")
         seen.add(str(current))
-        hop = await _checked_hop(current, url, limits)
-        body, location = await _get(client, hop, url, limits)
+        hop = await _checked_hop(current, origin, limits)
+        body, location = await _get(client, hop, origin, limits)
         if location is None:
             return body
-        current = _parse(str(current.join(location)), url)
-    raise FeedError(f"{url}: more than {MAX_REDIRECTS} redirects; fix the feed's address.")
+        current = _parse(str(current.join(location)), origin)
+    raise FeedError(f"{origin}: more than {MAX_REDIRECTS} redirects; fix the feed's address.")
 
 
 def _parse(candidate: str, origin: str) -> httpx.URL:
     try:
         parsed = httpx.URL(candidate)
     except httpx.InvalidURL as exc:
-        raise FeedError(f"{origin}: {candidate!r} is not a valid URL ({exc}).") from None
+        raise FeedError(f"{origin}: {shown(candidate)!r} is not a valid URL ({exc}).") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise FeedError(
-            f"{origin}: {candidate!r} is not an http(s) URL; only http and https feeds are "
+            f"{origin}: {shown(candidate)!r} is not an http(s) URL; only http and https feeds are "
             "fetched (give a file path for a local feed)."
         )
     return parsed
@@ -150,11 +159,12 @@ async def _get(
             return b"", response.headers["location"]
         if response.status_code != 200:
             raise FeedError(
-                f"{origin}: {hop.url} answered HTTP {response.status_code}; check the address."
+                f"{origin}: {shown(hop.url)} answered HTTP {response.status_code}; check "
+                "the address."
             )
         return await _body(response, origin, limits.max_bytes), None
     except httpx.HTTPError as exc:
-        raise FeedError(f"{origin}: cannot fetch {hop.url} ({_reason(exc)}).") from None
+        raise FeedError(f"{origin}: cannot fetch {shown(hop.url)} ({_reason(exc)}).") from None
     finally:
         await response.aclose()
 
@@ -178,7 +188,7 @@ async def _connect(
             failure = exc
             break
     reason = _reason(failure) if failure else "no address"
-    raise FeedError(f"{origin}: cannot fetch {hop.url} ({reason}).")
+    raise FeedError(f"{origin}: cannot fetch {shown(hop.url)} ({reason}).")
 
 
 _ACCEPT = "application/atom+xml, application/rss+xml, application/xml;q=0.9, text/xml;q=0.9"
