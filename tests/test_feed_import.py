@@ -531,6 +531,16 @@ def test_a_feed_url_is_imported_when_private_addresses_are_allowed(tmp_path: Pat
     assert len(content.load_articles(tmp_path)) == 2
 
 
+def test_relative_links_in_a_fetched_feed_resolve_against_its_url(tmp_path: Path) -> None:
+    relative = item(link="/news/a/", description='<p><a href="../about/">about</a></p>')
+    with serving() as server:
+        server.routes["/feeds/ru.xml"] = body(rss(relative))
+        run(server.url("/feeds/ru.xml"), tmp_path)
+    article = content.load_articles(tmp_path)["novost"]
+    assert article.url == server.url("/news/a/")
+    assert f'<a href="{server.url("/about/")}"' in markdown.to_html(article.body)
+
+
 def test_a_loopback_url_is_refused_before_any_request(tmp_path: Path) -> None:
     with serving() as server:
         server.routes["/feed.xml"] = body(RSS.read_bytes())

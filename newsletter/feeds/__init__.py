@@ -60,7 +60,8 @@ def import_feed(
     `directory`. A feed that cannot be read raises FeedError before any file is written;
     an entry that cannot become an article is skipped with its reason."""
     label = shown(source)  # a password in the URL goes into no message and no file
-    feed = entries.parse(read(source, limits), label)
+    base = label if _is_url(source) else ""
+    feed = entries.parse(read(source, limits), label, base)
     atomic.make_dirs(directory, private=False)
     known = Known.scan(directory)
     seen: dict[str, int] = {}
@@ -68,8 +69,12 @@ def import_feed(
     return ImportResult(label, tuple(outcomes))
 
 
+def _is_url(source: str) -> bool:
+    return source.lower().startswith(("http://", "https://"))
+
+
 def read(source: str, limits: Limits) -> bytes:
-    if source.lower().startswith(("http://", "https://")):
+    if _is_url(source):
         return fetch(source, limits)
     if "://" in source:
         raise FeedError(

@@ -48,8 +48,11 @@ class Entry:
     author: str
 
 
-def parse(data: bytes, source: str) -> list[Entry]:
-    """The entries of an RSS or Atom document; FeedError when it is neither, or broken."""
+def parse(data: bytes, source: str, base: str = "") -> list[Entry]:
+    """The entries of an RSS or Atom document; FeedError when it is neither, or broken.
+
+    `base`, the feed's own URL, resolves relative links and image sources in it (an article
+    file needs absolute ones)."""
     if ENTITY_DECLARATION.search(data):
         # No feed needs its own entities; refusing them up front stops an external entity
         # (a local file) and an expansion bomb, which expat would stop only after seconds.
@@ -59,7 +62,12 @@ def parse(data: bytes, source: str) -> list[Entry]:
         )
     # A file object, never bytes or str: feedparser treats a string as a URL or a file
     # name to open, so a feed whose whole body is "/etc/passwd" would read that file.
-    parsed = feedparser.parse(io.BytesIO(data), sanitize_html=True, resolve_relative_uris=True)
+    parsed = feedparser.parse(
+        io.BytesIO(data),
+        sanitize_html=True,
+        resolve_relative_uris=True,
+        response_headers={"content-location": base} if base else None,
+    )
     problem = parsed.get("bozo_exception")
     if isinstance(problem, xml.sax.SAXParseException) or not parsed.get("version"):
         # feedparser would fall back to guessing through broken XML; a truncated download
