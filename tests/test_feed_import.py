@@ -841,3 +841,25 @@ def test_a_password_in_the_feed_url_is_in_no_message_and_no_file(tmp_path: Path)
     assert "answered HTTP 404" in str(caught.value)
     assert "S3cret" not in result.source
     assert "S3cret" not in "".join(p.read_text() for p in (tmp_path / "articles").iterdir())
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        "[::ffff:127.0.0.1]",  # IPv4-mapped: the same loopback
+        "0.0.0.0",
+        "2130706433",  # 127.0.0.1 as one decimal number
+        "169.254.169.254",  # cloud metadata
+        "10.0.0.1",
+        "192.168.1.1",
+        "[fe80::1]",
+    ],
+)
+def test_private_loopback_and_link_local_addresses_are_refused(tmp_path: Path, host: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(FeedError, match="private, loopback or link-local address"):
+        run(f"http://{host}:8025/feed.xml", tmp_path / "articles", GUARDED)
+    assert time.monotonic() - started < 2  # refused before any connection attempt
