@@ -295,6 +295,52 @@ def rates_import(
     console.print(f"{'wrote' if changed else 'unchanged:'} {path} ({len(snapshot.rates)} rates)")
 
 
+# --- articles import-feed ----------------------------------------------------------------
+
+articles_app = typer.Typer(no_args_is_help=True, help="Articles: import from a news feed.")
+app.add_typer(articles_app, name="articles")
+
+
+@articles_app.command("import-feed")
+def articles_import_feed(
+    source: Annotated[str, typer.Argument(help="An RSS or Atom feed: an http(s) URL or a file.")],
+    tag_prefix: Annotated[
+        str, typer.Option(help="Tag for a category: PREFIX/<slug>; '' for the bare slug.")
+    ] = "topic",
+    tag_map: Annotated[
+        Path | None,
+        typer.Option(help="YAML mapping of category to tag(s); null drops the category."),
+    ] = None,
+    draft: Annotated[bool, typer.Option(help="Mark new articles `draft: true`.")] = False,
+) -> None:
+    """Import a feed's entries into content/articles/: new ones written, changed ones
+    updated, unchanged ones left byte for byte."""
+    from rich.table import Table
+
+    from newsletter import feeds
+    from newsletter.feeds.tagmap import load_tag_map
+
+    settings = _settings()
+    rules = feeds.TagRules(tag_prefix, load_tag_map(tag_map) if tag_map else {})
+    directory = settings.path("content_dir") / "articles"
+    result = feeds.import_feed(source, directory, feeds.limits(settings), rules, draft=draft)
+    table = Table("#", "title", "result", "file", "why", title=f"Feed {result.source}")
+    for item in result.outcomes:
+        table.add_row(
+            str(item.position),
+            _safe(item.title, one_line=True) or "(no title)",
+            item.action,
+            _short(item.path),
+            _safe(item.reason, one_line=True),
+        )
+    console = _console()
+    console.print(table)
+    console.print(
+        f"imported {result.count('imported')} · updated {result.count('updated')} · "
+        f"skipped {result.count('skipped')}"
+    )
+
+
 # --- Audience: db, lists, subscribers, serve (merged from the audience branch) -----------
 
 subscribers_app = typer.Typer(no_args_is_help=True, help="Subscribers: import, export, add, show.")

@@ -133,6 +133,14 @@ class Settings:
         "mail-ru",
         "samsung-email",
     )
+    # `articles import-feed` from a URL: the whole download's byte cap (after decompression)
+    # and deadline (every redirect included), and whether private, loopback and link-local
+    # addresses may be fetched. Off, a feed URL cannot probe the machine's own network.
+    feed_max_bytes: int = 5_000_000
+    feed_timeout: float = 20.0
+    feed_allow_private: bool = False
+    feed_allow_networks: tuple[str, ...] = ()  # private networks allowed all the same
+    feed_ca_file: str = ""  # CA bundle to trust instead of the system's (an internal CMS)
 
     def path(self, name: str) -> Path:
         """A directory setting resolved against the project root."""

@@ -22,7 +22,9 @@ ARTICLE_KEYS = {
     "credit",
     "draft",
     "lang",
+    "feed",  # where `articles import-feed` took it from (newsletter/feeds); never rendered
 }
+FEED_KEYS = {"guid", "source", "digest"}
 IMAGE_KEYS = {"url", "alt", "width", "height"}
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # fullmatch: `$` would pass "a\n"
 # A BCP 47 language tag as HTML's `lang` takes it: "en", "ru", "uz-Cyrl", "pt-BR".
@@ -70,6 +72,7 @@ def parse_article(path: Path) -> Article:
     except YamlSyntaxError as exc:
         raise ArticleFileError([exc.problem]) from exc
     check.mapping((), ARTICLE_KEYS)
+    check.mapping(("feed",), FEED_KEYS)
     slug = check.text(("slug",), required=False) or path.stem
     if not SLUG.fullmatch(slug):
         check.problem(("slug",), f"'{slug}' is not a slug: use lowercase letters, digits, '-'.")

@@ -13,7 +13,8 @@ boundary where they happen, with ``raise ... from``::
     │   │                      not UTF-8 (names the file)
     │   ├── YamlSyntaxError    a file is not valid YAML or nested too deeply (file and line)
     │   ├── ArticleFileError   article files are malformed (carries every Problem)
-    │   └── RatesError         ticker text or a rate snapshot cannot be read
+    │   ├── RatesError         ticker text or a rate snapshot cannot be read
+    │   └── FeedError          a news feed cannot be fetched or read; nothing was written
     ├── IssueError             an issue definition failed validation (carries every Problem)
     ├── RenderError            a template failed to render or compile
     ├── StorageError           the database is unreachable, locked or inconsistent
@@ -117,6 +118,10 @@ class ArticleFileError(ContentError):
 
 class RatesError(ContentError):
     """Ticker text or a rate snapshot cannot be parsed."""
+
+
+class FeedError(ContentError):
+    """A news feed cannot be fetched or is not RSS or Atom; no article was written."""
 
 
 class IssueError(NewsletterError):

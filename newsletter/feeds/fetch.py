@@ -1,0 +1,227 @@
+"""Download a feed from an http(s) URL without letting the URL reach the machine's own network.
+
+A feed URL is typed by an editor but may come from anywhere (a newsroom's CMS, a mail), and
+a redirect is chosen by the remote server. Left alone, either could make us fetch
+http://127.0.0.1:8025/..., a cloud metadata address (169.254.169.254) or a box on the LAN.
+So every hop's host is resolved here, every address it resolves to is checked, and the
+connection goes to the checked address itself (the URL's host stays in `Host` and in TLS's
+SNI and certificate check): a second DNS answer cannot swap in another address between the
+check and the connect. The peer actually connected to is checked once more.
+
+The whole download, redirects and DNS included, has one deadline and one byte cap (counted
+after decompression, so a gzip bomb stops at the cap too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+import ssl
+from dataclasses import dataclass
+
+import httpx
+
+from newsletter.errors import ConfigError, FeedError
+
+MAX_REDIRECTS = 5
+REDIRECTS = {301, 302, 303, 307, 308}
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    timeout: float  # seconds for the whole download
+    allow_private: bool = False
+    # Private networks that may be fetched all the same (the newsroom's CMS on the LAN).
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    ca_file: str = ""  # a CA bundle to trust instead of the system's (an internal CMS)
+
+
+@dataclass(frozen=True)
+class _Hop:
+    url: httpx.URL
+    addresses: tuple[IPAddress, ...]  # every one checked; tried in the resolver's order
+
+
+def networks(values: tuple[str, ...], setting: str) -> tuple[IPNetwork, ...]:
+    """`values` as networks; ConfigError names `setting` and the value it cannot read."""
+    try:
+        return tuple(ipaddress.ip_network(value, strict=False) for value in values)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{setting}: {exc}; list addresses or networks such as 10.0.0.5 or 10.0.0.0/24."
+        ) from None
+
+
+_USERINFO = re.compile(r"(?<=//)[^/?#@]*@")
+
+
+def shown(url: str | httpx.URL) -> str:
+    """`url` without a user name and password, for messages and the article's front matter."""
+    return _USERINFO.sub("", str(url))
+
+
+def fetch(url: str, limits: Limits) -> bytes:
+    """The body of `url`, following at most MAX_REDIRECTS redirects; FeedError says why not."""
+    try:
+        return asyncio.run(_fetch_within(url, limits))
+    except TimeoutError:
+        raise FeedError(
+            f"{shown(url)}: the download took longer than {limits.timeout:g} s; try again "
+            "later, or raise feed_timeout if the feed is large and the server slow."
+        ) from None
+
+
+async def _fetch_within(url: str, limits: Limits) -> bytes:
+    async with asyncio.timeout(limits.timeout):
+        # trust_env=False: a proxy from the environment would connect on our behalf to
+        # whatever it resolves, bypassing the address check.
+        verify = ssl.create_default_context(cafile=limits.ca_file) if limits.ca_file else True
+        async with httpx.AsyncClient(
+            trust_env=False, follow_redirects=False, verify=verify
+        ) as client:
+            return await _follow(client, url, shown(url), limits)
+
+
+async def _follow(client: httpx.AsyncClient, url: str, origin: str, limits: Limits) -> bytes:
+    seen: set[str] = set()
+    current = _parse(url, origin)
+    for _ in range(MAX_REDIRECTS + 1):
+        if str(current) in seen:
+            raise FeedError(f"{origin}: redirect loop at {shown(current)}; fix the feed's address.")
+        seen.add(str(current))
+        hop = await _checked_hop(current, origin, limits)
+        body, location = await _get(client, hop, origin, limits)
+        if location is None:
+            return body
+        current = _parse(str(current.join(location)), origin)
+    raise FeedError(f"{origin}: more than {MAX_REDIRECTS} redirects; fix the feed's address.")
+
+
+def _parse(candidate: str, origin: str) -> httpx.URL:
+    try:
+        parsed = httpx.URL(candidate)
+    except httpx.InvalidURL as exc:
+        raise FeedError(f"{origin}: {shown(candidate)!r} is not a valid URL ({exc}).") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise FeedError(
+            f"{origin}: {shown(candidate)!r} is not an http(s) URL; only http and https feeds are "
+            "fetched (give a file path for a local feed)."
+        )
+    return parsed
+
+
+async def _checked_hop(url: httpx.URL, origin: str, limits: Limits) -> _Hop:
+    addresses = await _resolve(url, origin)
+    if not limits.allow_private:
+        for address in addresses:
+            if not _public(address) and not any(address in n for n in limits.allowed_networks):
+                raise FeedError(
+                    f"{origin}: {url.host} is a private, loopback or link-local address "
+                    f"({address}); such addresses are refused. Set "
+                    "NEWSLETTER_FEED_ALLOW_NETWORKS (or NEWSLETTER_FEED_ALLOW_PRIVATE=1) to import "
+                    "from your own network."
+                )
+    return _Hop(url, tuple(addresses))
+
+
+async def _resolve(url: httpx.URL, origin: str) -> list[IPAddress]:
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            url.host, port, type=socket.SOCK_STREAM
+        )
+    except OSError as exc:
+        raise FeedError(f"{origin}: cannot resolve {url.host} ({exc}).") from None
+    # Every answer is checked, not only the first: which one a retry would use is not ours
+    # to choose.
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def _public(address: IPAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    return address.is_global and not address.is_multicast
+
+
+async def _get(
+    client: httpx.AsyncClient, hop: _Hop, origin: str, limits: Limits
+) -> tuple[bytes, str | None]:
+    """One request to a checked address: (body, None) or (b"", the redirect's target)."""
+    response, address = await _connect(client, hop, origin)
+    try:
+        _check_peer(response, address, origin)
+        if response.status_code in REDIRECTS and "location" in response.headers:
+            return b"", response.headers["location"]
+        if response.status_code != 200:
+            raise FeedError(
+                f"{origin}: {shown(hop.url)} answered HTTP {response.status_code}; check "
+                "the address."
+            )
+        return await _body(response, origin, limits.max_bytes), None
+    except httpx.HTTPError as exc:
+        raise FeedError(f"{origin}: cannot fetch {shown(hop.url)} ({_reason(exc)}).") from None
+    finally:
+        await response.aclose()
+
+
+async def _connect(
+    client: httpx.AsyncClient, hop: _Hop, origin: str
+) -> tuple[httpx.Response, IPAddress]:
+    """The response of the first checked address that accepts a connection (a host may
+    resolve to an IPv6 address it does not listen on)."""
+    extensions = {"sni_hostname": hop.url.host} if hop.url.scheme == "https" else {}
+    headers = {"Host": hop.url.netloc.decode("ascii"), "Accept": _ACCEPT}
+    failure: httpx.HTTPError | None = None
+    for address in hop.addresses:
+        direct = hop.url.copy_with(host=str(address))
+        request = client.build_request("GET", direct, headers=headers, extensions=extensions)
+        try:
+            return await client.send(request, stream=True), address
+        except httpx.ConnectError as exc:
+            failure = exc
+        except httpx.HTTPError as exc:
+            failure = exc
+            break
+    reason = _reason(failure) if failure else "no address"
+    raise FeedError(f"{origin}: cannot fetch {shown(hop.url)} ({reason}).")
+
+
+_ACCEPT = "application/atom+xml, application/rss+xml, application/xml;q=0.9, text/xml;q=0.9"
+
+
+def _check_peer(response: httpx.Response, address: IPAddress, origin: str) -> None:
+    """The socket's far end is the address that was checked (nothing in between chose)."""
+    stream = response.extensions.get("network_stream")
+    peer = stream.get_extra_info("server_addr") if stream is not None else None
+    if peer is None or ipaddress.ip_address(str(peer[0]).split("%")[0]) != address:
+        raise FeedError(f"{origin}: connected to {peer}, not the checked {address}.")
+
+
+async def _body(response: httpx.Response, origin: str, limit: int) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise FeedError(_too_big(origin, limit))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise FeedError(_too_big(origin, limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_big(origin: str, limit: int) -> str:
+    return (
+        f"{origin}: the feed is larger than the {limit:,}-byte limit; is it the right "
+        "address? Raise feed_max_bytes if it is."
+    )
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    return str(exc) or type(exc).__name__
