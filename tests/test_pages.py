@@ -118,6 +118,22 @@ def _issue(v: str) -> dict[str, Any]:
     }
 
 
+def _archive(v: str) -> dict[str, Any]:
+    """The archive's pages: base_url is a checked http(s) setting, the rest untrusted text."""
+    entry = {"subject": v, "leads": [v, v], "date": v, "published": v, "path": "/issues/" + v}
+    return {
+        "base": "https://news.test",
+        "language": v,
+        "title": v,
+        "list_name": v,
+        "feed_path": "/archive/" + v,
+        "index_path": "/archive/" + v,
+        "entries": [entry, entry],
+        "lists": [{"name": v, "title": v, "path": "/archive/" + v}],
+        "shelves": [{"language": v, "index": "/archive/" + v, "feed": "/archive/" + v}],
+    }
+
+
 CONTEXTS: dict[str, list[Callable[[str], dict[str, Any]]]] = {
     "unsubscribe.html": [public(list_name="", action="/u/")],
     "unsubscribed.html": [public(list_name="", again="/u/")],
@@ -138,6 +154,9 @@ CONTEXTS: dict[str, list[Callable[[str], dict[str, Any]]]] = {
     "preview/index.html": [_index, _empty_index],
     "preview/error.html": [_error],
     "preview/issue.html": [_issue],
+    "archive/home.html": [_archive],
+    "archive/index.html": [_archive],
+    "archive/list.html": [_archive],
 }
 
 
