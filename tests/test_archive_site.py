@@ -37,7 +37,8 @@ from newsletter.mailers.outbox import OutboxMailer
 from newsletter.mailers.sendgrid import SendGridMailer
 from newsletter.models import AudienceSpec, RenderedEmail
 from newsletter.schema import issue_copies, lists, send_issues, subscribers
-from tests.conftest import Served, run_newsletter
+from newsletter.web import create_app
+from tests.conftest import Served, run_newsletter, uvicorn_port
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 DANA = ("dana@example.org", "Dana Quillfeather")
@@ -553,3 +554,31 @@ def make_list_if_missing(engine: Engine, name: str) -> None:
         exists = conn.execute(select(lists.c.id).where(lists.c.name == name)).first()
     if exists is None:
         make_list(engine, name, public=False)
+
+
+def test_an_edition_has_its_own_page_index_and_feed(weekly: Settings, engine: Engine) -> None:
+    with db.writing(engine) as conn:
+        row = (
+            conn.execute(select(issue_copies).where(issue_copies.c.issue == "2025-12-17"))
+            .one()
+            ._asdict()
+        )
+        edition = row | {"edition": "ru", "subject": "Неделя чая", "content_hash": "ru-hash"}
+        conn.execute(issue_copies.insert().values(edition))
+    out = weekly.root / "site"
+    with db.reading(engine) as conn:
+        found = site.catalogue(conn, db.now())
+        site.write(site.files(conn, weekly, found), out)
+    assert found.languages("weekly") == ("en", "ru")
+    parsed = feedparser.parse((out / "archive/weekly/ru/feed.atom").read_bytes())
+    assert [(e.title, e.link) for e in parsed.entries] == [
+        ("Неделя чая", "https://news.test/issues/2025-12-17/ru/")
+    ]
+    assert parsed.entries[0].id == "tag:news.test,2025-12-17:issues/2025-12-17/ru"
+    static = (out / "issues/2025-12-17/ru/index.html").read_bytes()
+    with uvicorn_port(create_app(weekly, send_confirmations=False)) as port:
+        served = httpx.get(f"http://127.0.0.1:{port}/issues/2025-12-17/ru/")
+        nowhere = httpx.get(f"http://127.0.0.1:{port}/issues/2025-12-17/de/")
+    assert served.status_code == 200
+    assert served.content == static
+    assert nowhere.status_code == 404
