@@ -122,9 +122,11 @@ def archive_routes(
 ) -> list[Route]:
     """`/archive/`, `/archive/<list>/`, its index and feed per language, and edition pages."""
 
+    received: set[str] = set()  # issues someone has: the ledger is asked once for each
+
     def built(page: Callable[[site.Catalogue], bytes | None]) -> bytes | None:
         with db.reading(engine) as conn:
-            return page(site.catalogue(conn, db.now()))
+            return page(site.catalogue(conn, db.now(), received))
 
     async def answer(page: Callable[[site.Catalogue], bytes | None], kind: str) -> Response:
         found = await run_in_threadpool(built, page)
@@ -166,8 +168,8 @@ def archive_routes(
     async def edition(request: Request) -> Response:
         name, wanted = str(request.path_params["name"]), str(request.path_params["edition"])
 
-        def page(conn_found: site.Catalogue) -> bytes | None:
-            for entry in conn_found.entries:
+        def page(found: site.Catalogue) -> bytes | None:
+            for entry in found.entries:
                 if entry.issue == name and entry.edition == wanted and wanted:
                     with db.reading(engine) as conn:
                         return site.issue_page(conn, settings, entry)

@@ -94,8 +94,13 @@ class Catalogue:
 # --- What is public -------------------------------------------------------------------
 
 
-def catalogue(conn: Connection, moment: dt.datetime) -> Catalogue:
-    """Every stored copy somebody has received by `moment` on a public list."""
+def catalogue(conn: Connection, moment: dt.datetime, received: set[str] | None = None) -> Catalogue:
+    """Every stored copy somebody has received by `moment` on a public list.
+
+    `received` remembers the issues found received, across calls: once someone has an
+    issue nobody can take it back, so a server asks the ledger once per issue.
+    """
+    received = set() if received is None else received
     all_lists = list(conn.execute(select(lists)))
     is_public = {row.name: bool(row.public) for row in all_lists}
     public = {
@@ -108,7 +113,7 @@ def catalogue(conn: Connection, moment: dt.datetime) -> Catalogue:
     rows = conn.execute(select(*columns).order_by(issue_copies.c.issue, issue_copies.c.edition))
     entries, withheld = [], []
     for row in rows:
-        reason = _reason_withheld(conn, row.issue, row.list_name, is_public, moment)
+        reason = _reason_withheld(conn, row.issue, row.list_name, is_public, moment, received)
         if reason:
             withheld.append(Withheld(row.issue, row.edition, reason))
             continue
@@ -118,14 +123,21 @@ def catalogue(conn: Connection, moment: dt.datetime) -> Catalogue:
 
 
 def _reason_withheld(
-    conn: Connection, issue: str, list_name: str, is_public: Mapping[str, bool], moment: dt.datetime
+    conn: Connection,
+    issue: str,
+    list_name: str,
+    is_public: Mapping[str, bool],
+    moment: dt.datetime,
+    received: set[str],
 ) -> str:
     if list_name not in is_public:
         return f"its list {list_name!r} was deleted, so nobody can say it is public"
     if not is_public[list_name]:
         return f"its list {list_name!r} is private (make it public with `lists set --public`)"
-    if not copies.delivered(conn, issue, moment):
-        return "nobody has received it yet (no copy accepted, or its scheduled time is to come)"
+    if issue not in received:
+        if not copies.delivered(conn, issue, moment):
+            return "nobody has received it yet (no copy accepted, or its scheduled time is to come)"
+        received.add(issue)
     return ""
 
 
