@@ -38,7 +38,7 @@ from newsletter.mailers.sendgrid import SendGridMailer
 from newsletter.models import AudienceSpec, RenderedEmail
 from newsletter.schema import issue_copies, lists, send_issues, subscribers
 from newsletter.web import create_app
-from tests.conftest import Served, run_newsletter, uvicorn_port
+from tests.conftest import TEST_KEYS, Served, run_newsletter, uvicorn_port
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 DANA = ("dana@example.org", "Dana Quillfeather")
@@ -131,7 +131,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env |= {
         "NEWSLETTER_DATABASE_URL": settings.database,
-        "NEWSLETTER_SECRET_KEY": "HAr_QJguiDBKNsSvO8-RyGDpb5qSIUnSi2hCQ6Rh638",
+        "NEWSLETTER_SECRET_KEY": TEST_KEYS,
         "NEWSLETTER_BASE_URL": settings.base_url,
     }
     return env
