@@ -1,8 +1,10 @@
-"""The web copy of a sent issue: what "View in browser" in every email opens.
+"""The web copy of a sent issue: what "View in browser" in every email opens; and the archive.
 
 Served from the copy stored when the issue was sent (`newsletter.copies`), never rendered
 from today's files, and filled once per content for an anonymous reader, then kept in
 memory: a GET costs one primary-key lookup, so web copies cannot slow unsubscribes.
+The archive's indexes and feeds (`/archive/...`) are the pages `newsletter archive build`
+writes, made by the same functions (`newsletter.site`), so one URL scheme serves both.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from newsletter import copies, db, pages, placeholders
+from newsletter import copies, db, pages, site
 from newsletter.config import Settings
 from newsletter.errors import StorageError
 from newsletter.issues import ISSUE_NAME
-from newsletter.readers import anonymous_reader
 
 # Filled pages kept in memory, one per (issue, content hash): ~100 KB each for the sample.
 CACHED_COPIES = 64
@@ -28,8 +29,7 @@ CACHED_COPIES = 64
 
 def public_html(copy: copies.StoredCopy, settings: Settings) -> bytes:
     """The stored HTML filled for the anonymous reader: the exact bytes the page serves."""
-    reader = anonymous_reader(settings)
-    return placeholders.fill(copy.html, reader, part="html", tags=copy.tags).encode("utf-8")
+    return site.public_html(copy.html, copy.tags, settings)
 
 
 class _Replaced(Exception):
@@ -101,4 +101,86 @@ def routes(settings: Settings, engine: Engine, missing: Callable[[], Response]) 
     return [
         Route("/issues/{name}/", issue, methods=["GET"]),
         Route("/unsubscribe", unsubscribe_help, methods=["GET"]),
+        *archive_routes(settings, engine, missing),
+    ]
+
+
+# The archive is public and meant to be found: cached and indexable, but never framed,
+# scripted or sent on as a referrer.
+ARCHIVE_HEADERS = {
+    "Cache-Control": "public, max-age=300",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'",
+}
+ATOM = "application/atom+xml; charset=utf-8"
+
+
+def archive_routes(
+    settings: Settings, engine: Engine, missing: Callable[[], Response]
+) -> list[Route]:
+    """`/archive/`, `/archive/<list>/`, its index and feed per language, and edition pages."""
+
+    received: set[str] = set()  # issues someone has: the ledger is asked once for each
+
+    def built(page: Callable[[site.Catalogue], bytes | None]) -> bytes | None:
+        with db.reading(engine) as conn:
+            return page(site.catalogue(conn, db.now(), received))
+
+    async def answer(page: Callable[[site.Catalogue], bytes | None], kind: str) -> Response:
+        found = await run_in_threadpool(built, page)
+        if found is None:
+            return missing()
+        return Response(found, media_type=kind, headers=ARCHIVE_HEADERS)
+
+    async def home(_request: Request) -> Response:
+        return await answer(lambda found: site.home_page(settings, found), "text/html")
+
+    async def one_list(request: Request) -> Response:
+        name = str(request.path_params["list"])
+
+        def page(found: site.Catalogue) -> bytes | None:
+            if name not in site.archived_lists(found):
+                return None
+            return site.list_page(settings, found, name)
+
+        return await answer(page, "text/html")
+
+    def shelf(
+        request: Request, make: Callable[..., bytes]
+    ) -> Callable[[site.Catalogue], bytes | None]:
+        name, language = str(request.path_params["list"]), str(request.path_params["lang"])
+
+        def page(found: site.Catalogue) -> bytes | None:
+            if not found.shelf(name, language) or name not in found.lists:
+                return None
+            return make(settings, found, name, language)
+
+        return page
+
+    async def index(request: Request) -> Response:
+        return await answer(shelf(request, site.index_page), "text/html")
+
+    async def feed(request: Request) -> Response:
+        return await answer(shelf(request, site.feed), ATOM)
+
+    async def edition(request: Request) -> Response:
+        name, wanted = str(request.path_params["name"]), str(request.path_params["edition"])
+
+        def page(found: site.Catalogue) -> bytes | None:
+            for entry in found.entries:
+                if entry.issue == name and entry.edition == wanted and wanted:
+                    with db.reading(engine) as conn:
+                        return site.issue_page(conn, settings, entry)
+            return None
+
+        return await answer(page, "text/html")
+
+    return [
+        Route("/archive/", home, methods=["GET"]),
+        Route("/archive/{list}/", one_list, methods=["GET"]),
+        Route("/archive/{list}/{lang}/", index, methods=["GET"]),
+        Route("/archive/{list}/{lang}/feed.atom", feed, methods=["GET"]),
+        Route("/issues/{name}/{edition}/", edition, methods=["GET"]),
     ]

@@ -886,3 +886,40 @@ def cancel(
     _console().print(
         f"cancelled the scheduled send of {name}; {count} recipients are pending again"
     )
+
+
+# --- The archive ---------------------------------------------------------------------------
+
+archive_app = typer.Typer(no_args_is_help=True, help="The public archive of sent issues.")
+app.add_typer(archive_app, name="archive")
+
+
+@archive_app.command("build")
+def archive_build(
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default build/archive), replaced whole.")
+    ] = None,
+    issue: Annotated[
+        list[str] | None,
+        typer.Option("--issue", help="Fail unless this issue is in the archive (repeatable)."),
+    ] = None,
+) -> None:
+    """Write the static archive: a page per sent issue, an index and Atom feed per list and
+    language, from the copies stored at send time (public lists only, after any embargo)."""
+    from newsletter import db, site
+
+    settings = _settings()
+    folder = out if out is not None else settings.path("build_dir") / "archive"
+    with db.reading(db.connect(settings)) as conn:
+        found = site.catalogue(conn, db.now())
+        site.require(found, issue or [])
+        files = site.files(conn, settings, found)
+    site.write(files, folder)
+    console = _console()
+    for left_out in found.withheld:
+        edition = f" ({left_out.edition})" if left_out.edition else ""
+        console.print(f"  left out {left_out.issue}{edition}: {left_out.reason}")
+    console.print(
+        f"Wrote the archive to {folder}: {len(found.entries)} issue pages, "
+        f"{len(site.archived_lists(found))} public lists, {len(files)} files."
+    )

@@ -147,6 +147,22 @@ def _gates_failure(v: str) -> dict[str, Any]:
     return {"failure": Failure(v, (v, v), 500)}
 
 
+def _archive(v: str) -> dict[str, Any]:
+    """The archive's pages: base_url is a checked http(s) setting, the rest untrusted text."""
+    entry = {"subject": v, "leads": [v, v], "date": v, "published": v, "path": "/issues/" + v}
+    return {
+        "base": "https://news.test",
+        "language": v,
+        "title": v,
+        "list_name": v,
+        "feed_path": "/archive/" + v,
+        "index_path": "/archive/" + v,
+        "entries": [entry, entry],
+        "lists": [{"name": v, "title": v, "path": "/archive/" + v}],
+        "shelves": [{"language": v, "index": "/archive/" + v, "feed": "/archive/" + v}],
+    }
+
+
 CONTEXTS: dict[str, list[Callable[[str], dict[str, Any]]]] = {
     "unsubscribe.html": [public(list_name="", action="/u/")],
     "unsubscribed.html": [public(list_name="", again="/u/")],
@@ -168,6 +184,9 @@ CONTEXTS: dict[str, list[Callable[[str], dict[str, Any]]]] = {
     "preview/error.html": [_error],
     "preview/issue.html": [_issue],
     "preview/gates.html": [_gates, _gates_failure],
+    "archive/home.html": [_archive],
+    "archive/index.html": [_archive],
+    "archive/list.html": [_archive],
 }
 
 
