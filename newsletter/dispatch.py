@@ -272,6 +272,9 @@ class _Heartbeat:
                 with db.writing(run.engine) as conn:
                     if not ledger.beat(conn, run.run_id):
                         return
+                # Apart from the beat: holding our own run's row while settling others
+                # would make two workers that judge each other wait on each other.
+                with db.writing(run.engine) as conn:
                     lease = run.options.lease
                     ledger.recover(conn, run.email.issue_name, lease, but=run.run_id)
             except StorageError:

@@ -267,12 +267,9 @@ def recover(conn: Connection, issue: str, lease: dt.timedelta, *, but: int | Non
     ]
     if not dead:
         return 0
-    # Settle the run first: its own claim or record after this point finds it finished.
-    conn.execute(
-        update(send_runs)
-        .where(send_runs.c.id.in_(dead), send_runs.c.finished_at.is_(None))
-        .values(finished_at=moment)
-    )
+    # The rows before the runs: a run's `record` locks its rows and then its run, so taking
+    # them in the same order cannot deadlock with a worker that is alive after all. One
+    # commit: the run's next claim or record sees both changes, or neither.
     changed = conn.execute(
         update(send_ledger)
         .where(send_ledger.c.run_id.in_(dead), send_ledger.c.state == LedgerState.CLAIMED)
@@ -282,6 +279,11 @@ def recover(conn: Connection, issue: str, lease: dt.timedelta, *, but: int | Non
             updated_at=now(),
         )
     ).rowcount
+    conn.execute(
+        update(send_runs)
+        .where(send_runs.c.id.in_(dead), send_runs.c.finished_at.is_(None))
+        .values(finished_at=moment)
+    )
     return int(changed)
 
 
