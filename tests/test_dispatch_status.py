@@ -5,10 +5,14 @@ own functions."""
 from __future__ import annotations
 
 import datetime as dt
+import re
+from contextlib import chdir
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 
@@ -19,6 +23,8 @@ from newsletter.models import SendResult
 from tests.conftest import populate, run_newsletter
 
 ISSUE = "2025-12-10"
+# What must never reach the terminal raw: C0 but LF, DEL, C1, bidi and line separators.
+UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
 class Person(NamedTuple):
@@ -133,3 +139,46 @@ def test_lease_and_rate_defaults_and_overrides(tmp_path: Path) -> None:
         tmp_path, env={"NEWSLETTER_SEND_LEASE": "15", "NEWSLETTER_SEND_RATE_LIMIT": "250"}
     )
     assert (chosen.send_lease, chosen.send_rate_limit) == (15.0, 250.0)
+
+
+# Controls, bidi overrides, line separators, Rich markup and emoji codes: what a host name
+# or an address in the ledger could carry to the editor's terminal.
+DANGEROUS = st.text(
+    st.sampled_from(list("\x1b\x9b\r\n\t\x00\x07\x7f\u202e\u2028\u2066[]/:;ab.-@")), max_size=20
+)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_status_shows_hostile_host_names_and_addresses_as_data(
+    engine: Engine, db_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from newsletter import cli
+
+    with db.writing(engine) as conn:
+        audience.create_list(conn, "weekly")
+    run_id, keys = claimed_run(engine, 1)
+    settle(engine, run_id, SendResult(tuple(keys), "unknown", error="no answer"))
+    with db.writing(engine) as conn:  # that run ended; another, running, whose host we vary
+        ledger.finish_run(conn, run_id)
+        live = ledger.start_run(conn, ISSUE)
+
+    @given(host=DANGEROUS, address=DANGEROUS, error=DANGEROUS)
+    @settings(
+        max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    def shown(host: str, address: str, error: str) -> None:
+        with db.writing(engine) as conn:
+            runs, rows = schema.send_runs, schema.send_ledger
+            conn.execute(update(runs).where(runs.c.id == live).values(host=host))
+            conn.execute(update(rows).values(email=f"x{address}", error=error))
+        capsys.readouterr()
+        with chdir(db_settings.root):
+            cli.status(ISSUE, details=True)
+        out = capsys.readouterr().out
+        assert not UNSAFE.search(out), repr(out)
+        lines = out.splitlines()
+        assert len(lines) == 7  # one line per worker and per row, whatever they hold
+        assert lines[4].startswith("    ")  # the worker, on its own line
+        assert lines[5].startswith("  unknown  x")
+
+    shown()
