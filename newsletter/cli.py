@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec
 import click
 import typer
 
-from newsletter.errors import NewsletterError, UnexpectedError, UsageError
+from newsletter.errors import NewsletterError, SendInterrupted, UnexpectedError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -688,6 +689,7 @@ def _reported(command: Callable[P, None]) -> Callable[P, None]:
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from newsletter import dispatch, ledger
     from newsletter.dispatch import Links, SendOptions
     from newsletter.mailers import Mailer
     from newsletter.models import AudienceSpec, DispatchPlan, DispatchReport, RenderedEmail
@@ -739,6 +741,8 @@ def send(
         resend_unknown=resend_unknown,
         allow_changed=allow_changed,
         send_at=_parse_at(at) if at else None,
+        lease=dt.timedelta(seconds=settings.send_lease),
+        rate_limit=settings.send_rate_limit,
     )
     links = _links(settings, spec.list)  # no secret key: say so before any database work
     engine = db.connect(settings)
@@ -748,8 +752,27 @@ def send(
         return
     if not yes and not typer.confirm(f"Send {email.issue_name} to {plan.to_send} recipients?"):
         raise typer.Exit(1)
-    report = _send_with_progress(engine, email, spec, mailer, links, options, plan)
+    try:
+        report = _send_with_progress(engine, email, spec, mailer, links, options, plan)
+    except SendInterrupted as stopped:
+        again = ["newsletter", "send", str(issue), *(["--list", list_name] if list_name else [])]
+        again += [*(["--at", at] if at else []), *(["--allow-changed"] if allow_changed else [])]
+        _print_interrupted(stopped, shlex.join([*again, *(["--yes"] if yes else [])]))
+        raise SystemExit(130) from None
     _print_dispatch_report(report)
+
+
+def _print_interrupted(stopped: SendInterrupted, again: str) -> None:
+    """What Ctrl-C left, and how to go on: a rerun sends to exactly the pending ones."""
+    console = _console(stderr=True)
+    console.print("interrupted:", style="bold yellow")
+    console.print(f"  sent {stopped.sent} · failed {stopped.failed} in this run")
+    console.print(
+        f"  {stopped.unknown} in flight marked unknown (SendGrid may have taken them; "
+        "not sent again unless you add --resend-unknown)"
+    )
+    console.print(f"  {stopped.released} given back to pending (their request never left)")
+    console.print(f"to continue: {_safe(again, one_line=True)}")
 
 
 def _parse_at(text: str) -> dt.datetime:
@@ -839,15 +862,19 @@ def _print_dispatch_report(report: DispatchReport) -> None:
 @app.command()
 def status(
     issue: Annotated[str, typer.Argument(help="The issue name or file, e.g. 2025-12-10.")],
-    details: Annotated[bool, typer.Option(help="List failed and unknown recipients.")] = False,
+    details: Annotated[
+        bool, typer.Option(help="List every unknown, then every failed recipient.")
+    ] = False,
 ) -> None:
-    """Summarize the send ledger of ISSUE."""
+    """Summarize the send ledger of ISSUE: progress, live workers, what did not arrive."""
     from newsletter import db, dispatch
     from newsletter.config import load_settings
 
-    engine = db.connect(load_settings())
+    settings = load_settings()
+    engine = db.connect(settings)
     name = Path(issue).stem
-    report, record = dispatch.status(engine, name)
+    found = dispatch.status(engine, name)
+    report, record = found.report, found.record
     console = _console()
     if record is None:
         console.print(f"{name}: not sent yet.")
@@ -862,10 +889,55 @@ def status(
         f"skipped {report.skipped} · pending {report.pending} · in flight {report.claimed}"
         + (f" · validated {report.validated}" if report.validated else "")
     )
+    _print_progress(found)
+    _print_workers(found.workers, settings.send_lease)
     if details:
-        for row in dispatch.undelivered(engine, name):
-            email, error = (_safe(t, one_line=True) for t in (row.email, row.error))
-            console.print(f"  {row.state:8} {email}  {error}")
+        _print_undelivered(engine, name, report.unknown + report.failed)
+
+
+def _print_progress(found: dispatch.Status) -> None:
+    report = found.report
+    done = report.sent + report.failed + report.unknown + report.skipped
+    total = done + report.pending + report.claimed + report.validated + found.new
+    share = f" ({100 * done / total:.1f}%)" if total else ""
+    _console().print(
+        f"  progress: {done} of {total} settled{share}; {found.new} on the list not claimed yet"
+    )
+
+
+def _print_workers(workers: list[ledger.Worker], lease: float) -> None:
+    """Unfinished runs; one silent past the lease is shown as such (the next beat of a live
+    worker, or the next send, settles it)."""
+    console = _console()
+    if not workers:
+        console.print("  workers: none running")
+        return
+    console.print(f"  workers: {len(workers)}")
+    for worker in workers:
+        silent = worker.silence.total_seconds()
+        late = f" · silent past the {lease:g} s lease" if silent > lease else ""
+        console.print(
+            f"    {_safe(worker.host, one_line=True)} pid {worker.pid} · started "
+            f"{worker.started_at:%Y-%m-%d %H:%M:%S} UTC · last heartbeat {silent:.0f} s ago · "
+            f"sent {worker.sent}{late}"
+        )
+
+
+def _print_undelivered(engine: Engine, name: str, expected: int) -> None:
+    from newsletter import dispatch
+
+    console = _console()
+    shown = {"unknown": 0, "failed": 0}
+    for row in dispatch.undelivered(engine, name):
+        email, error = (_safe(t, one_line=True) for t in (row.email, row.error))
+        console.print(f"  {row.state:8} {email}  {error}")
+        shown[row.state] += 1
+    listed = shown["unknown"] + shown["failed"]
+    settled = "" if listed == expected else f" ({expected} when counted above: sends are running)"
+    console.print(
+        f"  listed {listed}: {shown['unknown']} unknown first, then {shown['failed']} failed"
+        f"{settled}"
+    )
 
 
 @app.command()

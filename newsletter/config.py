@@ -76,6 +76,13 @@ class Settings:
     sendgrid_timeout: float = 10.0
     sendgrid_sandbox: bool = False
     send_batch_size: int = 1000  # recipients per provider request; SendGrid's ceiling is 1000
+    # Several `newsletter send` workers may share one database. A worker beats every quarter
+    # of the lease; one silent for longer than this (seconds) on another host, or whose
+    # process is gone on this host, is taken for dead and its claims become `unknown`.
+    send_lease: float = 60.0
+    # Messages per second that all workers together may send (0: no ceiling), shared
+    # through the database so the account's limit holds however many workers run.
+    send_rate_limit: float = 0.0
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_security: str = "none"  # none | starttls | tls
@@ -199,8 +206,24 @@ def load_settings(
         check_api_key(values["sendgrid_api_key"], raw["sendgrid_api_key"][1])
     if "sendgrid_timeout" in values:
         _check_timeout(values["sendgrid_timeout"], raw["sendgrid_timeout"][1])
+    for key in ("send_lease", "send_rate_limit"):
+        if key in values:
+            _check_dispatch_number(key, values[key], raw[key][1])
     values["root"] = root
     return Settings(**values)
+
+
+def _check_dispatch_number(key: str, value: float, origin: str) -> None:
+    """The lease must be positive (a zero lease would take every worker for dead); the
+    rate ceiling may be 0 (none) but not negative."""
+    low_ok = value >= 0 if key == "send_rate_limit" else value > 0
+    if math.isfinite(value) and low_ok:
+        return
+    need = {
+        "send_lease": "seconds, more than 0 (default 60)",
+        "send_rate_limit": "messages per second, 0 (no ceiling) or more",
+    }[key]
+    raise ConfigError(f"{origin}: {key} must be a number of {need}; got {value!r}.")
 
 
 def _check_base_url(url: str, origin: str) -> None:

@@ -6,6 +6,8 @@ import contextlib
 import datetime as dt
 import gc
 import math
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -16,9 +18,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from newsletter import audience, copies, db, ledger
 from newsletter.errors import (
+    AudienceError,
     DispatchError,
     InterruptedBeforeSending,
     MailerError,
+    SendInterrupted,
     StorageError,
     UsageError,
 )
@@ -37,8 +41,9 @@ from newsletter.schema import ALL_LISTS, send_ledger, suppressions
 
 TEST_PREFIX = "[TEST] "
 TOO_LARGE = "the provider refused the message as too large (HTTP 413) even for one recipient"
-# A run on another machine that has not written for this long is taken for dead.
-LEASE = dt.timedelta(minutes=10)
+# A run on another machine that has not beaten for this long is taken for dead
+# (the `send_lease` setting; this is its default).
+LEASE = dt.timedelta(seconds=60)
 
 Links = Callable[[str], str]  # subscriber public id -> unsubscribe URL
 Progress = Callable[[DispatchReport], None]
@@ -50,6 +55,8 @@ class SendOptions:
     resend_unknown: bool = False
     allow_changed: bool = False
     send_at: dt.datetime | None = None
+    lease: dt.timedelta = LEASE
+    rate_limit: float = 0.0  # messages per second for all workers together; 0: no ceiling
 
 
 def plan_send(
@@ -69,7 +76,7 @@ def plan_send(
             email.content_hash,
             allow_changed=options.allow_changed,
         )
-        ledger.recover(conn, email.issue_name, LEASE)
+        ledger.recover(conn, email.issue_name, options.lease)
         if options.resend_unknown:
             ledger.resend_unknown(conn, email.issue_name)
         # New ones are never suppressed: the audience query leaves suppressed members out.
@@ -101,18 +108,35 @@ def send_issue(
     options: SendOptions,
     progress: Progress | None = None,
 ) -> DispatchReport:
-    """Send the issue to every recipient the ledger has not yet claimed."""
+    """Send the issue to every recipient the ledger has not yet claimed.
+
+    Other `send_issue` calls (other processes, other hosts) may work on the same issue at
+    once: each claims disjoint batches, beats while it runs, and settles the claims of any
+    run it finds dead. Ctrl-C raises `SendInterrupted`, which says what the run left.
+    """
     schedule = _prepare(engine, email, spec, mailer, options)
+    run_id = _start_run(engine, email.issue_name, schedule)
     run = _Run(
-        engine, _start_run(engine, email.issue_name, schedule), email, spec.list, mailer, links
+        engine,
+        run_id,
+        email,
+        spec.list,
+        mailer,
+        links,
+        options,
+        _Left(DispatchReport(email.issue_name)),
     )
     size = _batch_size(mailer, options)
     try:
-        with _long_lived_frozen():
+        with _long_lived_frozen(), _Heartbeat(run):
             report = _deliver_new(
                 run, spec, schedule, size, DispatchReport(email.issue_name), progress
             )
             report = _deliver_left(run, schedule, size, report, progress)
+    except KeyboardInterrupt as stop:
+        unknown = _finish_run(engine, run.run_id)
+        done = run.left.report
+        raise SendInterrupted(done.sent, done.failed, unknown, run.left.released) from stop
     except BaseException:
         # Not masking what stopped the run: if the database is what failed, the next run
         # finds this process gone and settles its claims then.
@@ -158,19 +182,59 @@ def cancel_send(engine: Engine, issue: str, scheduler: Scheduler) -> int:
         return ledger.unschedule(conn, issue, record.batch_id)
 
 
-def status(engine: Engine, issue: str) -> tuple[DispatchReport, ledger.SendRecord | None]:
+@dataclass(frozen=True)
+class Status:
+    """An issue's send as `newsletter status` shows it."""
+
+    report: DispatchReport
+    record: ledger.SendRecord | None
+    new: int  # subscribers of the list the ledger has no row for yet (still to claim)
+    workers: list[ledger.Worker]
+
+
+def status(engine: Engine, issue: str) -> Status:
     with db.reading(engine) as conn:
         counts = ledger.counts(conn, issue)
         record = ledger.send_record(conn, issue)
-    return _report(issue, counts), record
+        if record is None:
+            return Status(_report(issue, counts), None, 0, [])
+        new = _new_on_list(conn, issue, record.list_name)
+        workers = ledger.workers(conn, issue)
+    return Status(_report(issue, counts), record, new, workers)
 
 
-def undelivered(engine: Engine, issue: str) -> list[ledger.Undelivered]:
-    with db.reading(engine) as conn:
-        return ledger.undelivered(conn, issue)
+def _new_on_list(conn: Connection, issue: str, list_name: str) -> int:
+    """Confirmed members of the list with no ledger row yet (0 once the list is deleted).
+    The issue's `where` filters are in its file, which status does not read: an upper bound."""
+    try:
+        people = audience.recipients_query(conn, AudienceSpec(list_name))
+    except AudienceError:
+        return 0
+    return ledger.count_new(conn, issue, people)
+
+
+def undelivered(engine: Engine, issue: str, page: int = 1000) -> Iterator[ledger.Undelivered]:
+    """Every unknown recipient, then every failed one, by address, a page per transaction."""
+    for state in ledger.UNDELIVERED_ORDER:
+        after = ""
+        while True:
+            with db.reading(engine) as conn:
+                rows = ledger.undelivered(conn, issue, state, after, page)
+            yield from rows
+            if len(rows) < page:
+                break
+            after = rows[-1].email
 
 
 # --- Stages --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Left:
+    """What the run has done so far, kept for the report that Ctrl-C prints."""
+
+    report: DispatchReport
+    released: int = 0  # rows given back to `pending` (their request never went out)
 
 
 @dataclass(frozen=True)
@@ -183,6 +247,48 @@ class _Run:
     list_name: str
     mailer: Mailer
     links: Links
+    options: SendOptions
+    left: _Left
+
+
+class _Heartbeat:
+    """Beats for the run in a thread of its own, every quarter of the lease, and settles
+    runs of the same issue it finds dead.
+
+    A thread and not a beat between batches: a request can block far longer than the
+    lease (a slow server, a long 429 wait), and the run must not look dead meanwhile. It
+    stops beating once another run settled this one (its claims are `unknown` then); the
+    run's next claim or record finds that out and stops.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.stop = threading.Event()
+        self.every = run.options.lease.total_seconds() / 4
+        self.thread = threading.Thread(target=self._beat, name="newsletter-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        run = self.run
+        while not self.stop.wait(self.every):
+            try:
+                with db.writing(run.engine) as conn:
+                    if not ledger.beat(conn, run.run_id):
+                        return
+                # Apart from the beat: holding our own run's row while settling others
+                # would make two workers that judge each other wait on each other.
+                with db.writing(run.engine) as conn:
+                    lease = run.options.lease
+                    ledger.recover(conn, run.email.issue_name, lease, but=run.run_id)
+            except StorageError:
+                continue  # the database is busy or away: beat again next time
 
 
 @dataclass(frozen=True)
@@ -210,7 +316,7 @@ def _prepare(
         _check_schedule(record, options.send_at)
         # With the content hash it names, before any claim: the public copy is what was sent.
         copies.store(conn, email, spec.list)
-        ledger.recover(conn, email.issue_name, LEASE)
+        ledger.recover(conn, email.issue_name, options.lease)
         if options.resend_unknown:
             ledger.resend_unknown(conn, email.issue_name)
     schedule = _Schedule(states=_claimable(mailer))
@@ -301,9 +407,10 @@ def _start_run(engine: Engine, issue: str, schedule: _Schedule) -> int:
         return ledger.start_run(conn, issue, schedule.batch_id, schedule.send_at)
 
 
-def _finish_run(engine: Engine, run_id: int) -> None:
+def _finish_run(engine: Engine, run_id: int) -> int:
+    """End the run; returns how many claims it left in flight (now `unknown`)."""
     with db.writing(engine) as conn:
-        ledger.finish_run(conn, run_id)
+        return ledger.finish_run(conn, run_id)
 
 
 def _deliver_new(
@@ -353,11 +460,41 @@ def _send_claimed(
 ) -> DispatchReport:
     if not claimed and not skipped:
         return report
-    results = _send(run, _batch(run, claimed, schedule)) if claimed else []
+    results = _send(run, _batch_or_release(run, claimed, schedule)) if claimed else []
     report = _tally(report, results, skipped)
+    run.left.report = report
     if progress is not None:
         progress(report)
     return report
+
+
+def _batch_or_release(
+    run: _Run, claimed: Sequence[ledger.Claimed], schedule: _Schedule
+) -> SendBatch:
+    """The request's batch; Ctrl-C while it is made gives the claims back (none went out)."""
+    try:
+        return _batch(run, claimed, schedule)
+    except KeyboardInterrupt as stop:
+        _release(run, [c.key for c in claimed])
+        raise InterruptedBeforeSending from stop
+
+
+def _release(run: _Run, keys: Sequence[str]) -> None:
+    with db.writing(run.engine) as conn:
+        run.left.released += ledger.release(conn, run.run_id, keys)
+
+
+def _pace(run: _Run, count: int) -> None:
+    """Wait for this batch's slot under the shared rate ceiling (`send_rate_limit`)."""
+    rate = run.options.rate_limit
+    if rate <= 0:
+        return
+    try:
+        with db.writing(run.engine) as conn:
+            wait = ledger.reserve(conn, run.mailer.name, count, rate)
+        time.sleep(wait)
+    except KeyboardInterrupt as stop:
+        raise InterruptedBeforeSending from stop  # nothing of the batch went out yet
 
 
 def _batch(run: _Run, claimed: Sequence[ledger.Claimed], schedule: _Schedule) -> SendBatch:
@@ -382,19 +519,21 @@ def _send(run: _Run, batch: SendBatch) -> list[SendResult]:
     while waiting:
         part = waiting.pop()
         try:
+            _pace(run, len(part.keys))
             outcome = run.mailer.send_batch(run.email, part)
         except (MailerError, InterruptedBeforeSending):
             # Neither this part nor those still waiting reached the provider: give them back.
-            unsent = [key for p in [part, *waiting] for key in p.keys]
-            with db.writing(run.engine) as conn:
-                ledger.release(conn, run.run_id, unsent)
+            _release(run, [key for p in [part, *waiting] for key in p.keys])
             raise
         if outcome.too_large and len(part.keys) > 1:
             waiting.extend(_halves(part))
             continue
         done = outcome.results or (SendResult(part.keys, "failed", error=TOO_LARGE),)
         with db.writing(run.engine) as conn:
-            ledger.record(conn, run.run_id, done)
+            written = ledger.record(conn, run.run_id, done)
+        if written < sum(len(result.keys) for result in done):
+            # Another run took this one for dead meanwhile and reported these rows unknown.
+            raise DispatchError(ledger.SETTLED)
         results.extend(done)
     return results
 

@@ -40,7 +40,8 @@ boundary where they happen, with ``raise ... from``::
         └── PayloadError       a request could not be built from the batch; none went out
 
 Outside the tree, ``InterruptedBeforeSending`` is a ``KeyboardInterrupt`` (Ctrl-C stops the
-program as ever) that also tells the sender nothing of the batch in hand went out.
+program as ever) that also tells the sender nothing of the batch in hand went out, and
+``SendInterrupted`` is the one a stopped send ends with, saying what it left.
 """
 
 from __future__ import annotations
@@ -225,3 +226,12 @@ class UnexpectedError(NewsletterError):
 class InterruptedBeforeSending(KeyboardInterrupt):
     """Ctrl-C while no request of the batch had gone out (a rate-limit wait, say): its rows
     can go back to `pending` instead of `unknown`."""
+
+
+class SendInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a send: how many it sent and failed, how many requests in flight it
+    marked `unknown`, and how many claims it gave back to `pending`."""
+
+    def __init__(self, sent: int, failed: int, unknown: int, released: int) -> None:
+        super().__init__(sent, failed, unknown, released)
+        self.sent, self.failed, self.unknown, self.released = sent, failed, unknown, released

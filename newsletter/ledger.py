@@ -47,6 +47,7 @@ from newsletter.schema import (
     WAITING_STATES,
     send_issues,
     send_ledger,
+    send_rate,
     send_runs,
     suppressions,
 )
@@ -205,20 +206,70 @@ def finish_run(conn: Connection, run_id: int) -> int:
             updated_at=now(),
         )
     ).rowcount
-    conn.execute(update(send_runs).where(send_runs.c.id == run_id).values(finished_at=now()))
+    conn.execute(
+        update(send_runs)
+        .where(send_runs.c.id == run_id, send_runs.c.finished_at.is_(None))
+        .values(finished_at=now())
+    )
     return int(left)
 
 
-def recover(conn: Connection, issue: str, lease: dt.timedelta) -> int:
-    """Rows claimed by runs that died become `unknown`: their request may have gone out."""
+def clock(conn: Connection) -> dt.datetime:
+    """The database's time: runs on several hosts judge each other's heartbeats by one clock,
+    so a host whose clock is off can neither look dead nor keep a dead run alive.
+    (SQLite is one machine's file: its clock is ours.)"""
+    if conn.dialect.name != "postgresql":
+        return now()
+    return aware(conn.execute(select(func.clock_timestamp())).scalar_one())
+
+
+def beat(conn: Connection, run_id: int) -> bool:
+    """Stamp the run's heartbeat; False when another run already settled this one as dead
+    (its claims are `unknown` now, and it must not claim or record anything more)."""
+    changed = conn.execute(
+        update(send_runs)
+        .where(send_runs.c.id == run_id, send_runs.c.finished_at.is_(None))
+        .values(heartbeat_at=clock(conn))
+    ).rowcount
+    return bool(changed)
+
+
+def _hold(conn: Connection, run_id: int) -> None:
+    """Inside a claim's transaction: refuse (and so roll the claim back) once the run was
+    settled as dead, so a worker that was silent too long never takes rows again."""
+    if not beat(conn, run_id):
+        raise DispatchError(SETTLED)
+
+
+SETTLED = (
+    "This worker was silent for longer than the lease (send_lease), so another run took it "
+    "for dead and marked its claims `unknown`; it stopped without claiming more. Check "
+    "`newsletter status ISSUE`, then run the same send again to continue."
+)
+
+
+def recover(conn: Connection, issue: str, lease: dt.timedelta, *, but: int | None = None) -> int:
+    """Rows claimed by runs that died become `unknown`: their request may have gone out.
+
+    `but` is the calling run, never judged. A run on this host is dead when its process is
+    gone; one on another host when the database has heard nothing from it for `lease`.
+    """
     runs = conn.execute(
         select(send_runs.c.id, send_runs.c.host, send_runs.c.pid, send_runs.c.heartbeat_at).where(
             send_runs.c.issue == issue, send_runs.c.finished_at.is_(None)
         )
     ).all()
-    dead = [r.id for r in runs if _is_dead(r.host, r.pid, r.heartbeat_at, lease)]
+    moment = clock(conn)
+    dead = [
+        r.id
+        for r in runs
+        if r.id != but and _is_dead(r.host, r.pid, moment - aware(r.heartbeat_at), lease)
+    ]
     if not dead:
         return 0
+    # The rows before the runs: a run's `record` locks its rows and then its run, so taking
+    # them in the same order cannot deadlock with a worker that is alive after all. One
+    # commit: the run's next claim or record sees both changes, or neither.
     changed = conn.execute(
         update(send_ledger)
         .where(send_ledger.c.run_id.in_(dead), send_ledger.c.state == LedgerState.CLAIMED)
@@ -228,15 +279,21 @@ def recover(conn: Connection, issue: str, lease: dt.timedelta) -> int:
             updated_at=now(),
         )
     ).rowcount
-    conn.execute(update(send_runs).where(send_runs.c.id.in_(dead)).values(finished_at=now()))
+    conn.execute(
+        update(send_runs)
+        .where(send_runs.c.id.in_(dead), send_runs.c.finished_at.is_(None))
+        .values(finished_at=moment)
+    )
     return int(changed)
 
 
-def _is_dead(host: str, pid: int, heartbeat: dt.datetime, lease: dt.timedelta) -> bool:
+def _is_dead(host: str, pid: int, silence: dt.timedelta, lease: dt.timedelta) -> bool:
     if host == socket.gethostname():
+        # This host can ask: a live process is never taken for dead, however long it has
+        # been blocked in a request (its heartbeat thread may be starved of the database).
         return not _process_alive(pid)
     # Another machine's run: only silence longer than the lease tells us it is gone.
-    return now() - aware(heartbeat) > lease
+    return silence > lease
 
 
 def _process_alive(pid: int) -> bool:
@@ -275,6 +332,7 @@ def claim(
     and commit before sending. PostgreSQL: SKIP LOCKED, so two senders take disjoint rows;
     SQLite: the write transaction (BEGIN IMMEDIATE) serializes claimers.
     """
+    _hold(conn, run_id)
     candidates = claimable(issue, limit, states).with_for_update(skip_locked=True)
     # One statement: the rows it returns are exactly the rows this run now holds.
     taken = conn.execute(
@@ -308,6 +366,7 @@ def claim_new(
     """
     if not people:
         return [], 0
+    _hold(conn, run_id)
     # The batch travels as one JSON parameter expanded by the database: binding a thousand
     # rows one parameter at a time costs more in SQLAlchemy than the INSERT in SQLite.
     batch = [[p.email, p.public_id, p.first_name] for p in people]
@@ -316,7 +375,6 @@ def claim_new(
     skipped = [r[0] for r in rows if r[4] == LedgerState.SKIPPED]
     if skipped:
         _set(conn, skipped, error=SUPPRESSED)
-    conn.execute(update(send_runs).where(send_runs.c.id == run_id).values(heartbeat_at=now()))
     claimed = [
         Claimed(str(i), e, f, p) for i, e, f, p, state in rows if state == LedgerState.CLAIMED
     ]
@@ -374,7 +432,6 @@ def _screen(
             state=LedgerState.SKIPPED,
             error=SUPPRESSED,
         )
-    conn.execute(update(send_runs).where(send_runs.c.id == run_id).values(heartbeat_at=now()))
     claimed = [Claimed(str(i), e, f, p) for i, e, f, p in rows if e not in blocked]
     return claimed, len(rows) - len(claimed)
 
@@ -387,19 +444,25 @@ def suppressed(conn: Connection, emails: Sequence[str], list_name: str) -> set[s
     return set(conn.execute(query).scalars())
 
 
-def record(conn: Connection, run_id: int, results: Iterable[SendResult]) -> None:
-    """Write outcomes for rows this run claimed (even if a recovery marked them unknown)."""
+def record(conn: Connection, run_id: int, results: Iterable[SendResult]) -> int:
+    """Write outcomes for rows this run still holds; returns how many rows were written.
+
+    Rows another run settled as `unknown` (it took this one for dead) are left as they are:
+    that run already reported them, and a row must not change under an operator who may
+    be acting on the report. The caller compares the count and stops.
+    """
+    written = sent = 0
     for result in results:
         if result.state == "released":
-            release(conn, run_id, result.keys)
+            written += release(conn, run_id, result.keys)
             continue
         ids = [int(k) for k in result.keys]
-        conn.execute(
+        changed = conn.execute(
             update(send_ledger)
             .where(
                 send_ledger.c.id.in_(ids),
                 send_ledger.c.run_id == run_id,
-                send_ledger.c.state.in_((LedgerState.CLAIMED, LedgerState.UNKNOWN)),
+                send_ledger.c.state == LedgerState.CLAIMED,
             )
             .values(
                 state=result.state,
@@ -407,12 +470,19 @@ def record(conn: Connection, run_id: int, results: Iterable[SendResult]) -> None
                 error=result.error,
                 updated_at=now(),
             )
+        ).rowcount
+        written += changed
+        sent += changed if result.state == "sent" else 0
+    if sent:
+        conn.execute(
+            update(send_runs).where(send_runs.c.id == run_id).values(sent=send_runs.c.sent + sent)
         )
+    return written
 
 
-def release(conn: Connection, run_id: int, keys: Sequence[str]) -> None:
+def release(conn: Connection, run_id: int, keys: Sequence[str]) -> int:
     """Back to `pending`: for claims whose request certainly never reached the provider."""
-    conn.execute(
+    changed = conn.execute(
         update(send_ledger)
         .where(
             send_ledger.c.id.in_([int(k) for k in keys]),
@@ -420,7 +490,8 @@ def release(conn: Connection, run_id: int, keys: Sequence[str]) -> None:
             send_ledger.c.state == LedgerState.CLAIMED,
         )
         .values(state=LedgerState.PENDING, run_id=None, updated_at=now())
-    )
+    ).rowcount
+    return int(changed)
 
 
 def resend_unknown(conn: Connection, issue: str) -> int:
@@ -463,8 +534,18 @@ class Undelivered:
     updated_at: dt.datetime
 
 
-def undelivered(conn: Connection, issue: str, limit: int = 1000) -> list[Undelivered]:
-    """Failed and unknown recipients, for `newsletter status --details`."""
+# `status --details` lists what needs a decision first: `unknown` (resend or not), then failed.
+UNDELIVERED_ORDER = (LedgerState.UNKNOWN, LedgerState.FAILED)
+
+
+def undelivered(
+    conn: Connection, issue: str, state: LedgerState, after: str = "", limit: int = 1000
+) -> list[Undelivered]:
+    """One page of `state` rows (failed or unknown) by address, those after `after`.
+
+    Keyset paging over the (issue, email) unique index: each page costs the same however
+    deep into a large list it is, and rows settled meanwhile cannot shift a page.
+    """
     query = (
         select(
             send_ledger.c.email, send_ledger.c.state, send_ledger.c.error, send_ledger.c.updated_at
@@ -472,13 +553,88 @@ def undelivered(conn: Connection, issue: str, limit: int = 1000) -> list[Undeliv
         .where(
             and_(
                 send_ledger.c.issue == issue,
-                send_ledger.c.state.in_((LedgerState.FAILED, LedgerState.UNKNOWN)),
+                send_ledger.c.state == state,
+                send_ledger.c.email > after,
             )
         )
-        .order_by(send_ledger.c.state, send_ledger.c.email)
+        .order_by(send_ledger.c.email)
         .limit(limit)
     )
     return [Undelivered(*row) for row in conn.execute(query)]
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A run that has not finished: a `newsletter send` process, live or not yet settled."""
+
+    run_id: int
+    host: str
+    pid: int
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+    sent: int
+    silence: dt.timedelta  # since its last heartbeat, on the database's clock
+
+
+def workers(conn: Connection, issue: str) -> list[Worker]:
+    """The unfinished runs of `issue`, oldest first."""
+    moment = clock(conn)
+    runs = conn.execute(
+        select(
+            send_runs.c.id,
+            send_runs.c.host,
+            send_runs.c.pid,
+            send_runs.c.started_at,
+            send_runs.c.heartbeat_at,
+            send_runs.c.sent,
+        )
+        .where(send_runs.c.issue == issue, send_runs.c.finished_at.is_(None))
+        .order_by(send_runs.c.id)
+    ).all()
+    return [
+        Worker(
+            r.id,
+            r.host,
+            r.pid,
+            aware(r.started_at),
+            aware(r.heartbeat_at),
+            r.sent,
+            moment - aware(r.heartbeat_at),
+        )
+        for r in runs
+    ]
+
+
+# --- The shared rate ceiling -------------------------------------------------------------------
+
+
+def reserve(conn: Connection, name: str, count: int, rate: float) -> float:
+    """Reserve the next slot for `count` messages under `rate` per second; returns how many
+    seconds to wait before sending them.
+
+    The row holds the moment (database clock, in seconds) from which the next message may
+    leave. One UPDATE moves it past this batch's share, so workers on any host take
+    disjoint slots in turn and together never send faster than `rate` (plus one batch).
+    Idle time is not saved up: a quiet minute buys no burst afterwards.
+    """
+    clock_now = _epoch(conn)
+    conn.execute(insert_ignoring_duplicates(conn, send_rate).values(name=name, next_at=0.0))
+    start = func.max if conn.dialect.name == "sqlite" else func.greatest
+    begins = start(send_rate.c.next_at, clock_now)
+    taken = conn.execute(
+        update(send_rate)
+        .where(send_rate.c.name == name)
+        .values(next_at=begins + count / rate)
+        .returning(send_rate.c.next_at - count / rate - clock_now)
+    ).scalar_one()
+    return max(0.0, float(taken))
+
+
+def _epoch(conn: Connection) -> Any:
+    """The database's clock in seconds, as an SQL expression evaluated in the statement."""
+    if conn.dialect.name == "postgresql":
+        return func.extract("epoch", func.clock_timestamp())
+    return (func.julianday("now") - 2440587.5) * 86400.0
 
 
 def unschedule(conn: Connection, issue: str, batch_id: str) -> int:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -146,6 +147,17 @@ send_runs = Table(
     # name their run, so this says which rows a cancel of that batch holds back.
     Column("batch_id", String(100), nullable=True),
     Column("send_at", WHEN, nullable=True),
+    # Recipients this run recorded as sent: each live worker's progress in `status`.
+    Column("sent", Integer, nullable=False, server_default="0"),
+)
+
+# The shared rate ceiling: per mailer, the moment (seconds on the database's clock) from
+# which the next message may leave; a worker reserves its batch's slot by moving it forward.
+send_rate = Table(
+    "send_rate",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("next_at", Float, nullable=False),
 )
 
 # One row per (issue, recipient address), claimed before the request that carries it.

@@ -197,10 +197,41 @@ def test_ctrl_c_during_a_rate_limit_wait_gives_the_batch_back(
     assert fake_sendgrid.delivered == []
     # Nothing went out during the wait: the batch is pending again, not unknown.
     assert collections.Counter(sender.states().values()) == {"pending": BATCH}
+    said = err.decode()
+    assert "sent 0 · failed 0 in this run" in said
+    assert "0 in flight marked unknown" in said
+    assert f"{BATCH} given back to pending" in said
+    assert f"to continue: newsletter send issues/{ISSUE}.yaml --yes" in said
     code, output = sender.run()
     assert code == 0, output
     assert received(fake_sendgrid) == collections.Counter(sender.readers)
     assert_promise_kept(sender, fake_sendgrid, output)
+
+
+def test_ctrl_c_with_a_request_in_flight_says_what_it_left_and_how_to_go_on(
+    sender: Sender, fake_sendgrid: FakeSendGrid
+) -> None:
+    # Two batches answered, the third taken by the server and not answered yet.
+    fake_sendgrid.push(Reply(), Reply(), Reply(delay=30))
+    process = interruptible(sender)
+    wait_until(lambda: len(fake_sendgrid.mail_sends()) == 3)
+    time.sleep(0.5)  # the body is written; the sender waits for the answer
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=30)
+    said = err.decode()
+    assert process.returncode == 130, said
+    assert "Traceback" not in said
+    assert collections.Counter(sender.states().values()) == {"sent": 20, "unknown": BATCH}
+    assert "sent 20 · failed 0 in this run" in said
+    assert f"{BATCH} in flight marked unknown" in said
+    assert "0 given back to pending" in said
+    again = said.split("to continue: ")[1].split()
+    assert again == ["newsletter", "send", f"issues/{ISSUE}.yaml", "--yes"]
+    # The printed command (run as the module) sends exactly the rest and leaves unknown alone.
+    code, output = sender.run()
+    assert code == 0, output
+    assert_promise_kept(sender, fake_sendgrid, output)
+    assert collections.Counter(sender.states().values()) == {"sent": 30, "unknown": BATCH}
 
 
 def run_status(sender: Sender) -> tuple[int, str]:

@@ -15,7 +15,13 @@ from sqlalchemy.engine import Engine
 from newsletter import audience, db, dispatch, ledger, schema
 from newsletter.config import Settings
 from newsletter.dispatch import SendOptions
-from newsletter.errors import AuthError, DispatchError, PayloadError, UsageError
+from newsletter.errors import (
+    AuthError,
+    DispatchError,
+    PayloadError,
+    SendInterrupted,
+    UsageError,
+)
 from newsletter.mailers.sendgrid import SendGridMailer
 from newsletter.models import AudienceSpec, DispatchReport, LedgerState, RenderedEmail
 from newsletter.readers import proof_reader
@@ -163,7 +169,7 @@ def test_an_unsubscribe_that_lands_mid_send_is_honoured_by_later_batches(
     assert states(engine)[leaving] == "skipped"
 
 
-def test_an_interrupted_send_leaves_its_claims_unknown_not_stuck(
+def test_ctrl_c_before_a_batch_left_gives_its_claims_back_not_stuck(
     engine: Engine,
     weekly_readers: list[str],
     rendered: RenderedEmail,
@@ -179,9 +185,13 @@ def test_an_interrupted_send_leaves_its_claims_unknown_not_stuck(
             raise KeyboardInterrupt
         return link(public_id)
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SendInterrupted) as stopped:
         dispatch.send_issue(engine, rendered, WEEKLY, mailer, interrupted_in_batch_two, SMALL)
-    assert collections.Counter(states(engine).values()) == {"sent": 10, "unknown": 10}
+    # The second batch's request was still being built: nothing of it left, so it is
+    # pending again (a rerun sends it), and the interrupt says so.
+    assert collections.Counter(states(engine).values()) == {"sent": 10, "pending": 10}
+    assert (stopped.value.sent, stopped.value.unknown, stopped.value.released) == (10, 0, 10)
+    assert len(fake_sendgrid.mail_sends()) == 1
 
 
 def test_changed_content_is_refused_unless_allowed(

@@ -68,7 +68,7 @@ def ledger_rows(engine: Engine) -> list[tuple[str, str, str]]:
 
 def stored(engine: Engine, fake: FakeSendGrid) -> tuple[object, ...]:
     """The ledger's rows, the send record and how many requests the server got."""
-    return (ledger_rows(engine), dispatch.status(engine, ISSUE)[1], len(fake.requests))
+    return (ledger_rows(engine), dispatch.status(engine, ISSUE).record, len(fake.requests))
 
 
 def batch_ids(fake: FakeSendGrid) -> list[str | None]:
@@ -128,7 +128,7 @@ def test_the_same_time_again_joins_the_schedule_and_another_time_is_refused(
     before = stored(engine, fake_sendgrid)
     with pytest.raises(DispatchError, match="is scheduled for"):
         send(engine, rendered, mailer, in_hours(30))
-    assert (ledger_rows(engine), dispatch.status(engine, ISSUE)[1]) == before[:2]
+    assert (ledger_rows(engine), dispatch.status(engine, ISSUE).record) == before[:2]
     assert len(fake_sendgrid.requests) == before[2]
     # The same moment in another zone is the same schedule: the late readers join its batch.
     assert send(engine, rendered, mailer, at.astimezone(dt.timezone(dt.timedelta(hours=6)))).sent
