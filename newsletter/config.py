@@ -111,6 +111,14 @@ class Settings:
     history_issues: int = 4  # an article in one of the last N issues is flagged as already sent
     rate_currencies: tuple[str, ...] = ("KGS", "KZT", "TJS", "UZS", "TMT")
     min_rate_digits: int = 3  # fewer significant digits than this makes a rate look flat
+    # SendGrid events: an `unknown` row is resent (`send --resend-unknown`) only this many
+    # minutes after it became unknown, since SendGrid posts the events that prove delivery
+    # within minutes; resending earlier could mail twice what an event was about to prove.
+    resend_quiet_minutes: float = 30.0
+    # This many soft bounces (SendGrid `bounce` of type "blocked") of one address within
+    # `soft_bounce_window_days` suppress it on every list, as one hard bounce does.
+    soft_bounce_limit: int = 3
+    soft_bounce_window_days: float = 30.0
 
     def path(self, name: str) -> Path:
         """A directory setting resolved against the project root."""
