@@ -593,7 +593,7 @@ def send(
     """Send ISSUE to every subscriber on its list who has not had it yet."""
     from dataclasses import replace
 
-    from newsletter import db, dispatch
+    from newsletter import db, dispatch, evidence
     from newsletter.build import check_file
     from newsletter.config import load_settings
     from newsletter.mailers import get_mailer
@@ -615,6 +615,8 @@ def send(
     )
     links = _links(settings, spec.list)  # no secret key: say so before any database work
     engine = db.connect(settings)
+    if resend_unknown:  # refused before planning: SendGrid's events may yet prove them sent
+        evidence.ready_to_resend(engine, email.issue_name, settings.resend_quiet_minutes)
     plan = dispatch.plan_send(engine, email, spec, mailer, options)
     _print_plan(plan)
     if dry_run or plan.to_send == 0:
@@ -735,10 +737,18 @@ def status(
         f"skipped {report.skipped} · pending {report.pending} · in flight {report.claimed}"
         + (f" · validated {report.validated}" if report.validated else "")
     )
+    if report.unknown:
+        console.print(f"  unknown not yet proven sent by SendGrid events: {unproven(engine, name)}")
     if details:
         for row in dispatch.undelivered(engine, name):
             email, error = (_safe(t, one_line=True) for t in (row.email, row.error))
             console.print(f"  {row.state:8} {email}  {error}")
+
+
+def unproven(engine: Engine, issue: str) -> int:
+    from newsletter import evidence
+
+    return evidence.unproven_count(engine, issue)
 
 
 @app.command()

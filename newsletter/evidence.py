@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Collection
 
 from sqlalchemy import String, and_, cast, exists, func, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from newsletter import db
@@ -121,3 +121,14 @@ def check_quiet(conn: Connection, issue: str, quiet: dt.timedelta, now: dt.datet
             f"{ready.isoformat(timespec='seconds')} ({minutes:g} minutes, the setting "
             "resend_quiet_minutes) and run the command again. Nothing was sent."
         )
+
+
+def ready_to_resend(engine: Engine, issue: str, quiet_minutes: float) -> None:
+    """`check_quiet` in its own read transaction, for `send --resend-unknown`."""
+    with db.reading(engine) as conn:
+        check_quiet(conn, issue, dt.timedelta(minutes=quiet_minutes), db.now())
+
+
+def unproven_count(engine: Engine, issue: str) -> int:
+    with db.reading(engine) as conn:
+        return unproven(conn, issue)
