@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -158,7 +159,7 @@ class Event:
     bounce_type: str = ""  # "bounce" (hard) or "blocked" (soft) for a `bounce`
     machine_open: bool = False  # SendGrid's sg_machine_open: a proxy or scanner opened it
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """What makes two events the same though their sg_event_ids differ."""
         parts = [self.sg_message_id, self.event, self.timestamp, self.email, self.url]
@@ -284,9 +285,9 @@ def apply_events(
     for event in new:
         if event.reason is not None:
             audience.suppress(conn, event.email, event.reason, ALL_LISTS, detail=_detail(event))
-    soft = {e.email: e for e in new if e.soft_bounce and e.reason is None}
-    for event in soft.values():
-        _suppress_if_soft_limit(conn, event, soft_limit, soft_window)
+    soft = [e for e in new if e.soft_bounce and e.reason is None]
+    if soft:
+        _suppress_soft_bouncers(conn, soft, soft_limit, soft_window)
     keys = {int(e.ledger_key) for e in new if e.ledger_key.isdigit() and len(e.ledger_key) < 19}
     if any(e.event in evidence.PROOF_EVENTS for e in new) and keys:
         evidence.prove(conn, ids=keys)
@@ -309,57 +310,80 @@ def _unique(events: Sequence[Event]) -> list[Event]:
     return kept
 
 
+# The stored columns, in the order of `_values`.
+_COLUMNS = (
+    "sg_event_id", "event", "email", "issue", "ledger_key", "received_at",
+    "sg_message_id", "event_at", "url", "bounce_type", "machine_open", "fingerprint",
+)  # fmt: skip
+
+
 def _insert_new(conn: Connection, events: list[Event], received_at: dt.datetime) -> list[Event]:
-    """One multi-row INSERT ... ON CONFLICT DO NOTHING; the events it added, told by
-    RETURNING (rowcount is -1 on PostgreSQL)."""
+    """One multi-row INSERT ... ON CONFLICT DO NOTHING for the chunk; the events it added,
+    told by RETURNING (rowcount is -1 on PostgreSQL).
+
+    Written as SQL with placeholders, not built by SQLAlchemy: compiling a 500-row VALUES
+    clause cost more than the database spent storing it. The values still go through
+    each column's bind processor (SQLite's datetime and boolean forms)."""
     if not events:
         return []
-    rows = [_row(event, received_at) for event in events]
-    statement = (
-        db.insert_ignoring_duplicates(conn, webhook_events)
-        .values(rows)
-        .returning(webhook_events.c.sg_event_id)
+    converters = [webhook_events.c[name].type.bind_processor(conn.dialect) for name in _COLUMNS]
+    params: list[Any] = []
+    for event in events:
+        for convert, value in zip(converters, _values(event, received_at), strict=True):
+            params.append(convert(value) if convert else value)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    row = "(" + ", ".join([mark] * len(_COLUMNS)) + ")"
+    # bandit B608: only fixed column names and placeholders are joined; every value is bound.
+    sql = (
+        f"INSERT INTO webhook_events ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608  # nosec B608
+        + ", ".join([row] * len(events))
+        + " ON CONFLICT DO NOTHING RETURNING sg_event_id"
     )
-    added = set(conn.execute(statement).scalars())
+    added = set(conn.exec_driver_sql(sql, tuple(params)).scalars())
     return [event for event in events if event.sg_event_id in added]
 
 
-def _row(event: Event, received_at: dt.datetime) -> dict[str, Any]:
-    return {
-        "sg_event_id": event.sg_event_id,
-        "event": event.event,
-        "email": event.email,
-        "issue": event.issue,
-        "ledger_key": event.ledger_key,
-        "received_at": received_at,
-        "sg_message_id": event.sg_message_id,
-        "event_at": event.timestamp,
-        "url": event.url,
-        "bounce_type": event.bounce_type,
-        "machine_open": event.machine_open,
-        "fingerprint": event.fingerprint,
-    }
+def _values(event: Event, received_at: dt.datetime) -> tuple[Any, ...]:
+    return (
+        event.sg_event_id,
+        event.event,
+        event.email,
+        event.issue,
+        event.ledger_key,
+        received_at,
+        event.sg_message_id,
+        event.timestamp,
+        event.url,
+        event.bounce_type,
+        event.machine_open,
+        event.fingerprint,
+    )
 
 
-def _suppress_if_soft_limit(
-    conn: Connection, event: Event, limit: int, window: dt.timedelta
+def _suppress_soft_bouncers(
+    conn: Connection, soft: list[Event], limit: int, window: dt.timedelta
 ) -> None:
     """N soft bounces of an address within the window suppress it, as a hard bounce does.
-    Counted by the events' own times: SendGrid may post a backlog at once."""
-    since = int(event.timestamp - window.total_seconds()) if event.timestamp else 0
-    count = conn.execute(
-        select(func.count()).where(
+    One grouped count per chunk; the window ends at the newest event's own time (SendGrid
+    may post a backlog at once, so the time received says little)."""
+    newest = max(e.timestamp for e in soft)
+    since = int(newest - window.total_seconds()) if newest else 0
+    counts = conn.execute(
+        select(webhook_events.c.email, func.count())
+        .where(
             and_(
-                webhook_events.c.email == event.email,
+                webhook_events.c.email.in_(sorted({e.email for e in soft})),
                 webhook_events.c.event == "bounce",
                 webhook_events.c.bounce_type != "bounce",
                 webhook_events.c.event_at >= since,
             )
         )
-    ).scalar_one()
-    if count >= limit:
-        detail = f"{count} soft bounces from SendGrid within {window.days} days"
-        audience.suppress(conn, event.email, "bounced", ALL_LISTS, detail=detail)
+        .group_by(webhook_events.c.email)
+    ).all()
+    for email, count in counts:
+        if count >= limit:
+            detail = f"{count} soft bounces from SendGrid within {window.days} days"
+            audience.suppress(conn, email, "bounced", ALL_LISTS, detail=detail)
 
 
 def chunks(events: Sequence[Event], size: int = CHUNK) -> Iterator[Sequence[Event]]:
