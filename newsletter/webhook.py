@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -364,23 +365,24 @@ def _suppress_soft_bouncers(
     conn: Connection, soft: list[Event], limit: int, window: dt.timedelta
 ) -> None:
     """N soft bounces of an address within the window suppress it, as a hard bounce does.
-    One grouped count per chunk; the window ends at the newest event's own time (SendGrid
-    may post a backlog at once, so the time received says little)."""
-    newest = max(e.timestamp for e in soft)
-    since = int(newest - window.total_seconds()) if newest else 0
-    counts = conn.execute(
-        select(webhook_events.c.email, func.count())
-        .where(
+    One query per chunk; each address's window ends at its newest soft bounce's own time
+    (SendGrid may post a backlog at once, so the time received says little)."""
+    newest: dict[str, int] = {}
+    for event in soft:
+        newest[event.email] = max(newest.get(event.email, 0), event.timestamp)
+    span = int(window.total_seconds())
+    rows = conn.execute(
+        select(webhook_events.c.email, webhook_events.c.event_at).where(
             and_(
-                webhook_events.c.email.in_(sorted({e.email for e in soft})),
+                webhook_events.c.email.in_(sorted(newest)),
                 webhook_events.c.event == "bounce",
                 webhook_events.c.bounce_type != "bounce",
-                webhook_events.c.event_at >= since,
+                webhook_events.c.event_at >= min(newest.values()) - span,
             )
         )
-        .group_by(webhook_events.c.email)
     ).all()
-    for email, count in counts:
+    counts = Counter(e for e, at in rows if newest[e] - span <= at <= newest[e])
+    for email, count in sorted(counts.items()):
         if count >= limit:
             detail = f"{count} soft bounces from SendGrid within {window.days} days"
             audience.suppress(conn, email, "bounced", ALL_LISTS, detail=detail)
