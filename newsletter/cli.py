@@ -565,6 +565,7 @@ if TYPE_CHECKING:
     from newsletter.dispatch import Links, SendOptions
     from newsletter.mailers import Mailer
     from newsletter.models import AudienceSpec, DispatchPlan, DispatchReport, RenderedEmail
+    from newsletter.stats import EditionStats
 
 
 @app.command()
@@ -769,3 +770,87 @@ def cancel(
     _console().print(
         f"cancelled the scheduled send of {name}; {count} recipients are pending again"
     )
+
+
+@app.command()
+def stats(
+    issue: Annotated[
+        str | None, typer.Argument(help="The issue name or file, e.g. 2025-12-10.")
+    ] = None,
+    last: Annotated[
+        int | None, typer.Option(help="Compare the last N issues sent, side by side.")
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Recipients, delivery, bounces, opens, clicks per link, unsubscribes and spam reports."""
+    import json
+
+    from newsletter import db
+    from newsletter import stats as figures
+    from newsletter.config import load_settings
+
+    if (issue is None) == (last is None):
+        raise UsageError("Give either an ISSUE or --last N (not both).")
+    if last is not None and last < 1:
+        raise UsageError(f"--last {last}: give a number of issues of 1 or more.")
+    engine = db.connect(load_settings())
+    names = [Path(issue).stem] if issue else figures.last_issues(engine, last or 0)
+    found = [s for name in names for s in figures.issue_stats(engine, name)]
+    if json_:
+        typer.echo(json.dumps([s.as_json() for s in found], indent=2, ensure_ascii=False))
+    elif issue:
+        _print_stats(found)
+    else:
+        _print_side_by_side(found)
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+_STAT_ROWS = (
+    ("recipients", "recipients"),
+    ("sent", "sent"),
+    ("delivered", "delivered"),
+    ("hard bounces", "hard_bounces"),
+    ("soft bounces", "soft_bounces"),
+    ("deferred (events)", "deferred"),
+    ("unique opens*", "unique_opens"),
+    ("unique clicks", "unique_clicks"),
+    ("unsubscribes", "unsubscribes"),
+    ("spam reports", "spam_reports"),
+)
+
+
+def _print_stats(found: list[EditionStats]) -> None:
+    from newsletter.stats import OPENS_CAVEAT
+
+    console = _console()
+    for edition in found:
+        label = f" · edition {edition.edition}" if edition.edition else ""
+        console.print(f"{edition.issue}{label}", style="bold")
+        rates = edition.rates
+        for title, name in _STAT_ROWS:
+            rate = f"  {_percent(rates[name])}" if name in rates else ""
+            console.print(f"  {title:18} {getattr(edition, name):>8}{rate}")
+        console.print(f"  machine opens left out: {edition.machine_opens}")
+        if not edition.links:
+            console.print("  clicks per link: none recorded")
+        for link in edition.links:
+            text = link.text or "(text not found in the stored copy)"
+            console.print(f"  {link.unique_clicks:>6}  {text}  {link.url}")
+        console.print(f"  * {OPENS_CAVEAT}", style="dim")
+
+
+def _print_side_by_side(found: list[EditionStats]) -> None:
+    from rich.table import Table
+
+    table = Table("", *(s.issue for s in found))
+    for title, name in _STAT_ROWS:
+        cells = []
+        for edition in found:
+            rate = edition.rates.get(name)
+            shown = f" ({_percent(rate)})" if name in edition.rates else ""
+            cells.append(f"{getattr(edition, name)}{shown}")
+        table.add_row(title, *cells)
+    _console().print(table)
