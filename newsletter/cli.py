@@ -781,6 +781,10 @@ def stats(
         int | None, typer.Option(help="Compare the last N issues sent, side by side.")
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(help="Also write a self-contained page of charts for ISSUE here."),
+    ] = None,
 ) -> None:
     """Recipients, delivery, bounces, opens, clicks per link, unsubscribes and spam reports."""
     import json
@@ -789,13 +793,22 @@ def stats(
     from newsletter import stats as figures
     from newsletter.config import load_settings
 
-    if (issue is None) == (last is None):
-        raise UsageError("Give either an ISSUE or --last N (not both).")
+    if issue is None and last is None:
+        raise UsageError("Give either an ISSUE or --last N.")
     if last is not None and last < 1:
         raise UsageError(f"--last {last}: give a number of issues of 1 or more.")
     engine = db.connect(load_settings())
+    # With an ISSUE, --last only sets how many issues the --html trend line shows.
     names = [Path(issue).stem] if issue else figures.last_issues(engine, last or 0)
     found = [s for name in names for s in figures.issue_stats(engine, name)]
+    if html is not None:
+        if not issue:
+            raise UsageError("--html draws one issue's charts: give an ISSUE.")
+        from newsletter import atomic, statsreport
+
+        page = statsreport.page(engine, names[0], last or 6)
+        atomic.write_bytes(html, page.encode("utf-8"), private=False)
+        _console(stderr=True).print(f"wrote {html}")
     if json_:
         typer.echo(json.dumps([s.as_json() for s in found], indent=2, ensure_ascii=False))
     elif issue:

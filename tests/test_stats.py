@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import lxml.html
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from newsletter import db, dispatch, stats, webhook
+from newsletter import db, dispatch, stats, statsreport, webhook
 from newsletter.config import Secret
 from newsletter.dispatch import SendOptions
 from newsletter.errors import UsageError
@@ -184,4 +187,48 @@ def test_the_command_prints_json_and_compares_the_last_issues(
     assert "8 (80.0%)" in side.stdout
     neither = run_newsletter(tmp_path, "stats", env=env)
     assert neither.returncode != 0
-    assert "Give either an ISSUE or --last N" in neither.stderr + neither.stdout
+    assert "Give either an ISSUE or --last N." in neither.stderr + neither.stdout
+
+
+def test_the_html_report_is_one_page_with_three_charts_and_nothing_to_load(
+    serve: Callable[..., Served],
+    rendered: RenderedEmail,
+    fake_sendgrid: FakeSendGrid,
+    tmp_path: Path,
+) -> None:
+    server = served(serve)
+    post(server, script(sent_to_ten(server, rendered, fake_sendgrid)))
+    env = {"PATH": os.environ.get("PATH", ""), "NEWSLETTER_DATABASE_URL": server.settings.database}
+    done = run_newsletter(tmp_path, "stats", ISSUE, "--html", "report.html", env=env)
+    assert done.returncode == 0, done.stderr
+    tree = lxml.html.fromstring((tmp_path / "report.html").read_text(encoding="utf-8"))
+    assert len(tree.findall(".//svg")) == 3
+    assert len(tree.findall(".//polyline")) == 4  # opens and clicks by hour; both rates
+    assert not tree.xpath("//script | //link | //img | //iframe | //*[@src] | //*[@href]")
+    bars = [" ".join(t.text_content().split()) for t in tree.findall(".//li")]
+    assert bars == [f"2 · Apricot harvest · {APRICOTS}", f"1 · Rates & more · {RATES}"]
+
+
+DANGEROUS = st.text(alphabet=st.sampled_from(list("<>&\"'/=;: \\`{}%abcscript\u202e\x00\n")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=DANGEROUS, url=DANGEROUS)
+def test_link_texts_and_urls_reach_the_page_as_text(text: str, url: str) -> None:
+    """Untrusted link text and URLs stay data: the page's parser gets them back as text."""
+    figures = stats.EditionStats(
+        issue="2025-12-10", edition="", recipients=1, sent=1, delivered=1, hard_bounces=0,
+        soft_bounces=0, deferred=0, unique_opens=0, machine_opens=0, unique_clicks=1,
+        unsubscribes=0, spam_reports=0, links=[stats.Link(url, text, 1)],
+    )  # fmt: skip
+    html = statsreport.render(figures, [0] * 72, [0] * 72, [figures])
+    tree = lxml.html.fromstring(html)
+    assert not tree.xpath("//script | //*[@onload] | //*[@onerror] | //*[@src]")
+    [item] = tree.findall(".//li")
+    shown = text or url
+    # lxml drops NUL as an XML-invalid character; everything else comes back as typed.
+    assert item.text_content() == f"1 · {shown} · {url}".replace("\x00", "\ufffd") or (
+        "\x00" in shown + url
+    )
+    [title] = [t for t in tree.iter("title") if t.getparent().tag == "g"]
+    assert title.text_content() in (url, url.replace("\x00", "\ufffd")) or "\x00" in url
