@@ -83,9 +83,13 @@ def send(server: Served, email: RenderedEmail, fake: FakeSendGrid, resend: bool 
         email,
         AudienceSpec("weekly"),
         mailer,
-        lambda p: f"https://n.test/{p}",
+        link,
         options,
     )
+
+
+def link(public_id: str) -> str:
+    return f"https://news.test/u/{public_id}"
 
 
 def with_keys(
@@ -231,3 +235,38 @@ def test_the_signature_of_a_post_is_its_own(unknown_five: tuple[Served, list[str
     assert answer.status_code == 403
     assert ledger(server)[unknown[0]][1] == "unknown"
     assert sign  # the same signing as SendGrid's (tests/test_webhook.py checks the vector)
+
+
+def test_proof_on_every_database(
+    engine: Any,
+    db_settings: Any,
+    weekly_readers: list[str],
+    rendered: RenderedEmail,
+    mailer: SendGridMailer,
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    """The same SQL on SQLite and PostgreSQL: a proof moves its row, another issue's not."""
+    fake_sendgrid.push(Reply(500, body=errors_body("boom")))
+    options = SendOptions(batch_size=25)
+    report = dispatch.send_issue(engine, rendered, AudienceSpec("weekly"), mailer, link, options)
+    assert report.unknown == 25
+    rows = {r.email: r.id for r in _rows(engine)}
+    events = [
+        with_keys("processed", weekly_readers[0], 1, rows[weekly_readers[0]]),
+        with_keys("processed", weekly_readers[1], 2, rows[weekly_readers[1]], issue="other"),
+        with_keys("open", weekly_readers[2], 3, rows[weekly_readers[2]]),
+    ]
+    new = webhook.ingest(engine, webhook.parse_events(encode(events)), db_settings)
+    assert new == 3
+    states = {r.email: (r.state, r.proof_event) for r in _rows(engine)}
+    assert states[weekly_readers[0]] == ("sent", "processed")
+    assert states[weekly_readers[1]] == ("unknown", "")
+    assert states[weekly_readers[2]] == ("unknown", "")
+    with db.reading(engine) as conn:
+        assert evidence.unproven(conn, ISSUE) == 24
+        assert evidence.proven(conn, ISSUE) == 1
+
+
+def _rows(engine: Any) -> list[Any]:
+    with db.reading(engine) as conn:
+        return list(conn.execute(select(send_ledger)).all())
