@@ -7,7 +7,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,7 +32,7 @@ from newsletter.schema import (
     suppressions,
     webhook_events,
 )
-from tests.conftest import Served, populate
+from tests.conftest import Served, populate, run_newsletter
 from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
 from tests.test_webhook import encode, event, new_key, public_b64, sign, signed_headers
 
@@ -270,3 +272,15 @@ def test_proof_on_every_database(
 def _rows(engine: Any) -> list[Any]:
     with db.reading(engine) as conn:
         return list(conn.execute(select(send_ledger)).all())
+
+
+def test_status_says_how_many_unknowns_remain_unproven(
+    unknown_five: tuple[Served, list[str]], tmp_path: Path
+) -> None:
+    server, unknown = unknown_five
+    key = ledger(server)[unknown[0]][0]
+    assert post(server, [with_keys("delivered", unknown[0], 1, key)]).status_code == 200
+    env = {"PATH": os.environ.get("PATH", ""), "NEWSLETTER_DATABASE_URL": server.settings.database}
+    shown = run_newsletter(tmp_path, "status", ISSUE, env=env)
+    assert "unknown 4" in shown.stdout
+    assert "unknown not yet proven sent by SendGrid events: 4" in shown.stdout
