@@ -5,7 +5,8 @@ fresh timestamp before a byte of the body is read; the body is read up to a cap;
 signature is checked over the exact bytes received (timestamp + body, ECDSA P-256 with
 SHA-256, as SendGrid signs them), and only then is it parsed as JSON. Every event of a POST
 is validated before anything is written. Events are then stored in chunks of `CHUNK`, each
-one multi-row INSERT ... ON CONFLICT DO NOTHING in its own short write transaction, so an
+one multi-row INSERT ... ON CONFLICT DO NOTHING (PostgreSQL: COPY to a temporary table,
+then INSERT ... SELECT) in its own short write transaction, so an
 unsubscribe arriving during a large ingest waits for one chunk, not the whole POST. An
 event is new unless its `sg_event_id` or its fingerprint (message id, event, timestamp,
 email, url) is stored already: a POST SendGrid retries, even with new event ids, changes
