@@ -693,6 +693,7 @@ if TYPE_CHECKING:
     from newsletter.dispatch import Links, SendOptions
     from newsletter.mailers import Mailer
     from newsletter.models import AudienceSpec, DispatchPlan, DispatchReport, RenderedEmail
+    from newsletter.stats import EditionStats
 
 
 @app.command()
@@ -722,7 +723,7 @@ def send(
     """Send ISSUE to every subscriber on its list who has not had it yet."""
     from dataclasses import replace
 
-    from newsletter import db, dispatch
+    from newsletter import db, dispatch, evidence
     from newsletter.build import check_file
     from newsletter.config import load_settings
     from newsletter.mailers import get_mailer
@@ -746,6 +747,8 @@ def send(
     )
     links = _links(settings, spec.list)  # no secret key: say so before any database work
     engine = db.connect(settings)
+    if resend_unknown:  # refused before planning: SendGrid's events may yet prove them sent
+        evidence.ready_to_resend(engine, email.issue_name, settings.resend_quiet_minutes)
     plan = dispatch.plan_send(engine, email, spec, mailer, options)
     _print_plan(plan)
     if dry_run or plan.to_send == 0:
@@ -891,6 +894,8 @@ def status(
     )
     _print_progress(found)
     _print_workers(found.workers, settings.send_lease)
+    if report.unknown:
+        console.print(f"  unknown not yet proven sent by SendGrid events: {unproven(engine, name)}")
     if details:
         _print_undelivered(engine, name, report.unknown + report.failed)
 
@@ -938,6 +943,12 @@ def _print_undelivered(engine: Engine, name: str, expected: int) -> None:
         f"  listed {listed}: {shown['unknown']} unknown first, then {shown['failed']} failed"
         f"{settled}"
     )
+
+
+def unproven(engine: Engine, issue: str) -> int:
+    from newsletter import evidence
+
+    return evidence.unproven_count(engine, issue)
 
 
 @app.command()
@@ -995,3 +1006,100 @@ def archive_build(
         f"Wrote the archive to {folder}: {len(found.entries)} issue pages, "
         f"{len(site.archived_lists(found))} public lists, {len(files)} files."
     )
+
+
+@app.command()
+def stats(
+    issue: Annotated[
+        str | None, typer.Argument(help="The issue name or file, e.g. 2025-12-10.")
+    ] = None,
+    last: Annotated[
+        int | None, typer.Option(help="Compare the last N issues sent, side by side.")
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(help="Also write a self-contained page of charts for ISSUE here."),
+    ] = None,
+) -> None:
+    """Recipients, delivery, bounces, opens, clicks per link, unsubscribes and spam reports."""
+    import json
+
+    from newsletter import db
+    from newsletter import stats as figures
+    from newsletter.config import load_settings
+
+    if issue is None and last is None:
+        raise UsageError("Give either an ISSUE or --last N.")
+    if last is not None and last < 1:
+        raise UsageError(f"--last {last}: give a number of issues of 1 or more.")
+    engine = db.connect(load_settings())
+    # With an ISSUE, --last only sets how many issues the --html trend line shows.
+    names = [Path(issue).stem] if issue else figures.last_issues(engine, last or 0)
+    found = [s for name in names for s in figures.issue_stats(engine, name)]
+    if html is not None:
+        if not issue:
+            raise UsageError("--html draws one issue's charts: give an ISSUE.")
+        from newsletter import atomic, statsreport
+
+        page = statsreport.page(engine, names[0], last or 6)
+        atomic.write_bytes(html, page.encode("utf-8"), private=False)
+        _console(stderr=True).print(f"wrote {html}")
+    if json_:
+        typer.echo(json.dumps([s.as_json() for s in found], indent=2, ensure_ascii=False))
+    elif issue:
+        _print_stats(found)
+    else:
+        _print_side_by_side(found)
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+_STAT_ROWS = (
+    ("recipients", "recipients"),
+    ("sent", "sent"),
+    ("delivered", "delivered"),
+    ("hard bounces", "hard_bounces"),
+    ("soft bounces", "soft_bounces"),
+    ("deferred (events)", "deferred"),
+    ("unique opens*", "unique_opens"),
+    ("unique clicks", "unique_clicks"),
+    ("unsubscribes", "unsubscribes"),
+    ("spam reports", "spam_reports"),
+)
+
+
+def _print_stats(found: list[EditionStats]) -> None:
+    from newsletter.stats import OPENS_CAVEAT
+
+    console = _console()
+    for edition in found:
+        label = f" · edition {edition.edition}" if edition.edition else ""
+        console.print(f"{edition.issue}{label}", style="bold")
+        rates = edition.rates
+        for title, name in _STAT_ROWS:
+            rate = f"  {_percent(rates[name])}" if name in rates else ""
+            console.print(f"  {title:18} {getattr(edition, name):>8}{rate}")
+        console.print(f"  machine opens left out: {edition.machine_opens}")
+        if not edition.links:
+            console.print("  clicks per link: none recorded")
+        for link in edition.links:
+            text = link.text or "(text not found in the stored copy)"
+            console.print(f"  {link.unique_clicks:>6}  {text}  {link.url}")
+        console.print(f"  * {OPENS_CAVEAT}", style="dim")
+
+
+def _print_side_by_side(found: list[EditionStats]) -> None:
+    from rich.table import Table
+
+    table = Table("", *(s.issue for s in found))
+    for title, name in _STAT_ROWS:
+        cells = []
+        for edition in found:
+            rate = edition.rates.get(name)
+            shown = f" ({_percent(rate)})" if name in edition.rates else ""
+            cells.append(f"{getattr(edition, name)}{shown}")
+        table.add_row(title, *cells)
+    _console().print(table)

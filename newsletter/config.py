@@ -148,6 +148,14 @@ class Settings:
     feed_allow_private: bool = False
     feed_allow_networks: tuple[str, ...] = ()  # private networks allowed all the same
     feed_ca_file: str = ""  # CA bundle to trust instead of the system's (an internal CMS)
+    # SendGrid events: an `unknown` row is resent (`send --resend-unknown`) only this many
+    # minutes after it became unknown, since SendGrid posts the events that prove delivery
+    # within minutes; resending earlier could mail twice what an event was about to prove.
+    resend_quiet_minutes: float = 30.0
+    # This many soft bounces (SendGrid `bounce` of type "blocked") of one address within
+    # `soft_bounce_window_days` suppress it on every list, as one hard bounce does.
+    soft_bounce_limit: int = 3
+    soft_bounce_window_days: float = 30.0
 
     def path(self, name: str) -> Path:
         """A directory setting resolved against the project root."""

@@ -16,7 +16,7 @@ from itertools import islice
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from newsletter import audience, copies, db, ledger
+from newsletter import audience, copies, db, evidence, ledger
 from newsletter.errors import (
     AudienceError,
     DispatchError,
@@ -78,6 +78,7 @@ def plan_send(
         )
         ledger.recover(conn, email.issue_name, options.lease)
         if options.resend_unknown:
+            evidence.prove(conn, email.issue_name)  # only unproven unknowns are resent
             ledger.resend_unknown(conn, email.issue_name)
         # New ones are never suppressed: the audience query leaves suppressed members out.
         new = ledger.count_new(conn, email.issue_name, audience.recipients_query(conn, spec))
@@ -318,6 +319,7 @@ def _prepare(
         copies.store(conn, email, spec.list)
         ledger.recover(conn, email.issue_name, options.lease)
         if options.resend_unknown:
+            evidence.prove(conn, email.issue_name)  # only unproven unknowns are resent
             ledger.resend_unknown(conn, email.issue_name)
     schedule = _Schedule(states=_claimable(mailer))
     if options.send_at is None or scheduler is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -174,6 +175,10 @@ send_ledger = Table(
     Column("message_id", String(100), nullable=False, server_default=""),
     Column("error", Text, nullable=False, server_default=""),
     Column("updated_at", WHEN, nullable=False),
+    # The SendGrid event that proved an `unknown` row sent (newsletter.evidence), if any.
+    Column("proof_event", String(50), nullable=False, server_default=""),
+    Column("proof_event_id", String(255), nullable=False, server_default=""),
+    Column("proved_at", WHEN, nullable=True),
     UniqueConstraint("issue", "email"),
     CheckConstraint(f"state IN ({', '.join(repr(s) for s in LEDGER_STATES)})", name="state"),
     Index(
@@ -201,7 +206,19 @@ webhook_events = Table(
     Column("issue", String(200), nullable=False, server_default=""),
     Column("ledger_key", String(32), nullable=False, server_default=""),
     Column("received_at", WHEN, nullable=False),
+    # What statistics read: SendGrid's message id, the event's own Unix time, the clicked
+    # URL, the bounce type ("bounce" hard, "blocked" soft) and the machine-open marker.
+    Column("sg_message_id", String(255), nullable=False, server_default=""),
+    Column("event_at", BigInteger, nullable=False, server_default="0"),
+    Column("url", Text, nullable=False, server_default=""),
+    Column("bounce_type", String(20), nullable=False, server_default=""),
+    Column("machine_open", Boolean, nullable=False, server_default=false()),
+    # A hash of (message id, event, timestamp, email, url): a retried event may carry a new
+    # sg_event_id, and is a duplicate all the same. NULL for rows stored before it existed.
+    Column("fingerprint", String(64), nullable=True),
     Index("ix_webhook_events_issue_ledger_key", "issue", "ledger_key"),
+    Index("ix_webhook_events_fingerprint", "fingerprint", unique=True),
+    Index("ix_webhook_events_email", "email"),
 )
 
 

@@ -68,6 +68,7 @@ def test_the_cli_send_paths_leave_no_trace_of_the_key(
         "NEWSLETTER_DATABASE_URL": f"sqlite:///{project / 'newsletter.db'}",
         "NEWSLETTER_SECRET_KEY": "37Fa-X-aoYJGRqLkfQCptjBr5j1TuqQB3zyXlSXz0zQ",
         "NEWSLETTER_SEND_BATCH_SIZE": "5",
+        "NEWSLETTER_RESEND_QUIET_MINUTES": "0",  # resend at once: no events will come
         "NEWSLETTER_SENDGRID_API_URL": fake_sendgrid.url,
         "NEWSLETTER_SENDGRID_TIMEOUT": "0.5",
         "SENDGRID_API_KEY": CANARY_KEY,
