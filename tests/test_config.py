@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from newsletter.config import Secret, load_settings
+from newsletter.config import MIN_API_KEY, Secret, load_settings
 from newsletter.errors import ConfigError
 
 
@@ -31,13 +31,17 @@ def test_secret_keys_are_a_list_newest_first_and_never_printed(tmp_path: Path) -
         "7nJAeE2k6pWH5yXu_8XnedmairCvet_Wabhp1yo64X8",
     )
     settings = load_settings(
-        tmp_path, env={"NEWSLETTER_SECRET_KEY": f"{new}, {old}", "SENDGRID_API_KEY": "SG.zz"}
+        tmp_path,
+        env={
+            "NEWSLETTER_SECRET_KEY": f"{new}, {old}",
+            "SENDGRID_API_KEY": "SG.zz-a-key-long-enough-zz",
+        },
     )
     assert [k.reveal() for k in settings.secret_keys] == [new, old]
     assert isinstance(settings.sendgrid_api_key, Secret)
     shown = repr(settings) + str(settings)
     assert new not in shown
-    assert "SG.zz" not in shown
+    assert "SG.zz-a-key-long-enough-zz" not in shown
 
 
 def test_unknown_key_in_config_file_names_the_file(tmp_path: Path) -> None:
@@ -146,7 +150,7 @@ def test_a_key_that_cannot_go_into_a_header_is_refused_and_never_echoed(bad: str
     assert f"character {at + 1} of {len(key)}" in message
 
 
-@given(key=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1))
+@given(key=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=MIN_API_KEY))
 def test_any_printable_ascii_key_is_taken_as_is(key: str) -> None:
     settings = load_settings(Path("/nonexistent"), env={"SENDGRID_API_KEY": key})
     assert settings.sendgrid_api_key == Secret(key)
