@@ -615,3 +615,58 @@ def test_ctrl_c_while_the_body_is_encoded_gives_the_batch_back(
             mailer.post_payload(payload, BATCH.keys)
         timer.join()
     assert server.connections == 0
+
+
+# --- connecting: resolution, TCP and TLS share one deadline ----------------------------------
+
+ONCE = RetryPolicy(attempts=1, base=0.01, cap=0.01)
+
+
+def never_speak(conn: socket.socket) -> None:
+    """Accepts the TCP connection and never answers the TLS handshake."""
+    time.sleep(5)
+
+
+def test_a_server_that_never_speaks_tls_is_cut_at_the_deadline(
+    sendgrid_settings: Settings, rendered: RenderedEmail
+) -> None:
+    with raw_server(never_speak) as server:
+        url = server.url.replace("http://", "https://")
+        mailer = SendGridMailer(pointed(sendgrid_settings, url, timeout=1.0), retry=ONCE)
+        started = time.monotonic()
+        with pytest.raises(UnreachableError, match="nothing was accepted"):
+            mailer.send_batch(rendered, BATCH)
+    assert time.monotonic() - started < 1.8
+
+
+def test_the_tls_handshake_gets_only_what_the_slow_connect_left(
+    sendgrid_settings: Settings, rendered: RenderedEmail
+) -> None:
+    # The accept queue is full when the client's SYN comes, so the kernel drops it and the
+    # client sends it again after its first retransmission timeout (1 s on Linux); by then
+    # the queue has room. The TCP connect takes ~1 s of the 1.5 s deadline, and the server
+    # never speaks TLS: the handshake must be cut at 1.5 s in all. It once got a fresh 1.5 s.
+    with socket.socket() as listener, socket.socket() as queued:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        queued.connect(listener.getsockname())
+        held: list[socket.socket] = []
+
+        def drain_then_hold() -> None:
+            time.sleep(0.3)
+            for _ in range(2):  # the queued connection, then the client's
+                held.append(listener.accept()[0])
+
+        thread = threading.Thread(target=drain_then_hold, daemon=True)
+        thread.start()
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+        mailer = SendGridMailer(pointed(sendgrid_settings, url, timeout=1.5), retry=ONCE)
+        started = time.monotonic()
+        with pytest.raises(UnreachableError, match="nothing was accepted"):
+            mailer.send_batch(rendered, BATCH)
+        elapsed = time.monotonic() - started
+        thread.join(5)
+        for conn in held:
+            conn.close()
+    assert len(held) == 2  # the client's connect did complete, late
+    assert 0.9 < elapsed < 2.1
