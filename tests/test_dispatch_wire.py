@@ -690,3 +690,18 @@ def test_the_tls_handshake_gets_only_what_the_slow_connect_left(
             conn.close()
     assert len(held) == 2  # the client's connect did complete, late
     assert 0.9 < elapsed < 2.1
+
+
+def test_ctrl_c_while_the_batch_is_built_gives_it_back(
+    sendgrid_settings: Settings, rendered: RenderedEmail
+) -> None:
+    # Scanning 15 M characters for placeholders takes about half a second: SIGINT at 0.15 s.
+    slow = dataclasses.replace(rendered, html="\u20ac" * 15_000_000)
+    with raw_server(answer_at_once) as server:
+        mailer = SendGridMailer(pointed(sendgrid_settings, server.url, timeout=30), retry=TWICE)
+        timer = threading.Timer(0.15, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(InterruptedBeforeSending):
+            mailer.send_batch(slow, BATCH)
+        timer.join()
+    assert server.connections == 0

@@ -226,6 +226,9 @@ class SendGridMailer:
             raise PayloadError(
                 f"Cannot build the SendGrid request: {exc}. Nothing was sent."
             ) from exc
+        except KeyboardInterrupt as exc:
+            # Building 1,000 entries takes a while: a Ctrl-C here sent nothing.
+            raise InterruptedBeforeSending from exc
         return self.post_payload(payload, batch.keys)
 
     def send_message(self, message: EmailMessage) -> str:
