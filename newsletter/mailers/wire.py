@@ -5,9 +5,10 @@ python_http_client opens every request through urllib, whose timeout bounds each
 operation: a server that dribbles its answer one byte a second never trips a 2 s timeout.
 Its `Client._make_request` is the seam its own docstring sets apart for replacing the call,
 so `DeadlineClient` overrides it and opens the request through its own
-urllib handlers instead of replacing the `sendgrid` package. Their connections set the
-socket timeout to what is left of the deadline before every connect, write and read, and
-record the request's `Stage` as it advances. A failure is re-raised as `TransportError`
+urllib handlers (no redirect handler, no proxy handler) instead of replacing the `sendgrid`
+package. Their connections resolve the host, connect to each address, shake hands over
+TLS, write and read, each with what is left of the deadline, and record the request's
+`Stage` as it advances. A failure is re-raised as `TransportError`
 carrying that stage, so the mailer can tell "nothing can have been accepted" (before the
 whole body was written) from "it may have been" (after).
 """
