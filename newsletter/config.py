@@ -277,6 +277,13 @@ def _api_url_problem(url: str) -> str:
         return "has no host"
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         return "must not have a query (?...) or fragment (#...)"
+    if "v3" in parts.path.lower().split("/"):
+        # The mailer appends /v3/mail/send itself: with it in the base, every request is a
+        # 404 and, before this check, every recipient ended `failed`.
+        return (
+            "must be the base URL, e.g. https://api.sendgrid.com, without /v3 or an "
+            "endpoint (the mailer adds /v3/mail/send itself)"
+        )
     try:
         parts.port  # noqa: B018  # urlsplit checks the port only when asked for it
     except ValueError:
@@ -287,12 +294,21 @@ def _api_url_problem(url: str) -> str:
 # Printable ASCII without the space: what an HTTP header value carries as-is (SendGrid keys
 # are `SG.` and base64url). Anything else would break the Authorization header mid-request.
 _KEY_CHARACTERS = re.compile(r"[!-~]+")
+# Real keys are 69 characters; the shape is not required (tests use canary keys), but a
+# key this short is a truncated paste, and one the redaction could not tell from text.
+MIN_API_KEY = 20
 
 
 def check_api_key(key: Secret, origin: str) -> None:
     """Refuse a key that cannot go into a header; the message never shows the key itself."""
     value = key.reveal()
     if _KEY_CHARACTERS.fullmatch(value):
+        if len(value) < MIN_API_KEY:
+            raise ConfigError(
+                f"{origin}: the key is {len(value)} characters long; a SendGrid API key is "
+                f"far longer (about 69, `SG.` and two parts), at least {MIN_API_KEY}. Copy the "
+                "whole key again from SendGrid's API Keys page and set SENDGRID_API_KEY to it."
+            )
         return
     position, char = next((i, c) for i, c in enumerate(value, 1) if not _KEY_CHARACTERS.match(c))
     kind = (

@@ -190,3 +190,37 @@ def test_every_spelling_of_a_broken_key_is_redacted(bad: str, at: int, spelling:
     assert "(see above)" in shown
     for side in (GOOD_KEY[:at], GOOD_KEY[at:]):
         assert len(side) < MIN_FRAGMENT or side not in shown
+
+
+# Around a quoted fragment: the dangerous alphabet, and text a message really carries.
+AROUND = st.lists(st.sampled_from([*" \n\t\x00'\"\\:=/", "a", "Z", "é", "\u202e", "Bearer"])).map(
+    "".join
+)
+
+
+@given(
+    start=st.integers(min_value=0, max_value=len(GOOD_KEY) - MIN_FRAGMENT),
+    length=st.integers(min_value=MIN_FRAGMENT, max_value=len(GOOD_KEY)),
+    case=st.sampled_from([str, str.upper, str.lower, str.swapcase]),
+    before=AROUND,
+    after=AROUND,
+)
+def test_any_fragment_of_a_key_in_any_case_is_redacted(
+    start: int, length: int, case: object, before: str, after: str
+) -> None:
+    # 40 of 49 characters of a key once survived: only whole runs of a spelling were replaced.
+    fragment = case(GOOD_KEY[start : start + length])  # type: ignore[operator]
+    shown = redact(f"error {before}{fragment}{after} (see above)", [GOOD_KEY])
+    assert "(see above)" in shown
+    assert "[redacted]" in shown
+    folded = shown.lower()
+    key = GOOD_KEY.lower()
+    # No window of MIN_FRAGMENT characters of the key is left, in any case.
+    assert not any(key[i : i + MIN_FRAGMENT] in folded for i in range(len(key) - MIN_FRAGMENT + 1))
+
+
+@pytest.mark.parametrize("secret", ["s3cret", "hunter2!"])
+def test_a_short_secret_is_still_redacted_whole(secret: str) -> None:
+    shown = redact(f"login failed with {secret!r}; again", [secret])
+    assert secret not in shown
+    assert shown == "login failed with '[redacted]'; again"

@@ -82,10 +82,11 @@ def test_awkward_addresses_get_distinct_safe_names() -> None:
 
 def test_the_outbox_is_the_default_and_sendgrid_wins_with_a_key(tmp_path: Path) -> None:
     assert get_mailer(load_settings(tmp_path, env={})).name == "outbox"
-    keyed = load_settings(tmp_path, env={"SENDGRID_API_KEY": "SG.x"})
+    keyed = load_settings(tmp_path, env={"SENDGRID_API_KEY": "SG.x-a-key-long-enough-x"})
     assert get_mailer(keyed).name == "sendgrid"
     explicit = load_settings(
-        tmp_path, env={"SENDGRID_API_KEY": "SG.x", "NEWSLETTER_MAILER": "outbox"}
+        tmp_path,
+        env={"SENDGRID_API_KEY": "SG.x-a-key-long-enough-x", "NEWSLETTER_MAILER": "outbox"},
     )
     assert get_mailer(explicit).name == "outbox"
 

@@ -226,6 +226,9 @@ class SendGridMailer:
             raise PayloadError(
                 f"Cannot build the SendGrid request: {exc}. Nothing was sent."
             ) from exc
+        except KeyboardInterrupt as exc:
+            # Building 1,000 entries takes a while: a Ctrl-C here sent nothing.
+            raise InterruptedBeforeSending from exc
         return self.post_payload(payload, batch.keys)
 
     def send_message(self, message: EmailMessage) -> str:
@@ -265,8 +268,18 @@ class SendGridMailer:
         )
 
     def _post(self, payload: dict[str, Any]) -> Any:
+        requests = self._client.requests
+        requests.forget()
         try:
             return self._client.mail.send.post(request_body=payload, timeout=self.timeout)
+        except InterruptedBeforeSending:
+            raise
+        except KeyboardInterrupt as exc:
+            if requests.untouched:
+                # Ctrl-C while the library encoded the body or built the request: no byte
+                # was written, so the batch goes back to `pending`, not `unknown`.
+                raise InterruptedBeforeSending from exc
+            raise
         except wire.TransportError as exc:
             if exc.stage == wire.Stage.PREPARING:
                 raise self._unbuildable(exc.cause) from None
@@ -284,6 +297,17 @@ class SendGridMailer:
             f"Cannot build the request to SendGrid at {self.settings.sendgrid_api_url} "
             f"({wire.describe(exc)}). Nothing was sent; check sendgrid_api_url and "
             "SENDGRID_API_KEY."
+        )
+
+    def _misdirected(self, status: int) -> MailerError:
+        # Not a verdict on this batch: the URL does not lead to Mail Send (a redirect is
+        # never followed, it would carry the key elsewhere). SendGrid accepted nothing, so
+        # the batch goes back to `pending`, as a MailerError from send_batch does.
+        what = "redirected the request" if status < 400 else "has no Mail Send endpoint"
+        return MailerError(
+            f"SendGrid at {self.settings.sendgrid_api_url} {what} (HTTP {status}); nothing "
+            "was accepted. Set sendgrid_api_url (NEWSLETTER_SENDGRID_API_URL) to the base "
+            "URL, e.g. https://api.sendgrid.com, and run the same command again."
         )
 
     def _wait(self, seconds: float) -> None:
@@ -310,6 +334,8 @@ class SendGridMailer:
         status = int(exc.status_code)
         if status == 429:
             return None
+        if 300 <= status < 400 or status == 404:
+            raise self._misdirected(status)
         if status in (401, 403):
             raise AuthError(
                 f"SendGrid refused the API key (HTTP {status}). Check SENDGRID_API_KEY: it must "

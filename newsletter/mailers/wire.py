@@ -5,9 +5,10 @@ python_http_client opens every request through urllib, whose timeout bounds each
 operation: a server that dribbles its answer one byte a second never trips a 2 s timeout.
 Its `Client._make_request` is the seam its own docstring sets apart for replacing the call,
 so `DeadlineClient` overrides it and opens the request through its own
-urllib handlers instead of replacing the `sendgrid` package. Their connections set the
-socket timeout to what is left of the deadline before every connect, write and read, and
-record the request's `Stage` as it advances. A failure is re-raised as `TransportError`
+urllib handlers (no redirect handler, no proxy handler) instead of replacing the `sendgrid`
+package. Their connections resolve the host, connect to each address, shake hands over
+TLS, write and read, each with what is left of the deadline, and record the request's
+`Stage` as it advances. A failure is re-raised as `TransportError`
 carrying that stage, so the mailer can tell "nothing can have been accepted" (before the
 whole body was written) from "it may have been" (after).
 """
@@ -17,9 +18,13 @@ from __future__ import annotations
 import enum
 import http.client
 import io
+import queue
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from email.message import Message
 from typing import TYPE_CHECKING, Any
 
@@ -152,10 +157,15 @@ class _StagedConnection(http.client.HTTPConnection):
         self.response_class = _response_class(attempt)
 
     def connect(self) -> None:
+        # Not http.client's: create_connection gives every address the whole timeout and
+        # TLS the time left when connecting started; here each step gets what is left.
         self.attempt.reach(Stage.CONNECTING)
-        self.timeout = self.attempt.remaining()
-        super().connect()
+        self.sock = open_socket(self.host, self.port, self.attempt)
+        self.sock = self._secure(self.sock)
         self.attempt.reach(Stage.WRITING)
+
+    def _secure(self, sock: socket.socket) -> socket.socket:
+        return sock
 
     def send(self, data: Any) -> None:
         if self.sock is None:
@@ -179,6 +189,12 @@ class _StagedHTTPSConnection(_StagedConnection, http.client.HTTPSConnection):
     def __init__(self, host: str, *, attempt: Attempt, **kwargs: Any) -> None:
         super().__init__(host, **kwargs)
         self._bind(attempt)
+
+    def _secure(self, sock: socket.socket) -> socket.socket:
+        sock.settimeout(self.attempt.remaining())  # the handshake gets what is left
+        context: Any = self._context  # type: ignore[attr-defined]  # http.client's, untyped
+        secured: socket.socket = context.wrap_socket(sock, server_hostname=self.host)
+        return secured
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
@@ -205,6 +221,51 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         return _StagedHTTPSConnection(host, attempt=self._attempt, **kwargs)
 
 
+def open_socket(host: str, port: int, attempt: Attempt) -> socket.socket:
+    """A TCP connection to `host`, resolution and every address tried within the deadline."""
+    failure: OSError = OSError(f"no address for {host}")
+    for family, kind, proto, _, address in resolve(host, port, attempt):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(attempt.remaining())
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        # As http.client does: the head and body go out without waiting on Nagle.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise failure
+
+
+_Address = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
+
+
+def resolve(host: str, port: int, attempt: Attempt) -> Sequence[_Address]:
+    """getaddrinfo, bounded by the deadline: it cannot be interrupted, so it runs in a
+    daemon thread that is left behind (and finishes on its own) if the deadline passes."""
+    answers: queue.SimpleQueue[Sequence[_Address] | OSError] = queue.SimpleQueue()
+
+    def lookup() -> None:
+        try:
+            answers.put(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            answers.put(exc)
+
+    threading.Thread(target=lookup, name="newsletter-resolve", daemon=True).start()
+    try:
+        found = answers.get(timeout=attempt.remaining())
+    except queue.Empty:
+        raise DeadlineExceeded("resolving the host took longer than the deadline") from None
+    if isinstance(found, OSError):
+        raise found
+    return found
+
+
 class Answer:
     """A complete HTTP answer, read within the deadline; what python_http_client reads."""
 
@@ -221,14 +282,13 @@ class Answer:
         return self._headers
 
 
-def exchange(request: urllib.request.Request, seconds: float) -> Answer:
-    """Send `request` and read the whole answer within `seconds`.
+def exchange(request: urllib.request.Request, attempt: Attempt) -> Answer:
+    """Send `request` and read the whole answer within the attempt's deadline.
 
     Raises python_http_client's HTTPError for an error status (as its client does),
     TransportError for anything else, with the stage it happened in, and
     InterruptedBeforeSending for a Ctrl-C before any of it was written.
     """
-    attempt = Attempt(seconds)
     try:
         return _open(request, attempt)
     except python_http_client.exceptions.HTTPError:
@@ -245,25 +305,83 @@ def exchange(request: urllib.request.Request, seconds: float) -> Answer:
         raise
 
 
+class Requests:
+    """The requests made through one client and the clients built from it: whether any
+    began to be written. The library encodes the JSON body and builds the request before
+    our transport sees it; a Ctrl-C there is told apart by `untouched`."""
+
+    def __init__(self) -> None:
+        self.attempts: list[Attempt] = []
+
+    def begin(self, seconds: float) -> Attempt:
+        attempt = Attempt(seconds)
+        self.attempts.append(attempt)
+        return attempt
+
+    def forget(self) -> None:
+        self.attempts.clear()
+
+    @property
+    def untouched(self) -> bool:
+        """True when no request since `forget` wrote a byte: nothing can have been accepted."""
+        return all(attempt.stage <= Stage.CONNECTING for attempt in self.attempts)
+
+
+def opener(attempt: Attempt) -> urllib.request.OpenerDirector:
+    """Our two connections and the error handlers, and nothing else of urllib's defaults.
+
+    No redirect handler: urllib follows a 301/302/303 by turning the POST into a GET, sends
+    the Authorization header (the key) to whatever host `Location` names and takes that
+    host's answer as SendGrid's. A 3xx comes back as an HTTP error instead. No proxy
+    handler: HTTP(S)_PROXY from the environment would send the request somewhere the
+    settings do not name (see the README).
+    """
+    director = urllib.request.OpenerDirector()
+    for handler in (
+        _HTTPHandler(attempt),
+        _HTTPSHandler(attempt),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        director.add_handler(handler)
+    return director
+
+
 def _open(request: urllib.request.Request, attempt: Attempt) -> Answer:
-    opener = urllib.request.build_opener(_HTTPHandler(attempt), _HTTPSHandler(attempt))
     try:
-        with opener.open(request, timeout=attempt.remaining()) as response:
+        with opener(attempt).open(request, timeout=attempt.remaining()) as response:
             return Answer(response.status, response.read(), response.headers)
     except urllib.error.HTTPError as err:
         with err:
-            error = python_http_client.exceptions.handle_error(err)  # reads the body
-        error.__cause__ = None
-        raise error from None
+            body = _error_body(err)
+        # The library's class for the status (UnauthorizedError...), built from what was read.
+        kind = python_http_client.exceptions.err_dict.get(
+            err.code, python_http_client.exceptions.HTTPError
+        )
+        raise kind(err.code, err.reason, body, err.headers) from None
+
+
+def _error_body(err: urllib.error.HTTPError) -> bytes:
+    """The error's body, or none when it cannot be read whole: the status alone still says
+    what SendGrid decided (a 401 stops the send, a 429 is retried)."""
+    try:
+        return err.read()
+    except (OSError, http.client.HTTPException):  # cut short, reset, or past the deadline
+        return b""
 
 
 class DeadlineClient(python_http_client.Client):  # type: ignore[misc]  # untyped library
     """python_http_client's client, each request bounded as a whole by its timeout."""
 
+    def __init__(self, *args: Any, requests: Requests | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Shared down the chain (`client.mail.send` builds two more clients).
+        self.requests = requests or Requests()
+
     def _make_request(
         self, opener: Any, request: urllib.request.Request, timeout: float | None = None
     ) -> Answer:
-        return exchange(request, timeout or self.timeout)
+        return exchange(request, self.requests.begin(timeout or self.timeout))
 
     def _build_client(self, name: str | None = None) -> DeadlineClient:
         # The library's own builds a plain `Client`; keep the subclass down the chain.
@@ -275,4 +393,5 @@ class DeadlineClient(python_http_client.Client):  # type: ignore[misc]  # untype
             url_path=url_path,
             append_slash=self.append_slash,
             timeout=self.timeout,
+            requests=self.requests,
         )
