@@ -211,10 +211,19 @@ def _owner_table(element: HtmlElement) -> HtmlElement | None:
     return next(element.iterancestors("table"), None)
 
 
+def _not_a_table(table: HtmlElement, role: str, doc: HtmlElement) -> bool:
+    """A table a screen reader does not announce as one: role presentation/none, or an
+    image with a name (a chart drawn with cells, read as its one sentence). An unnamed
+    img is still read cell by cell in some readers, so it counts as a layout table."""
+    if role in ("presentation", "none"):
+        return True
+    return role == "img" and bool(accessible_name(table, doc))
+
+
 def check_tables(doc: HtmlElement) -> Iterator[Finding]:
     for table in doc.iter("table"):
         role = (table.get("role") or "").strip().lower()
-        presentational = role in ("presentation", "none")
+        presentational = _not_a_table(table, role, doc)
         if _is_data_table(table) and presentational:
             yield _finding(
                 "email-data-table-role",

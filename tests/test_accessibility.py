@@ -70,6 +70,25 @@ def test_a_data_table_keeps_its_semantics_and_never_takes_role_presentation() ->
     assert finding.snippet == '<table role="presentation">'
 
 
+def test_a_chart_table_named_as_an_image_is_not_a_layout_table() -> None:
+    bars = '<tr><td height="32"><div style="height:20px">&nbsp;</div></td></tr>'
+    named = f'<table role="img" aria-label="KGS over 7 days: up 0.09%.">{bars}</table>'
+    assert found(email(layout(named))) == []
+    labelled = (
+        '<p id="s">KGS over 7 days.</p>'
+        f'<table role="img" aria-labelledby="s">{bars}</table>'
+    )
+    assert found(email(layout(labelled))) == []
+    # Without a name, an image says nothing, and the table is still a layout table.
+    for unnamed in (
+        f'<table role="img">{bars}</table>',
+        f'<table role="img" aria-label="  ">{bars}</table>',
+        f'<table role="grid">{bars}</table>',
+    ):
+        [finding] = found(email(layout(unnamed)))
+        assert (finding.rule, finding.impact) == ("email-layout-table-role", "serious")
+
+
 def test_a_skipped_heading_level_names_the_heading_and_the_level_to_use() -> None:
     [finding] = found(email(layout("<h3>Kyrgyzstan</h3><p>Story</p>")))
     assert (finding.rule, finding.impact, finding.severity) == (
