@@ -36,6 +36,20 @@ MONTHS = (
 )
 
 
+# Languages written right to left, by primary subtag (BCP 47; Babel/CLDR is not a
+# dependency, and this list changes about never): Arabic, Hebrew (and its old code iw),
+# Persian, Urdu, Pashto, Sindhi, Yiddish, Dhivehi, Uyghur, Sorani Kurdish, Syriac.
+RTL_LANGUAGES = frozenset(
+    {"ar", "he", "iw", "fa", "ur", "ps", "sd", "yi", "dv", "ug", "ckb", "syr"}
+)
+
+
+def direction(language: str) -> str:
+    """'rtl' or 'ltr' for a language tag ('ar', 'fa-IR', 'ur-Arab'; 'en' by default)."""
+    primary = language.split("-", 1)[0].casefold()
+    return "rtl" if primary in RTL_LANGUAGES else "ltr"
+
+
 def render(issue: Issue, settings: Settings) -> RenderedEmail:
     """One render per issue; per-recipient fields stay placeholders for the mailer.
 
@@ -185,6 +199,7 @@ def build_context(issue: Issue, settings: Settings) -> dict[str, Any]:
             "preheader": inert.text(spec.preheader),
             "date": long_date(spec.date),
             "language": spec.language,
+            "dir": direction(spec.language),
         },
         "intro": to_html(spec.intro),
         "intro_text": wrap_markdown(spec.intro),
@@ -246,6 +261,7 @@ def _article(article: Article, issue: Issue, section: Section) -> dict[str, Any]
         "author": inert.text(article.author) if article.author else None,
         "credit": inert.text(article.credit) if article.credit else None,
         "lang": lang,
+        "dir": direction(lang) if lang and direction(lang) != direction(spec.language) else None,
         "body_html": _nested_headings(to_html(body)) if body else None,
         "body_text": wrap_markdown(body) if body else None,
         "truncated": truncated,

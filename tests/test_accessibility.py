@@ -74,10 +74,7 @@ def test_a_chart_table_named_as_an_image_is_not_a_layout_table() -> None:
     bars = '<tr><td height="32"><div style="height:20px">&nbsp;</div></td></tr>'
     named = f'<table role="img" aria-label="KGS over 7 days: up 0.09%.">{bars}</table>'
     assert found(email(layout(named))) == []
-    labelled = (
-        '<p id="s">KGS over 7 days.</p>'
-        f'<table role="img" aria-labelledby="s">{bars}</table>'
-    )
+    labelled = f'<p id="s">KGS over 7 days.</p><table role="img" aria-labelledby="s">{bars}</table>'
     assert found(email(layout(labelled))) == []
     # Without a name, an image says nothing, and the table is still a layout table.
     for unnamed in (
