@@ -303,9 +303,57 @@ def _is_heading(block: str) -> bool:
 # Words that end in a full stop without ending a sentence ("Dr. Aliyev", "St. Petersburg").
 # Initials ("J. Smith") and dotted abbreviations ("U.N.", "e.g.") are recognised by shape.
 ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof st mt ft jr sr gen col lt sgt capt cmdr adm gov sen rep rev hon pres "
-    "no nos vs approx dept est inc ltd co corp bros jan feb mar apr jun jul aug sep sept oct "
-    "nov dec fig vol pp".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "st",
+        "mt",
+        "ft",
+        "jr",
+        "sr",
+        "gen",
+        "col",
+        "lt",
+        "sgt",
+        "capt",
+        "cmdr",
+        "adm",
+        "gov",
+        "sen",
+        "rep",
+        "rev",
+        "hon",
+        "pres",
+        "no",
+        "nos",
+        "vs",
+        "approx",
+        "dept",
+        "est",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "bros",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "fig",
+        "vol",
+        "pp",
+    ]
 )
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’»)\]]*(?= )")
 _OPENERS = "\"'“‘«(["

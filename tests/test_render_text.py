@@ -80,7 +80,8 @@ def test_reference_links_keep_their_definitions() -> None:
     assert truncated
     html = to_html(kept)
     assert '<a href="https://example.org/report" rel="noopener noreferrer">the report</a>' in html
-    assert "[the report]" not in html and "[r]" not in html
+    assert "[the report]" not in html
+    assert "[r]" not in html
     whole, truncated = excerpt(story, 100)
     assert not truncated
     assert '<a href="https://example.org/data"' in to_html(whole)
