@@ -243,6 +243,16 @@ def test_the_sample_report_matches_its_golden_file(
     assert json.loads(produced) == json.loads(GOLDEN.read_text(encoding="utf-8"))
 
 
+def test_the_sample_has_no_serious_or_critical_finding_and_no_tiny_text(
+    sample_gates: Gates,
+) -> None:
+    findings = sample_gates.accessibility.findings
+    assert [f for f in findings if f.impact in ("serious", "critical")] == []
+    assert [f for f in findings if f.rule == "email-text-size"] == []
+    # What is left is axe's page landmarks, explained in the README's "Preflight gates".
+    assert {f.rule for f in findings} <= {"landmark-one-main", "region"}
+
+
 def test_the_sample_findings_name_the_article_or_template_to_open(sample_gates: Gates) -> None:
     for finding in sample_gates.accessibility.findings:
         assert finding.source is not None
