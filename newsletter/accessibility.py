@@ -382,11 +382,23 @@ def check_text_size(doc: HtmlElement) -> Iterator[Finding]:
             )
 
 
+# Inline elements whose text takes the size of the element around them.
+_INLINE = frozenset({"span", "strong", "b", "em", "i", "a", "small", "u", "code", "abbr"})
+
+
 def _own_text(element: HtmlElement) -> bool:
-    """The element or its inline children carry text (not only nested blocks)."""
+    """The element carries text at its own size: directly, after a child, or inside inline
+    children that set no size of their own (`<span style="font-size:12px"><span>1 UZS
+    =</span> ...</span>` is 12 px text), not only in nested blocks."""
     if (element.text or "").strip():
         return True
-    return any((child.tail or "").strip() for child in element)
+    for child in element:
+        if (child.tail or "").strip():
+            return True
+        sized = _FONT_SIZE.search(child.get("style") or "")
+        if child.tag in _INLINE and not sized and _own_text(child):
+            return True
+    return False
 
 
 # ---- axe-core in Chromium ----------------------------------------------------------------

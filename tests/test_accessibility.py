@@ -161,6 +161,11 @@ def test_text_under_the_minimum_size_is_flagged_and_font_size_zero_wrappers_are_
     assert finding.message.startswith("text is set at 11px, under 13px")
     mjml_wrapper = '<div style="font-size:0"><div style="font-size:16px">Body text</div></div>'
     assert found(email(layout(mjml_wrapper))) == []
+    nested = '<span style="font-size:12px"><span>1 UZS =</span> <b>0.0000793</b></span>'
+    [finding] = found(email(layout(nested)))
+    assert finding.snippet == '<span style="font-size:12px">'
+    resized = '<span style="font-size:12px"><span style="font-size:14px">Big</span></span>'
+    assert found(email(layout(resized))) == []
 
 
 def test_an_email_whose_words_are_in_images_is_serious() -> None:
