@@ -211,10 +211,19 @@ def _owner_table(element: HtmlElement) -> HtmlElement | None:
     return next(element.iterancestors("table"), None)
 
 
+def _not_a_table(table: HtmlElement, role: str, doc: HtmlElement) -> bool:
+    """A table a screen reader does not announce as one: role presentation/none, or an
+    image with a name (a chart drawn with cells, read as its one sentence). An unnamed
+    img is still read cell by cell in some readers, so it counts as a layout table."""
+    if role in ("presentation", "none"):
+        return True
+    return role == "img" and bool(accessible_name(table, doc))
+
+
 def check_tables(doc: HtmlElement) -> Iterator[Finding]:
     for table in doc.iter("table"):
         role = (table.get("role") or "").strip().lower()
-        presentational = role in ("presentation", "none")
+        presentational = _not_a_table(table, role, doc)
         if _is_data_table(table) and presentational:
             yield _finding(
                 "email-data-table-role",
@@ -373,11 +382,23 @@ def check_text_size(doc: HtmlElement) -> Iterator[Finding]:
             )
 
 
+# Inline elements whose text takes the size of the element around them.
+_INLINE = frozenset({"span", "strong", "b", "em", "i", "a", "small", "u", "code", "abbr"})
+
+
 def _own_text(element: HtmlElement) -> bool:
-    """The element or its inline children carry text (not only nested blocks)."""
+    """The element carries text at its own size: directly, after a child, or inside inline
+    children that set no size of their own (`<span style="font-size:12px"><span>1 UZS
+    =</span> ...</span>` is 12 px text), not only in nested blocks."""
     if (element.text or "").strip():
         return True
-    return any((child.tail or "").strip() for child in element)
+    for child in element:
+        if (child.tail or "").strip():
+            return True
+        sized = _FONT_SIZE.search(child.get("style") or "")
+        if child.tag in _INLINE and not sized and _own_text(child):
+            return True
+    return False
 
 
 # ---- axe-core in Chromium ----------------------------------------------------------------

@@ -136,6 +136,7 @@ def check(
         *check_footer(doc, email.text, settings.postal_address, email.tags),
         *check_document(doc),
         *check_article_dates(issue),
+        *check_article_languages(issue),
         *check_repeats(issue, history, settings.history_issues),
         *check_rates(issue, settings),
     ]
@@ -661,6 +662,44 @@ def check_article_dates(issue: Issue) -> list[Problem]:
                     )
                 )
     return problems
+
+
+# Languages written in Cyrillic (primary subtags): an issue in one of them needs no `lang`
+# on a Cyrillic article. Only the script is detected: the warning suggests `ru` and names
+# the others, since Kazakh, Kyrgyz or Tajik text is Cyrillic too.
+CYRILLIC_LANGUAGES = frozenset({"ru", "uk", "be", "bg", "sr", "mk", "kk", "ky", "tg", "mn"})
+_CYRILLIC = ((0x0400, 0x052F), (0x1C80, 0x1C8F), (0x2DE0, 0x2DFF), (0xA640, 0xA69F))
+
+
+def check_article_languages(issue: Issue) -> list[Problem]:
+    """A story mostly in Cyrillic letters, with no `lang:`, inside an issue in a language
+    not written in Cyrillic: screen readers would read it with the issue's voice."""
+    primary = issue.spec.language.split("-", 1)[0].casefold()
+    if primary in CYRILLIC_LANGUAGES or "cyrl" in issue.spec.language.casefold():
+        return []
+    problems = []
+    for article in {a.slug: a for s in issue.sections for a in s.articles}.values():
+        text = " ".join((article.title, article.summary, article.body))
+        if article.lang is None and mostly_cyrillic(text):
+            problems.append(
+                Problem(
+                    f"article '{article.slug}' is written mostly in Cyrillic letters but has "
+                    f"no lang: while the issue is in '{issue.spec.language}'; add `lang: ru` "
+                    "to its front matter (or its language: kk, ky, tg, uk, ...), so screen "
+                    "readers read it in that language.",
+                    file=article.path,
+                    field="lang",
+                    severity="warning",
+                )
+            )
+    return problems
+
+
+def mostly_cyrillic(text: str) -> bool:
+    """More than half of the letters of `text` are Cyrillic."""
+    letters = [ord(ch) for ch in text if ch.isalpha()]
+    cyrillic = sum(1 for code in letters if any(lo <= code <= hi for lo, hi in _CYRILLIC))
+    return bool(letters) and cyrillic * 2 > len(letters)
 
 
 def check_repeats(issue: Issue, history: Sequence[PastIssue], last: int) -> list[Problem]:

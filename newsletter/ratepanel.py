@@ -57,6 +57,11 @@ def days_phrase(count: int) -> str:
     return f"{count} day" if count == 1 else f"{count} days"
 
 
+def covers(quoted: int, days: int) -> str:
+    """What the trend covers, as the chart's sentences say it: '7 days', '5 of 7 days'."""
+    return days_phrase(days) if quoted == days else f"{quoted} of {days_phrase(days)}"
+
+
 def window(end: dt.date, days: int) -> tuple[dt.date, ...]:
     """The `days` calendar days ending at `end`, oldest first."""
     return tuple(end - dt.timedelta(days=back) for back in range(days - 1, -1, -1))
@@ -108,8 +113,10 @@ def describe(subject: str, points: Sequence[tuple[dt.date, Decimal | None]], dat
             f"{subject}: {rates.plain(last)} on {date(last_day)}, "
             f"the only quote in the last {days_phrase(len(points))}."
         )
-    missing = [day for day, value in points if value is None and first_day < day < last_day]
-    span = days_phrase((last_day - first_day).days + 1)
+    # Counted over the whole window, as the chart draws it (one column per day, a gap for a
+    # day without a quote) and as the panel's sub-line says it: "over 5 of 7 days".
+    missing = [day for day, value in points if value is None]
+    span = days_phrase(len(points))
     over = f"over {len(known)} of {span}" if missing else f"over {span}"
     if missing:
         over += f" (no quote on {_and(date(day) for day in missing)})"
@@ -195,7 +202,7 @@ def panel(
         "date": long_date(snapshot.date),
         "source": inert.text(snapshot.source),
         "days": len(in_window),
-        "covers": days_phrase(len(in_window)),
+        "covers": covers(len(in_window), len(calendar)),
         "chart_height": CHART_HEIGHT,
         "gaps": any(bar["gap"] for row in rows for bar in row["bars"]),
         "rows": rows,

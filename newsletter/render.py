@@ -36,6 +36,20 @@ MONTHS = (
 )
 
 
+# Languages written right to left, by primary subtag (BCP 47; Babel/CLDR is not a
+# dependency, and this list changes about never): Arabic, Hebrew (and its old code iw),
+# Persian, Urdu, Pashto, Sindhi, Yiddish, Dhivehi, Uyghur, Sorani Kurdish, Syriac.
+RTL_LANGUAGES = frozenset(
+    {"ar", "he", "iw", "fa", "ur", "ps", "sd", "yi", "dv", "ug", "ckb", "syr"}
+)
+
+
+def direction(language: str) -> str:
+    """'rtl' or 'ltr' for a language tag ('ar', 'fa-IR', 'ur-Arab'; 'en' by default)."""
+    primary = language.split("-", 1)[0].casefold()
+    return "rtl" if primary in RTL_LANGUAGES else "ltr"
+
+
 def render(issue: Issue, settings: Settings) -> RenderedEmail:
     """One render per issue; per-recipient fields stay placeholders for the mailer.
 
@@ -185,6 +199,7 @@ def build_context(issue: Issue, settings: Settings) -> dict[str, Any]:
             "preheader": inert.text(spec.preheader),
             "date": long_date(spec.date),
             "language": spec.language,
+            "dir": direction(spec.language),
         },
         "intro": to_html(spec.intro),
         "intro_text": wrap_markdown(spec.intro),
@@ -246,6 +261,7 @@ def _article(article: Article, issue: Issue, section: Section) -> dict[str, Any]
         "author": inert.text(article.author) if article.author else None,
         "credit": inert.text(article.credit) if article.credit else None,
         "lang": lang,
+        "dir": direction(lang) if lang and direction(lang) != direction(spec.language) else None,
         "body_html": _nested_headings(to_html(body)) if body else None,
         "body_text": wrap_markdown(body) if body else None,
         "truncated": truncated,
@@ -253,33 +269,120 @@ def _article(article: Article, issue: Issue, section: Section) -> dict[str, Any]
 
 
 _BLOCKS = re.compile(r"\n\s*\n")
+# A reference-style link definition, `[label]: https://...`: it renders nothing itself, but
+# without it `[the report][r]` prints as literal brackets.
+_DEFINITION = re.compile(r"^ {0,3}\[[^\]\n]+\]:[ \t]*\S.*$", re.MULTILINE)
 
 
 def excerpt(markdown: str, words: int) -> tuple[str, bool]:
-    """Whole paragraphs from the start while they fit in `words` words (the first always
-    does), and whether anything was left out. A heading is never the last thing kept."""
+    """Whole paragraphs from the start while they fit in `words` words (the first paragraph
+    always does, even after a heading), and whether anything was left out. A heading is
+    never the last thing kept, and every link definition comes along, so a kept
+    `[text][label]` still links."""
+    definitions = _DEFINITION.findall(markdown)
     blocks = [b for b in _BLOCKS.split(markdown.strip()) if b.strip()]
+    blocks = [b for b in blocks if _DEFINITION.sub("", b).strip()]
     kept: list[str] = []
     count = 0
     for block in blocks:
-        size = 0 if block.lstrip().startswith("#") else len(block.split())
-        if kept and count + size > words:
+        size = 0 if _is_heading(block) else len(block.split())
+        if count and count + size > words:
             break
         kept.append(block)
         count += size
-    while len(kept) > 1 and kept[-1].lstrip().startswith("#"):
+    while len(kept) > 1 and _is_heading(kept[-1]):
         kept.pop()
-    return "\n\n".join(kept) + "\n", len(kept) < len(blocks)
+    text = "\n\n".join(kept + (["\n".join(definitions)] if definitions else []))
+    return text + "\n", len(kept) < len(blocks)
 
 
-_SENTENCE = re.compile(r"(.+?[.!?…][\"'”’)]*)(?:\s|$)", re.DOTALL)
+def _is_heading(block: str) -> bool:
+    return block.lstrip().startswith("#")
+
+
+# Words that end in a full stop without ending a sentence ("Dr. Aliyev", "St. Petersburg").
+# Initials ("J. Smith") and dotted abbreviations ("U.N.", "e.g.") are recognised by shape.
+ABBREVIATIONS = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "st",
+        "mt",
+        "ft",
+        "jr",
+        "sr",
+        "gen",
+        "col",
+        "lt",
+        "sgt",
+        "capt",
+        "cmdr",
+        "adm",
+        "gov",
+        "sen",
+        "rep",
+        "rev",
+        "hon",
+        "pres",
+        "no",
+        "nos",
+        "vs",
+        "approx",
+        "dept",
+        "est",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "bros",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "fig",
+        "vol",
+        "pp",
+    ]
+)
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’»)\]]*(?= )")
+_OPENERS = "\"'“‘«(["
 
 
 def first_sentence(text: str) -> str:
-    """The first sentence of `text` (all of it when it has no sentence end)."""
+    """The first sentence of `text` (all of it when it has no sentence end).
+
+    A sentence ends at . ! ? or … (with any closing quotes) when the next word starts with
+    a capital letter or a digit, and, for a full stop, the word before it is not an
+    abbreviation or an initial: "Dr. Aliyev said." is one sentence, so is "The U.N. said."
+    """
     text = " ".join(text.split())
-    match = _SENTENCE.match(text)
-    return match.group(1) if match else text
+    for end in _SENTENCE_END.finditer(text):
+        following = text[end.end() :].lstrip().lstrip(_OPENERS)
+        if not following or not (following[0].isupper() or following[0].isdigit()):
+            continue
+        if text[end.start()] == "." and _abbreviation(text[: end.start()]):
+            continue
+        return text[: end.end()]
+    return text
+
+
+def _abbreviation(before: str) -> bool:
+    """Whether the word ending `before` (the full stop cut off) is an abbreviation."""
+    word = before.rsplit(" ", 1)[-1].lstrip(_OPENERS)
+    if len(word) == 1 and word.isalpha() and word.isupper():
+        return True  # an initial
+    return "." in word or word.casefold() in ABBREVIATIONS
 
 
 _BODY_HEADING = re.compile(r"<(/?)h([2-4])\b")

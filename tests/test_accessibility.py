@@ -70,6 +70,22 @@ def test_a_data_table_keeps_its_semantics_and_never_takes_role_presentation() ->
     assert finding.snippet == '<table role="presentation">'
 
 
+def test_a_chart_table_named_as_an_image_is_not_a_layout_table() -> None:
+    bars = '<tr><td height="32"><div style="height:20px">&nbsp;</div></td></tr>'
+    named = f'<table role="img" aria-label="KGS over 7 days: up 0.09%.">{bars}</table>'
+    assert found(email(layout(named))) == []
+    labelled = f'<p id="s">KGS over 7 days.</p><table role="img" aria-labelledby="s">{bars}</table>'
+    assert found(email(layout(labelled))) == []
+    # Without a name, an image says nothing, and the table is still a layout table.
+    for unnamed in (
+        f'<table role="img">{bars}</table>',
+        f'<table role="img" aria-label="  ">{bars}</table>',
+        f'<table role="grid">{bars}</table>',
+    ):
+        [finding] = found(email(layout(unnamed)))
+        assert (finding.rule, finding.impact) == ("email-layout-table-role", "serious")
+
+
 def test_a_skipped_heading_level_names_the_heading_and_the_level_to_use() -> None:
     [finding] = found(email(layout("<h3>Kyrgyzstan</h3><p>Story</p>")))
     assert (finding.rule, finding.impact, finding.severity) == (
@@ -145,6 +161,11 @@ def test_text_under_the_minimum_size_is_flagged_and_font_size_zero_wrappers_are_
     assert finding.message.startswith("text is set at 11px, under 13px")
     mjml_wrapper = '<div style="font-size:0"><div style="font-size:16px">Body text</div></div>'
     assert found(email(layout(mjml_wrapper))) == []
+    nested = '<span style="font-size:12px"><span>1 UZS =</span> <b>0.0000793</b></span>'
+    [finding] = found(email(layout(nested)))
+    assert finding.snippet == '<span style="font-size:12px">'
+    resized = '<span style="font-size:12px"><span style="font-size:14px">Big</span></span>'
+    assert found(email(layout(resized))) == []
 
 
 def test_an_email_whose_words_are_in_images_is_serious() -> None:
@@ -225,6 +246,16 @@ def test_the_sample_report_matches_its_golden_file(
         return
     assert GOLDEN.exists(), f"{GOLDEN} is missing: run `pytest --update-golden` and review it."
     assert json.loads(produced) == json.loads(GOLDEN.read_text(encoding="utf-8"))
+
+
+def test_the_sample_has_no_serious_or_critical_finding_and_no_tiny_text(
+    sample_gates: Gates,
+) -> None:
+    findings = sample_gates.accessibility.findings
+    assert [f for f in findings if f.impact in ("serious", "critical")] == []
+    assert [f for f in findings if f.rule == "email-text-size"] == []
+    # What is left is axe's page landmarks, explained in the README's "Preflight gates".
+    assert {f.rule for f in findings} <= {"landmark-one-main", "region"}
 
 
 def test_the_sample_findings_name_the_article_or_template_to_open(sample_gates: Gates) -> None:

@@ -393,6 +393,7 @@ def test_headings_walk_from_masthead_to_sections_to_stories(
         assert after["level"] <= before["level"] + 1, (before, after)  # no level skipped
     assert [h["text"] for h in headings if h["level"] == 2] == [
         "In this issue",
+        "Currencies against the US dollar",  # the rate panel is a section too
         *(s.heading for s in issue.sections),
     ]
     titles = [a.title for a in issue.articles]

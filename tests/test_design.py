@@ -233,6 +233,19 @@ def test_html_lang_comes_from_the_issue_and_an_article_keeps_its_own(settings: S
     assert block_of(doc, LEAD).xpath(".//*[@lang]") == []  # same language as the issue
 
 
+def test_dir_follows_the_language_of_the_issue_and_of_an_article(settings: Settings) -> None:
+    assert html_doc(rendered(settings)).get("dir") == "ltr"
+    for tag in ("ar", "he", "fa-IR", "ur"):
+        doc = html_doc(rendered(settings, extra=f"language: {tag}\n"))
+        assert (doc.get("lang"), doc.get("dir")) == (tag, "rtl")
+    assert html_doc(rendered(settings, extra="language: ru\n")).get("dir") == "ltr"
+    article = settings.path("content_dir") / "articles" / f"{RUBINA}.md"
+    article.write_text(article.read_text().replace("tags:", "lang: ar\ntags:", 1))
+    doc = html_doc(rendered(settings))
+    assert doc.get_element_by_id(RUBINA).get("dir") == "rtl"
+    assert doc.get_element_by_id(LEAD).get("dir") is None
+
+
 def test_an_article_lang_that_is_not_a_tag_fails_its_file(settings: Settings) -> None:
     article = settings.path("content_dir") / "articles" / f"{RUBINA}.md"
     article.write_text(article.read_text().replace("tags:", 'lang: "ru\\" onload=x"\ntags:', 1))

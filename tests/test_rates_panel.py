@@ -209,10 +209,10 @@ def test_the_sample_panel_covers_seven_days_without_a_gap(project: Path) -> None
 def test_missing_days_show_as_gaps_and_the_panel_says_how_many_days(project: Path) -> None:
     drop_days(project, 6, 7)
     issue, settings, html, text = built(project)
-    assert "trend over 5 days" in html
+    assert "trend over 5 of 7 days" in html
     assert html.count('class="gap"') == 5 * 2
     assert "a grey line marks a day without a quote" in html
-    assert "Trend over 5 days:" in text
+    assert "Trend over 5 of 7 days:" in text
     assert "over 5 of 7 days (no quote on 6 December and 7 December)" in " ".join(text.split())
     [warning] = [p for p in check_rates(issue, settings) if "rate trend" in p.message]
     assert warning.file == project / "content" / "rates" / "2025-12-10.yaml"
@@ -220,11 +220,22 @@ def test_missing_days_show_as_gaps_and_the_panel_says_how_many_days(project: Pat
     assert "has 5 days with a snapshot (none for 2025-12-06, 2025-12-07)" in warning.message
 
 
+def test_the_sub_line_and_the_charts_count_the_same_days(project: Path) -> None:
+    drop_days(project, 4, 5)  # missing at the window's start: the chart still has 7 columns
+    _, _, html, text = built(project)
+    assert "trend over 5 of 7 days<" in html
+    assert html.count('class="gap"') == 5 * 2
+    flat = " ".join(text.split())
+    assert "Trend over 5 of 7 days:" in flat
+    assert "over 5 of 7 days (no quote on 4 December and 5 December)" in flat
+    assert "over 5 days" not in flat
+
+
 def test_one_day_reads_one_day(project: Path) -> None:
     drop_days(project, 4, 5, 6, 7, 8, 9)
     issue, settings, html, text = built(project)
-    assert "trend over 1 day<" in html
-    assert "Trend over 1 day:" in text
+    assert "trend over 1 of 7 days<" in html
+    assert "Trend over 1 of 7 days:" in text
     assert "1 days" not in html + text
     [warning] = [p for p in check_rates(issue, settings) if "rate trend" in p.message]
     assert "has 1 day with a snapshot" in warning.message
@@ -303,10 +314,17 @@ _LINES = """() => {
                  ...document.querySelectorAll('.rates tr > td:not(.trend):not(.trend td)'),
                  ...document.querySelectorAll('.rates-sub')];
   const out = [];
+  // A currency's sub-line as a whole: it may wrap after its "=" only when it must.
+  for (const line of document.querySelectorAll('.rates .rate-line')) {
+    const range = document.createRange();
+    range.selectNodeContents(line);
+    const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+    out.push({text: line.textContent.replace(/\u00a0/g, ' ').trim(), lines: tops.size});
+  }
   for (const cell of cells) {
     const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
     for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-      if (!node.textContent.trim()) continue;
+      if (!node.textContent.trim() || node.parentElement.closest('.rate-line')) continue;
       const range = document.createRange();
       range.selectNodeContents(node);
       const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
@@ -331,6 +349,51 @@ def test_no_header_or_value_cell_wraps_on_a_phone(phone: Page) -> None:
     )
     assert table[0] >= 24 - 0.5  # lined up with the text above it
     assert table[1] <= PHONE - 24 + 0.5  # and inside the phone's width
+
+
+# Long values that preflight accepts, for every currency at once: the reviewer's UZS
+# (0.0000793 and a change of -0.05 once widened the page to 392 px), and a value given to
+# eighteen decimals with a two-digit change.
+LONG_VALUES = {
+    "realistic": ("0.0000793", "-0.05"),
+    "many digits": ("0.000079312345678901", "-12.3456"),
+}
+
+
+@pytest.mark.parametrize("values", sorted(LONG_VALUES))
+def test_long_values_for_every_currency_fit_a_phone(
+    values: str, tmp_path: Path, chromium: Browser
+) -> None:
+    value, change = LONG_VALUES[values]
+    for name in ("content", "templates", "issues"):
+        shutil.copytree(REPO / name, tmp_path / name)
+    snapshot = tmp_path / "content" / "rates" / "2025-12-10.yaml"
+    text = re.sub(
+        r"\{value: \"[0-9.]+\", change_pct: \"[-0-9.]+\"\}",
+        f'{{value: "{value}", change_pct: "{change}"}}',
+        snapshot.read_text(),
+    )
+    assert text.count(value) == 5
+    snapshot.write_text(text)
+    settings = load_settings(tmp_path, env={})
+    issue = load_issue(tmp_path / SAMPLE, settings)
+    html = preview_html(render(issue, settings), settings)
+    for scheme in ("light", "dark"):
+        page = open_email(
+            chromium, html, width=PHONE, scheme=scheme, images=dict(image_sizes(issue))
+        )
+        try:
+            widths = page.evaluate(
+                "[document.documentElement.scrollWidth,"
+                " document.querySelector('.rates table').getBoundingClientRect().right]"
+            )
+            lines = [f for f in page.evaluate(_LINES) if f["lines"] != 1]
+        finally:
+            page.context.close()
+        assert widths[0] <= PHONE, (scheme, widths)
+        assert widths[1] <= PHONE - 24 + 0.5, (scheme, widths)
+        # Only a currency's sub-line may take a second line; headers and figures never do.
+        assert all(f["text"].startswith("1 ") for f in lines), lines
 
 
 _BARS = """() => [...document.querySelectorAll('.rates table.chart')].map(chart =>
