@@ -213,14 +213,20 @@ def load_settings(
     return Settings(**values)
 
 
+# The shortest lease: a worker beats every quarter of it, so a shorter one would have the
+# heartbeat thread write to the database in a tight loop.
+MIN_LEASE = 1.0
+
+
 def _check_dispatch_number(key: str, value: float, origin: str) -> None:
-    """The lease must be positive (a zero lease would take every worker for dead); the
-    rate ceiling may be 0 (none) but not negative."""
-    low_ok = value >= 0 if key == "send_rate_limit" else value > 0
+    """The lease must be at least a second (a zero lease would take every worker for dead,
+    a tiny one would beat in a tight loop); the rate ceiling may be 0 (none) but not
+    negative."""
+    low_ok = value >= 0 if key == "send_rate_limit" else value >= MIN_LEASE
     if math.isfinite(value) and low_ok:
         return
     need = {
-        "send_lease": "seconds, more than 0 (default 60)",
+        "send_lease": f"seconds, at least {MIN_LEASE:g} (default 60)",
         "send_rate_limit": "messages per second, 0 (no ceiling) or more",
     }[key]
     raise ConfigError(f"{origin}: {key} must be a number of {need}; got {value!r}.")
