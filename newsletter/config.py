@@ -77,8 +77,9 @@ class Settings:
     sendgrid_sandbox: bool = False
     send_batch_size: int = 1000  # recipients per provider request; SendGrid's ceiling is 1000
     # Several `newsletter send` workers may share one database. A worker beats every quarter
-    # of the lease; one silent for longer than this (seconds) on another host, or whose
-    # process is gone on this host, is taken for dead and its claims become `unknown`.
+    # of the lease; one silent for longer than this (seconds), on any host, or whose
+    # process is gone from this host after two missed beats, is taken for dead and its
+    # claims become `unknown` (ledger.is_dead).
     send_lease: float = 60.0
     # Messages per second that all workers together may send (0: no ceiling), shared
     # through the database so the account's limit holds however many workers run.
