@@ -911,8 +911,8 @@ def _print_progress(found: dispatch.Status) -> None:
 
 
 def _print_workers(workers: list[ledger.Worker], lease: float) -> None:
-    """Unfinished runs; one silent past the lease is shown as such (the next beat of a live
-    worker, or the next send, settles it)."""
+    """Unfinished runs; one the lease rule (`ledger.is_dead`) takes for dead is shown as
+    such: the next heartbeat of a live worker, or the next send, settles it."""
     console = _console()
     if not workers:
         console.print("  workers: none running")
@@ -920,12 +920,27 @@ def _print_workers(workers: list[ledger.Worker], lease: float) -> None:
     console.print(f"  workers: {len(workers)}")
     for worker in workers:
         silent = worker.silence.total_seconds()
-        late = f" · silent past the {lease:g} s lease" if silent > lease else ""
         console.print(
             f"    {_safe(worker.host, one_line=True)} pid {worker.pid} · started "
             f"{worker.started_at:%Y-%m-%d %H:%M:%S} UTC · last heartbeat {silent:.0f} s ago · "
-            f"sent {worker.sent}{late}"
+            f"sent {worker.sent}{_dead_note(worker, lease)}"
         )
+
+
+def _dead_note(worker: ledger.Worker, lease: float) -> str:
+    from newsletter import ledger
+
+    if not ledger.is_dead(worker.host, worker.pid, worker.silence, dt.timedelta(seconds=lease)):
+        return ""
+    why = (
+        f"silent past the {lease:g} s lease"
+        if worker.silence.total_seconds() > lease
+        else "its process is gone from this host and it missed two heartbeats"
+    )
+    return (
+        f" · dead ({why}): its claims become unknown at the next worker's heartbeat "
+        "or the next send"
+    )
 
 
 def _print_undelivered(engine: Engine, name: str, expected: int) -> None:

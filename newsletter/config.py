@@ -77,8 +77,9 @@ class Settings:
     sendgrid_sandbox: bool = False
     send_batch_size: int = 1000  # recipients per provider request; SendGrid's ceiling is 1000
     # Several `newsletter send` workers may share one database. A worker beats every quarter
-    # of the lease; one silent for longer than this (seconds) on another host, or whose
-    # process is gone on this host, is taken for dead and its claims become `unknown`.
+    # of the lease; one silent for longer than this (seconds), on any host, or whose
+    # process is gone from this host after two missed beats, is taken for dead and its
+    # claims become `unknown` (ledger.is_dead).
     send_lease: float = 60.0
     # Messages per second that all workers together may send (0: no ceiling), shared
     # through the database so the account's limit holds however many workers run.
@@ -221,14 +222,20 @@ def load_settings(
     return Settings(**values)
 
 
+# The shortest lease: a worker beats every quarter of it, so a shorter one would have the
+# heartbeat thread write to the database in a tight loop.
+MIN_LEASE = 1.0
+
+
 def _check_dispatch_number(key: str, value: float, origin: str) -> None:
-    """The lease must be positive (a zero lease would take every worker for dead); the
-    rate ceiling may be 0 (none) but not negative."""
-    low_ok = value >= 0 if key == "send_rate_limit" else value > 0
+    """The lease must be at least a second (a zero lease would take every worker for dead,
+    a tiny one would beat in a tight loop); the rate ceiling may be 0 (none) but not
+    negative."""
+    low_ok = value >= 0 if key == "send_rate_limit" else value >= MIN_LEASE
     if math.isfinite(value) and low_ok:
         return
     need = {
-        "send_lease": "seconds, more than 0 (default 60)",
+        "send_lease": f"seconds, at least {MIN_LEASE:g} (default 60)",
         "send_rate_limit": "messages per second, 0 (no ceiling) or more",
     }[key]
     raise ConfigError(f"{origin}: {key} must be a number of {need}; got {value!r}.")

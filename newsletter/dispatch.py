@@ -29,6 +29,7 @@ from newsletter.errors import (
 from newsletter.mailers import Mailer, Scheduler
 from newsletter.models import (
     AudienceSpec,
+    BatchOutcome,
     DispatchPlan,
     DispatchReport,
     LedgerState,
@@ -521,23 +522,51 @@ def _send(run: _Run, batch: SendBatch) -> list[SendResult]:
     while waiting:
         part = waiting.pop()
         try:
-            _pace(run, len(part.keys))
-            outcome = run.mailer.send_batch(run.email, part)
+            outcome = _send_part(run, part)
         except (MailerError, InterruptedBeforeSending):
             # Neither this part nor those still waiting reached the provider: give them back.
             _release(run, [key for p in [part, *waiting] for key in p.keys])
+            raise
+        except KeyboardInterrupt:
+            # Ctrl-C with this part on the wire: it stays claimed (finish_run makes it
+            # `unknown`), but the halves still waiting after a 413 never left.
+            _release(run, [key for p in waiting for key in p.keys])
             raise
         if outcome.too_large and len(part.keys) > 1:
             waiting.extend(_halves(part))
             continue
         done = outcome.results or (SendResult(part.keys, "failed", error=TOO_LARGE),)
-        with db.writing(run.engine) as conn:
-            written = ledger.record(conn, run.run_id, done)
-        if written < sum(len(result.keys) for result in done):
-            # Another run took this one for dead meanwhile and reported these rows unknown.
-            raise DispatchError(ledger.SETTLED)
+        _record(run, done)
         results.extend(done)
     return results
+
+
+def _send_part(run: _Run, part: SendBatch) -> BatchOutcome:
+    _pace(run, len(part.keys))
+    return run.mailer.send_batch(run.email, part)
+
+
+def _record(run: _Run, done: Sequence[SendResult]) -> None:
+    """Write one request's outcomes, and count them in what Ctrl-C would report."""
+    with db.writing(run.engine) as conn:
+        written = ledger.record(conn, run.run_id, done)
+    expected = sum(len(result.keys) for result in done)
+    if written < expected:
+        # Another run took this one for dead meanwhile and reported these rows unknown.
+        with db.writing(run.engine) as conn:
+            late = ledger.accepted_late(conn, run.run_id, done)
+        raise DispatchError(_settled(late))
+    run.left.report = _tally(run.left.report, done, 0, requests=0)
+
+
+def _settled(late: int) -> str:
+    if not late:
+        return ledger.SETTLED
+    return (
+        f"{ledger.SETTLED} SendGrid accepted {late} of the recipients marked `unknown` "
+        "after that (HTTP 202; their rows keep the message id and say so): they were most "
+        "likely delivered, so do not --resend-unknown them without checking."
+    )
 
 
 def _halves(batch: SendBatch) -> list[SendBatch]:
@@ -548,7 +577,9 @@ def _halves(batch: SendBatch) -> list[SendBatch]:
     ]
 
 
-def _tally(report: DispatchReport, results: Sequence[SendResult], skipped: int) -> DispatchReport:
+def _tally(
+    report: DispatchReport, results: Sequence[SendResult], skipped: int, requests: int = 1
+) -> DispatchReport:
     add = {"sent": 0, "failed": 0, "unknown": 0, "validated": 0, "released": 0}
     for result in results:
         add[result.state] += len(result.keys)
@@ -559,7 +590,7 @@ def _tally(report: DispatchReport, results: Sequence[SendResult], skipped: int) 
         unknown=report.unknown + add["unknown"],
         validated=report.validated + add["validated"],
         skipped=report.skipped + skipped,
-        batches=report.batches + (1 if results else 0),
+        batches=report.batches + (requests if results else 0),
     )
 
 

@@ -176,8 +176,11 @@ def start_run(
     batch_id: str | None = None,
     send_at: dt.datetime | None = None,
 ) -> int:
-    """A new run; `batch_id` and `send_at` name the scheduled batch its requests carry."""
-    moment = now()
+    """A new run; `batch_id` and `send_at` name the scheduled batch its requests carry.
+
+    Stamped on the database's clock, as every later beat is: a host whose own clock is
+    slow must not start out looking silent for as long as it is behind."""
+    moment = clock(conn)
     result = conn.execute(
         insert(send_runs).values(
             issue=issue,
@@ -251,8 +254,7 @@ SETTLED = (
 def recover(conn: Connection, issue: str, lease: dt.timedelta, *, but: int | None = None) -> int:
     """Rows claimed by runs that died become `unknown`: their request may have gone out.
 
-    `but` is the calling run, never judged. A run on this host is dead when its process is
-    gone; one on another host when the database has heard nothing from it for `lease`.
+    `but` is the calling run, never judged. See `is_dead` for the rule.
     """
     runs = conn.execute(
         select(send_runs.c.id, send_runs.c.host, send_runs.c.pid, send_runs.c.heartbeat_at).where(
@@ -263,7 +265,7 @@ def recover(conn: Connection, issue: str, lease: dt.timedelta, *, but: int | Non
     dead = [
         r.id
         for r in runs
-        if r.id != but and _is_dead(r.host, r.pid, moment - aware(r.heartbeat_at), lease)
+        if r.id != but and is_dead(r.host, r.pid, moment - aware(r.heartbeat_at), lease)
     ]
     if not dead:
         return 0
@@ -287,13 +289,19 @@ def recover(conn: Connection, issue: str, lease: dt.timedelta, *, but: int | Non
     return int(changed)
 
 
-def _is_dead(host: str, pid: int, silence: dt.timedelta, lease: dt.timedelta) -> bool:
-    if host == socket.gethostname():
-        # This host can ask: a live process is never taken for dead, however long it has
-        # been blocked in a request (its heartbeat thread may be starved of the database).
-        return not _process_alive(pid)
-    # Another machine's run: only silence longer than the lease tells us it is gone.
-    return silence > lease
+def is_dead(host: str, pid: int, silence: dt.timedelta, lease: dt.timedelta) -> bool:
+    """Whether a run is dead, from its last heartbeat (database clock) and, on this host,
+    its process.
+
+    Silence past the lease means dead on any host, so a frozen process (SIGSTOP, a
+    suspended VM) cannot keep its claims forever. Sooner than that only when this host can
+    see the process gone AND the run has missed two beats: a host name is not unique (two
+    containers may share one), and a live worker elsewhere beats every quarter of the
+    lease, so its pid being absent here is no proof while its heartbeat is fresh.
+    """
+    if silence > lease:
+        return True
+    return host == socket.gethostname() and silence > lease / 2 and not _process_alive(pid)
 
 
 def _process_alive(pid: int) -> bool:
@@ -478,6 +486,32 @@ def record(conn: Connection, run_id: int, results: Iterable[SendResult]) -> int:
             update(send_runs).where(send_runs.c.id == run_id).values(sent=send_runs.c.sent + sent)
         )
     return written
+
+
+def accepted_late(conn: Connection, run_id: int, results: Iterable[SendResult]) -> int:
+    """After this run was settled as dead: rows of its accepted (202) results that the
+    settling made `unknown` keep that state but get the message id and a note, so whoever
+    decides on --resend-unknown can see SendGrid took them. Returns how many rows."""
+    noted = 0
+    for result in results:
+        if result.state != "sent":
+            continue
+        noted += conn.execute(
+            update(send_ledger)
+            .where(
+                send_ledger.c.id.in_([int(k) for k in result.keys]),
+                send_ledger.c.run_id == run_id,
+                send_ledger.c.state == LedgerState.UNKNOWN,
+            )
+            .values(message_id=result.message_id[:100], error=ACCEPTED_LATE, updated_at=now())
+        ).rowcount
+    return noted
+
+
+ACCEPTED_LATE = (
+    "SendGrid accepted this request (HTTP 202, message id kept) after the worker had been "
+    "taken for dead: most likely delivered; --resend-unknown would send it again"
+)
 
 
 def release(conn: Connection, run_id: int, keys: Sequence[str]) -> int:

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from newsletter import db, schema
 from newsletter.config import load_settings
 from tests.conftest import CANARY_KEY, populate
-from tests.fakes.sendgrid_server import FakeSendGrid, Reply
+from tests.fakes.sendgrid_server import FakeSendGrid, Reply, errors_body
 
 READERS = 40
 BATCH = 10
@@ -74,6 +74,9 @@ def sender(project: Path, fake_sendgrid: FakeSendGrid) -> Sender:
         "NEWSLETTER_SEND_BATCH_SIZE": str(BATCH),
         "NEWSLETTER_SENDGRID_API_URL": fake_sendgrid.url,
         "NEWSLETTER_SENDGRID_TIMEOUT": "5",
+        # The shortest lease: a run this host sees gone is settled once it missed two beats
+        # (half the lease), so the rerun right after a kill finds its claims settled.
+        "NEWSLETTER_SEND_LEASE": "1",
         "SENDGRID_API_KEY": CANARY_KEY,
     }
     engine = db.connect(load_settings(project, env=env))
@@ -274,3 +277,28 @@ def test_two_send_processes_on_one_issue_share_it_without_overlap(
     runs = [int(out.split("sent ")[-1].split(" ")[0]) for out in outputs]
     assert sum(runs) == READERS, runs
     assert min(runs) > 0, runs  # they really ran side by side
+
+
+def test_ctrl_c_after_a_413_split_gives_back_the_waiting_halves_and_counts_what_was_sent(
+    sender: Sender, fake_sendgrid: FakeSendGrid
+) -> None:
+    # Ten too large, then its first five too large: halves of 2 and 3 and the other 5 wait.
+    # The 2 are accepted and recorded; the 3 are taken by the server and not answered yet.
+    too_large = Reply(status=413, body=errors_body("too large"), accept=False)
+    fake_sendgrid.push(too_large, too_large, Reply(), Reply(delay=30))
+    process = interruptible(sender)
+    wait_until(lambda: len(fake_sendgrid.mail_sends()) == 4)
+    time.sleep(0.5)  # the body is written; the sender waits for the answer
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=30)
+    said = err.decode()
+    assert process.returncode == 130, said
+    # The five that never left are pending again, not unknown; only the three in flight are.
+    assert collections.Counter(sender.states().values()) == {"sent": 2, "unknown": 3, "pending": 5}
+    assert "sent 2 · failed 0 in this run" in said
+    assert "3 in flight marked unknown" in said
+    assert "5 given back to pending" in said
+    code, output = sender.run()
+    assert code == 0, output
+    assert_promise_kept(sender, fake_sendgrid, output)
+    assert collections.Counter(sender.states().values()) == {"sent": 37, "unknown": 3}

@@ -120,7 +120,14 @@ def test_status_after_every_worker_finished_shows_none(
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("SEND_LEASE", "0"), ("SEND_LEASE", "-5"), ("SEND_LEASE", "nan"), ("SEND_RATE_LIMIT", "-1")],
+    [
+        ("SEND_LEASE", "0"),
+        ("SEND_LEASE", "-5"),
+        ("SEND_LEASE", "nan"),
+        ("SEND_LEASE", "1e-6"),  # would beat in a tight loop
+        ("SEND_LEASE", "0.5"),
+        ("SEND_RATE_LIMIT", "-1"),
+    ],
 )
 def test_a_lease_or_rate_out_of_range_is_refused_naming_the_variable(
     tmp_path: Path, name: str, value: str

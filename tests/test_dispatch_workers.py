@@ -11,6 +11,7 @@ import collections
 import csv
 import datetime as dt
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -251,3 +252,117 @@ def test_a_worker_settled_as_dead_records_nothing_over_it_and_stops(
     # worker claimed nobody after it learnt it had been settled.
     assert collections.Counter(workers.states().values()) == {"unknown": 10}
     assert len(counting.delivered) == 10
+    # ...but the operator is told, and the rows keep the message id: not resent blindly.
+    assert "SendGrid accepted 10 of the recipients marked `unknown`" in output, output
+    rows = schema.send_ledger
+    engine = workers.engine()
+    with db.reading(engine) as conn:
+        kept = conn.execute(select(rows.c.message_id, rows.c.error)).all()
+    engine.dispose()
+    assert all(message_id and "accepted" in error for message_id, error in kept), kept
+
+
+def status_of(workers: Workers) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", "status", ISSUE],
+        cwd=workers.root,
+        env=workers.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return (done.stdout + done.stderr).decode()
+
+
+def test_a_frozen_worker_on_this_host_is_settled_once_silent_past_the_lease(
+    project: Path, database_url: str, counting: CountingSendGrid
+) -> None:
+    workers = workers_on(project, database_url, counting, send_lease="1", send_batch_size="10")
+    engine = workers.engine()
+    populate(engine, 20)
+    engine.dispose()
+    counting.push(Reply(delay=3))
+    process = workers.start()
+    wait_until(counting.arrived.is_set, 30, "the first request")
+    process.send_signal(signal.SIGSTOP)  # alive on this host, but silent
+    try:
+        time.sleep(1.5)
+        said = status_of(workers)
+        assert "dead (silent past the 1 s lease)" in said, said
+        assert recover(workers, 1.0) == 10  # its process exists: only the lease can tell
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert finish(process, 60) == 1
+    assert "took it for dead" in workers.output(0)
+    assert "workers: none running" in status_of(workers)
+
+
+def gone_pid() -> int:
+    """The id of a process that has ended and been reaped: absent on this host."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    return ended.pid
+
+
+def test_a_live_worker_whose_pid_is_not_here_keeps_its_claims_while_it_beats(
+    project: Path, database_url: str, counting: CountingSendGrid
+) -> None:
+    # Another container sharing this host name: its pid means nothing here, its heartbeat
+    # does. The running worker's run is given a pid that does not exist on this host.
+    workers = workers_on(project, database_url, counting, send_lease="4", send_batch_size="10")
+    engine = workers.engine()
+    readers = populate(engine, 20)
+    engine.dispose()
+    counting.push(Reply(delay=4))
+    process = workers.start()
+    wait_until(counting.arrived.is_set, 30, "the first request")
+    engine = workers.engine()
+    with db.writing(engine) as conn:
+        conn.execute(update(schema.send_runs).values(pid=gone_pid()))
+    engine.dispose()
+    assert recover(workers, 4.0) == 0  # fresh heartbeat: not taken for dead
+    assert "dead" not in status_of(workers)
+    assert finish(process, 60) == 0, workers.output(0)
+    assert set(workers.states().values()) == {"sent"}
+    assert collections.Counter(a for _i, a in counting.delivered) == collections.Counter(readers)
+
+
+def test_a_worker_whose_clock_is_behind_stamps_its_run_on_the_database_clock(
+    project: Path, database_url: str, counting: CountingSendGrid
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite is one machine's file: its clock is the worker's")
+    faketime = shutil.which("faketime")
+    if faketime is None:
+        pytest.fail("the faketime Debian package is needed (.ci/test installs it)")
+    workers = workers_on(project, database_url, counting, send_batch_size="10")
+    engine = workers.engine()
+    populate(engine, 20)
+    engine.dispose()
+    counting.push(Reply(delay=3))  # the run is in its first request, within its first beat
+    log = workers.root / "skewed.log"
+    workers.logs.append(log)
+    send = [sys.executable, "-m", "newsletter", "send", f"issues/{ISSUE}.yaml", "--yes"]
+    with log.open("wb") as output:  # a real process on a host two minutes slow
+        process = subprocess.Popen(
+            [faketime, "-f", "-120s", *send],
+            cwd=workers.root,
+            env={**workers.env, "FAKETIME_DONT_FAKE_MONOTONIC": "1"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    wait_until(counting.arrived.is_set, 30, "the first request")
+    set_host(workers, "another-machine")
+    engine = workers.engine()
+    # started_at is only ever stamped by start_run (a claim beats, which restamps
+    # heartbeat_at): on the host's clock it would be two minutes in the past, and the
+    # run would look silent that long until its first claim.
+    with db.reading(engine) as conn:
+        lag = conn.execute(
+            text("SELECT extract(epoch FROM clock_timestamp() - started_at) FROM send_runs")
+        ).scalar_one()
+    engine.dispose()
+    assert 0 <= lag < 30, lag
+    assert recover(workers, 60.0) == 0  # not taken for two minutes silent
+    assert finish(process, 60) == 0, workers.output(0)
+    assert set(workers.states().values()) == {"sent"}
