@@ -32,12 +32,12 @@ class Sample:
     summaries: tuple[str, ...]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def desk_settings() -> Settings:
     return load_settings(REPO, env={})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(desk_settings: Settings) -> Iterator[Browser]:
     if not (desk_settings.chromium_path or shutil.which("chromium")):
         pytest.fail("Chromium is missing: apt-get install chromium (.ci/run installs it).")
@@ -45,7 +45,7 @@ def chromium(desk_settings: Settings) -> Iterator[Browser]:
         yield launched
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sample(desk_settings: Settings) -> Sample:
     issue = load_issue(REPO / "issues" / "2025-12-10.yaml", desk_settings)
     email = render(issue, desk_settings)
@@ -55,7 +55,7 @@ def sample(desk_settings: Settings) -> Sample:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def page_at(chromium: Browser, sample: Sample) -> Iterator[Any]:
     """The sample email opened once per width, shared by the tests that only read it."""
     pages: dict[int, Page] = {}
@@ -177,7 +177,7 @@ def test_snapshots_are_four_pngs_at_phone_and_desktop_widths(
 SCHEMES = ("light", "dark")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scheme_page(chromium: Browser, sample: Sample) -> Iterator[Any]:
     """The sample email per (width, colour scheme), opened once."""
     pages: dict[tuple[int, str], Page] = {}
