@@ -33,7 +33,7 @@ from newsletter.build import build_issue
 from newsletter.config import load_settings
 from newsletter.errors import ArticleFileError, ConfigError, FeedError, UnreadableFileError
 from newsletter.feeds import ImportResult, Limits, TagRules
-from newsletter.feeds.fetch import networks
+from newsletter.feeds.fetch import networks, shown
 from newsletter.feeds.tagmap import load_tag_map
 from tests.conftest import REPO, run_newsletter
 
@@ -863,3 +863,101 @@ def test_private_loopback_and_link_local_addresses_are_refused(tmp_path: Path, h
     with pytest.raises(FeedError, match="private, loopback or link-local address"):
         run(f"http://{host}:8025/feed.xml", tmp_path / "articles", GUARDED)
     assert time.monotonic() - started < 2  # refused before any connection attempt
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 (well-known prefix) to 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 to the cloud metadata address
+        "64:ff9b:1::a00:1",  # NAT64 (local-use prefix) to 10.0.0.1
+        "2002:7f00:1::1",  # 6to4 to 127.0.0.1
+        "2002:c0a8:101::1",  # 6to4 to 192.168.1.1
+        "::127.0.0.1",  # IPv4-compatible
+        "::10.0.0.1",
+        "::ffff:0:127.0.0.1",  # IPv4-translated
+        "::ffff:0:a9fe:a9fe",
+        "fec0::1",  # site-local
+    ],
+)
+def test_ipv6_forms_carrying_a_private_ipv4_address_are_refused(
+    tmp_path: Path, address: str
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(FeedError, match="private, loopback or link-local address"):
+        run(f"http://[{address}]:8025/feed.xml", tmp_path / "articles", GUARDED)
+    assert time.monotonic() - started < 2  # refused before any connection attempt
+
+
+def test_ipv6_forms_carrying_a_public_ipv4_address_are_not_refused_for_it(tmp_path: Path) -> None:
+    # The same forms around a public IPv4 address get past the check (and then fail to
+    # connect here, with no internet): only the embedded address decides.
+    for address in ("64:ff9b::808:808", "2002:808:808::1", "::ffff:0:808:808"):
+        with pytest.raises(FeedError) as caught:
+            run(f"http://[{address}]:9/feed.xml", tmp_path / "articles", Limits(1000, 2.0))
+        assert "private, loopback" not in str(caught.value)
+
+
+def test_a_resolver_that_does_not_answer_is_cut_off_at_the_deadline(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def hanging(host: str, port: int) -> list[str]:
+        asked.append(host)
+        time.sleep(6)  # glibc's resolver: 5 s per attempt per server
+        return ["127.0.0.1"]
+
+    limits = Limits(1_000_000, 1.0, True, resolver=hanging)
+    started = time.monotonic()
+    with pytest.raises(FeedError, match=r"took longer than 1 s"):
+        run("http://feeds.example.org/rss", tmp_path / "articles", limits)
+    assert time.monotonic() - started < 2.0
+    assert asked == ["feeds.example.org"]
+    assert files(tmp_path / "articles") == {}
+
+
+def test_a_resolvers_answer_is_checked_like_the_systems(tmp_path: Path) -> None:
+    def rebinding(host: str, port: int) -> list[str]:
+        return ["93.184.216.34", "127.0.0.1"]  # one public answer does not excuse the other
+
+    with pytest.raises(FeedError, match=r"feeds\.example\.org is a private.*\(127\.0\.0\.1\)"):
+        run("http://feeds.example.org/rss", tmp_path, Limits(1000, 2.0, resolver=rebinding))
+
+
+password_text = st.text(alphabet="@:/?#%aZ9-", min_size=1, max_size=12).filter(
+    lambda p: p not in "editor 127.0.0.1 feed.xml http"
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(password=password_text)
+def test_no_fragment_of_a_password_is_shown(password: str) -> None:
+    # `@`, `:` and `%` as typed (browsers and httpx accept a bare `@`); `/?#` must be
+    # percent-encoded or the URL ends there.
+    typed = password.replace("/", "%2F").replace("?", "%3F").replace("#", "%23")
+    url = f"http://editor:{typed}@feeds.example.org:8080/rss?x=1#top"
+    assert shown(url) == "http://feeds.example.org:8080/rss?x=1#top"
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(password=st.text(alphabet="@:%aZ9", min_size=3, max_size=10).filter(lambda p: "@" in p))
+def test_a_password_with_a_bare_at_sign_is_in_no_report_or_file(
+    tmp_path_factory: pytest.TempPathFactory, password: str
+) -> None:
+    directory = tmp_path_factory.mktemp("articles")
+    secret = f"Zq{password}Zq"  # a fragment of it is recognisable in any output
+    with serving() as server:
+        server.routes["/feed.xml"] = body(RSS.read_bytes())
+        server.routes["/gone.xml"] = redirect("/missing.xml")
+        url = f"http://editor:{secret}@127.0.0.1:{server.port}"
+        result = run(f"{url}/feed.xml", directory)
+        with pytest.raises(FeedError) as caught:
+            run(f"{url}/gone.xml", directory)
+    texts = [str(caught.value), result.source, *(p.read_text() for p in directory.iterdir())]
+    texts += [outcome.reason for outcome in result.outcomes]
+    fragments = {part for part in re.split("[@:]", secret) if len(part) >= 2}
+    for text in texts:
+        assert "editor" not in text
+        for fragment in fragments:
+            assert fragment not in text, (fragment, text)
