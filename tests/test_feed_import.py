@@ -961,3 +961,53 @@ def test_a_password_with_a_bare_at_sign_is_in_no_report_or_file(
         assert "editor" not in text
         for fragment in fragments:
             assert fragment not in text, (fragment, text)
+
+
+def dated(number: int, day: int) -> str:
+    return item(
+        title=f"Story {number}", guid=f"g-{number}", link=f"https://news.example.org/{number}/"
+    ).replace("Tue, 09 Dec 2025", f"{day:02d} Dec 2025")
+
+
+def test_only_the_newest_entries_up_to_the_cap_are_imported(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.xml"
+    # Out of date order on purpose: the cap keeps the newest, not the first.
+    feed.write_bytes(rss(*(dated(n, day) for n, day in enumerate([3, 9, 1, 7, 5, 8], 1))))
+    limits = Limits(1_000_000, 20.0, max_entries=3)
+    result = run(feed, tmp_path / "articles", limits)
+    assert actions(result) == ["skipped", "imported", "skipped", "imported", "skipped", "imported"]
+    assert sorted(content.load_articles(tmp_path / "articles")) == ["story-2", "story-4", "story-6"]
+    for outcome in result.outcomes[0::2]:
+        assert outcome.reason.startswith("not imported: only the newest 3 entries are")
+        assert "feed_max_entries" in outcome.reason
+
+
+def test_the_entry_cap_comes_from_the_environment_and_must_be_positive(tmp_path: Path) -> None:
+    assert feeds.limits(load_settings(tmp_path, env={})).max_entries == 200
+    env = {"NEWSLETTER_FEED_MAX_ENTRIES": "25"}
+    assert feeds.limits(load_settings(tmp_path, env=env)).max_entries == 25
+    with pytest.raises(ConfigError, match="feed_max_entries must be a whole number of entries"):
+        load_settings(tmp_path, env={"NEWSLETTER_FEED_MAX_ENTRIES": "0"})
+
+
+def test_the_deadline_stops_writing_between_entries_and_a_rerun_carries_on(
+    tmp_path: Path,
+) -> None:
+    feed, directory = tmp_path / "feed.xml", tmp_path / "articles"
+    feed.write_bytes(rss(*(dated(n, 1 + n % 28) for n in range(1, 401))))
+    started = time.monotonic()
+    first = run(feed, directory, Limits(50_000_000, 1.0, max_entries=1000))
+    elapsed = time.monotonic() - started
+    done = first.count("imported")
+    left = [o for o in first.outcomes if o.action == "skipped"]
+    assert 0 < done < 400, done  # the deadline fell mid-feed (400 entries take far longer)
+    assert elapsed < 3.0  # 1 s, plus the entry under way when it passed
+    assert len(left) == 400 - done
+    assert all("within the 1 s deadline (feed_timeout)" in o.reason for o in left)
+    # Every file written is whole: the loader reads each one.
+    assert len(content.load_articles(directory)) == done == len(list(directory.iterdir()))
+    second = run(feed, directory, Limits(50_000_000, 600.0, max_entries=1000))
+    assert second.count("imported") == 400 - done
+    assert [o.reason for o in second.outcomes if o.action == "skipped"] == [
+        "unchanged since the last import"
+    ] * done

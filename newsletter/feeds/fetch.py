@@ -44,11 +44,12 @@ def system_resolver(host: str, port: int) -> list[str]:
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int
-    timeout: float  # seconds for the whole download
+    timeout: float  # seconds for the whole import: the download, then writing the entries
     allow_private: bool = False
     # Private networks that may be fetched all the same (the newsroom's CMS on the LAN).
     allowed_networks: tuple[IPNetwork, ...] = ()
     ca_file: str = ""  # a CA bundle to trust instead of the system's (an internal CMS)
+    max_entries: int = 200  # the newest this many entries are imported; the rest skipped
     # Who answers DNS questions; a parameter so a test can give a slow one.
     resolver: Resolver = field(default=system_resolver, compare=False, repr=False)
 
