@@ -212,7 +212,10 @@ def html_facts(html: str, tags: Tags) -> tuple[str, tuple[str, ...]]:
 
 
 def _personal(title: str, tags: Tags) -> bool:
-    return any(tag in title for tag in (*tags.all(), *placeholders.UNKEYED.all()))
+    # Only a keyed build's tags: every render keys them (the key is a digest of the issue),
+    # so no text can spell one by chance. An unkeyed copy (built by hand) has the bare
+    # `-first_name-` spellings, which a story title may hold as plain text.
+    return bool(tags.key) and any(tag in title for tag in tags.all())
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
