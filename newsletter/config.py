@@ -149,6 +149,9 @@ class Settings:
     feed_allow_private: bool = False
     feed_allow_networks: tuple[str, ...] = ()  # private networks allowed all the same
     feed_ca_file: str = ""  # CA bundle to trust instead of the system's (an internal CMS)
+    # At most this many entries (the newest) are imported per run: a feed of thousands would
+    # otherwise write for minutes. feed_timeout bounds the writing too.
+    feed_max_entries: int = 200
     # SendGrid events: an `unknown` row is resent (`send --resend-unknown`) only this many
     # minutes after it became unknown, since SendGrid posts the events that prove delivery
     # within minutes; resending earlier could mail twice what an event was about to prove.
@@ -218,6 +221,11 @@ def load_settings(
     for key in ("send_lease", "send_rate_limit"):
         if key in values:
             _check_dispatch_number(key, values[key], raw[key][1])
+    if "feed_max_entries" in values and values["feed_max_entries"] < 1:
+        raise ConfigError(
+            f"{raw['feed_max_entries'][1]}: feed_max_entries must be a whole number of "
+            f"entries, 1 or more (default 200); got {values['feed_max_entries']!r}."
+        )
     values["root"] = root
     return Settings(**values)
 

@@ -35,7 +35,11 @@ _LANGUAGE = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*\Z")
 # XML 1.0 cannot carry these at all (not even as character references). Issue files refuse
 # every control character at input, so only a copy written by other means has them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-MARKER = ".newsletter-archive"  # names a folder this command built and may replace
+# Names a folder this command built and lists every file it wrote there: a rebuild replaces
+# the folder only if it holds nothing else (a site copied into a web root with other files
+# in it must not make the whole root the archive's to delete).
+MARKER = ".newsletter-archive"
+_MANIFEST_HEAD = "# written by `newsletter archive build`; a rebuild replaces only these files\n"
 
 
 @dataclass(frozen=True)
@@ -169,14 +173,14 @@ def _read_html(
     """The language and lead stories of a stored copy, read once per content."""
     key = (issue, edition, content_hash)
     if key not in _HTML_FACTS:
-        html = conn.execute(
-            select(issue_copies.c.html).where(
+        row = conn.execute(
+            select(issue_copies.c.html, issue_copies.c.tags_key).where(
                 issue_copies.c.issue == issue, issue_copies.c.edition == edition
             )
-        ).scalar_one()
+        ).one()
         if len(_HTML_FACTS) >= FACTS_KEPT:
             _HTML_FACTS.clear()  # crude but bounded; a refill costs one read per copy
-        _HTML_FACTS[key] = html_facts(html)
+        _HTML_FACTS[key] = html_facts(row.html, Tags(row.tags_key))
     return _HTML_FACTS[key]
 
 
@@ -185,12 +189,14 @@ FACTS_KEPT = 4096
 _HTML_FACTS: dict[tuple[str, str, str], tuple[str, tuple[str, ...]]] = {}
 
 
-def html_facts(html: str) -> tuple[str, tuple[str, ...]]:
+def html_facts(html: str, tags: Tags) -> tuple[str, tuple[str, ...]]:
     """(language, lead stories) of an email's HTML: its `<html lang>` and first story titles.
 
     Stories are the email's h3 headings (the templates give each story one), else its h2s:
     derived from what was sent rather than stored beside it, so every copy ever stored has
-    them, and deterministic (document order).
+    them, and deterministic (document order). A heading holding one of the copy's
+    placeholder `tags` is left out: it was written for one reader ("Dana, this is for you"),
+    and raw it would publish the tag and the build's key.
     """
     if not html.strip():
         return UNDETERMINED, ()
@@ -199,10 +205,17 @@ def html_facts(html: str) -> tuple[str, tuple[str, ...]]:
     language = lang if _LANGUAGE.match(lang) else UNDETERMINED
     for level in ("h3", "h2"):
         titles = [" ".join(h.text_content().split()) for h in root.iter(level)]
-        found = tuple(t for t in titles if t)
+        found = tuple(t for t in titles if t and not _personal(t, tags))
         if found:
             return language, found[:LEADS]
     return language, ()
+
+
+def _personal(title: str, tags: Tags) -> bool:
+    # Only a keyed build's tags: every render keys them (the key is a digest of the issue),
+    # so no text can spell one by chance. An unkeyed copy (built by hand) has the bare
+    # `-first_name-` spellings, which a story title may hold as plain text.
+    return bool(tags.key) and any(tag in title for tag in tags.all())
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -332,7 +345,7 @@ def _tag(authority: str, day: dt.datetime, specific: str) -> str:
 
 def files(conn: Connection, settings: Settings, found: Catalogue) -> dict[str, bytes]:
     """Every file of the site by its path (relative, '/'-separated), the pages' own URLs."""
-    site: dict[str, bytes] = {"archive/index.html": home_page(settings, found), MARKER: b""}
+    site: dict[str, bytes] = {"archive/index.html": home_page(settings, found)}
     for entry in found.entries:
         site[f"{entry.path.strip('/')}/index.html"] = issue_page(conn, settings, entry)
     for name in archived_lists(found):
@@ -342,7 +355,18 @@ def files(conn: Connection, settings: Settings, found: Catalogue) -> dict[str, b
                 settings, found, name, language
             )
             site[feed_path(name, language).strip("/")] = feed(settings, found, name, language)
+    site[MARKER] = manifest(site)
     return site
+
+
+def manifest(site: Mapping[str, bytes]) -> bytes:
+    """The marker's text: every path of the site, one a line, sorted (deterministic)."""
+    return (_MANIFEST_HEAD + "".join(f"{path}\n" for path in sorted(site))).encode("utf-8")
+
+
+def _listed(marker: Path) -> set[str]:
+    lines = marker.read_text("utf-8", errors="replace").splitlines()
+    return {line for line in lines if line and not line.startswith("#")} | {MARKER}
 
 
 def require(found: Catalogue, wanted: Iterable[str]) -> None:
@@ -400,11 +424,29 @@ def _fill(staging: Path, site: Mapping[str, bytes]) -> None:
 def _check_out(out: Path) -> None:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UsageError(f"--out {out}: not a folder; choose a new or empty folder.")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    marker = out / MARKER
+    foreign = _foreign(out, _listed(marker)) if marker.is_file() else "files"
+    if foreign:
         raise UsageError(
-            f"--out {out}: this folder holds files the archive did not write, and building "
-            "replaces the whole folder; choose a new or empty folder."
+            f"--out {out}: this folder holds {foreign} the archive did not write, and "
+            "building replaces the whole folder; nothing was changed. Choose a new or empty "
+            "folder (publish by copying the built folder's contents, or point the web server "
+            "at it)."
         )
+
+
+def _foreign(out: Path, listed: set[str]) -> str:
+    """The first path under `out` that the marker does not list (its folders included), or
+    "" when the archive wrote everything there."""
+    folders = {"/".join(p.split("/")[:i]) for p in listed for i in range(1, p.count("/") + 1)}
+    for path in sorted(out.rglob("*")):
+        relative = path.relative_to(out).as_posix()
+        wanted = folders if path.is_dir() and not path.is_symlink() else listed
+        if relative not in wanted:
+            return repr(relative)
+    return ""
 
 
 def _swap(staging: Path, out: Path) -> None:

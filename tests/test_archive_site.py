@@ -36,6 +36,7 @@ from newsletter.errors import IssueError
 from newsletter.mailers.outbox import OutboxMailer
 from newsletter.mailers.sendgrid import SendGridMailer
 from newsletter.models import AudienceSpec, RenderedEmail
+from newsletter.placeholders import Tags
 from newsletter.schema import issue_copies, lists, send_issues, subscribers
 from newsletter.web import create_app
 from tests.conftest import TEST_KEYS, Served, run_newsletter, uvicorn_port
@@ -370,6 +371,55 @@ def test_a_folder_the_archive_did_not_write_is_never_replaced(weekly: Settings) 
     assert code == 1
     assert "holds files the archive did not write" in said
     assert tree(mine) == {"thesis.txt": b"years of work"}
+
+
+def test_lead_stories_holding_a_placeholder_tag_are_not_published(
+    project_settings: Settings, engine: Engine
+) -> None:
+    # A heading such as "{{ ph.first_name }}, this is for you" is stored with the build's
+    # keyed tag; published raw it would show the tag and its key to everybody.
+    make_list(engine, "weekly", public=True)
+    tag = Tags("k3y").html("first_name")
+    mail = hand_made("2025-12-24", "Personal", story_html("en", f"{tag}, for you", "Plain news"))
+    send(project_settings, engine, dataclasses.replace(mail, tags=Tags("k3y")))
+    out = project_settings.root / "site"
+    code, said = archive_build(project_settings, "--out", str(out))
+    assert code == 0, said
+    index = IndexReader.read((out / "archive/weekly/en/index.html").read_text(encoding="utf-8"))
+    assert index.leads[0] == ["Plain news"]
+    for path in ("archive/weekly/en/index.html", "archive/weekly/en/feed.atom"):
+        published = (out / path).read_text(encoding="utf-8")
+        assert "k3y" not in published
+        assert "first_name" not in published
+
+
+def test_a_web_root_the_site_was_copied_into_is_never_replaced(weekly: Settings) -> None:
+    # The marker travels with a copied site; it must not make the user's files the archive's.
+    built, root = weekly.root / "site", weekly.root / "www"
+    assert archive_build(weekly, "--out", str(built))[0] == 0
+    root.mkdir()
+    (root / "about.html").write_text("our own page", encoding="utf-8")
+    (root / "archive").mkdir()
+    (root / "archive" / "logo.png").write_bytes(b"\x89PNG ours")
+    shutil.copytree(built, root, dirs_exist_ok=True)
+    before = tree(root)
+    code, said = archive_build(weekly, "--out", str(root))
+    assert code == 1
+    assert "holds 'about.html' the archive did not write" in said
+    assert "nothing was changed" in said
+    assert tree(root) == before
+    assert tree(root)["about.html"] == b"our own page"
+    assert tree(root)["archive/logo.png"] == b"\x89PNG ours"
+    # The archive's own folder, untouched, is rebuilt as before.
+    assert archive_build(weekly, "--out", str(built))[0] == 0
+
+
+def test_the_marker_lists_every_file_the_build_wrote(weekly: Settings) -> None:
+    out = weekly.root / "site"
+    assert archive_build(weekly, "--out", str(out))[0] == 0
+    lines = (out / ".newsletter-archive").read_text(encoding="utf-8").splitlines()
+    written = sorted(set(tree(out)) - {".newsletter-archive"})
+    assert [line for line in lines if not line.startswith("#")] == written
 
 
 def test_a_rebuild_replaces_the_old_site_whole(weekly: Settings, engine: Engine) -> None:

@@ -8,6 +8,8 @@ runs them and returns what happened to each entry; it prints nothing.
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,23 +52,62 @@ def limits(settings: Settings) -> Limits:
         settings.feed_allow_private,
         allowed,
         settings.feed_ca_file,
+        max_entries=settings.feed_max_entries,
     )
 
 
 def import_feed(
     source: str, directory: Path, limits: Limits, tags: TagRules, *, draft: bool = False
 ) -> ImportResult:
-    """Import every entry of the feed at `source` (an http(s) URL or a file) into
-    `directory`. A feed that cannot be read raises FeedError before any file is written;
-    an entry that cannot become an article is skipped with its reason."""
+    """Import the newest `limits.max_entries` entries of the feed at `source` (an http(s)
+    URL or a file) into `directory`, within `limits.timeout` seconds. A feed that cannot be
+    read raises FeedError before any file is written; an entry that cannot become an
+    article, is beyond the cap, or is not reached by the deadline is skipped with its reason.
+    """
+    deadline = time.monotonic() + limits.timeout
     label = shown(source)  # a password in the URL goes into no message and no file
     base = label if _is_url(source) else ""
     feed = entries.parse(read(source, limits), label, base)
     atomic.make_dirs(directory, private=False)
     known = Known.scan(directory)
     seen: dict[str, int] = {}
-    outcomes = [_one(entry, label, directory, known, tags, draft, seen) for entry in feed]
+    chosen = _newest(feed, limits.max_entries)
+    outcomes: list[Outcome] = []
+    for entry in feed:
+        if entry.position not in chosen:
+            outcomes.append(_skip(entry, _beyond_cap(limits.max_entries)))
+        elif time.monotonic() > deadline:
+            # Checked between entries, each written whole (atomically): what was written
+            # stands, and the next run carries on, finding those unchanged.
+            outcomes.append(_skip(entry, _past_deadline(limits.timeout)))
+        else:
+            outcomes.append(_one(entry, label, directory, known, tags, draft, seen))
     return ImportResult(label, tuple(outcomes))
+
+
+def _newest(feed: list[entries.Entry], cap: int) -> set[int]:
+    """The positions of the `cap` newest entries (by date; a tie, or no date, goes to the
+    earlier in the feed, since feeds list the newest first)."""
+    ranked = sorted(feed, key=lambda e: (-(e.published or dt.date.min).toordinal(), e.position))
+    return {entry.position for entry in ranked[:cap]}
+
+
+def _skip(entry: entries.Entry, reason: str) -> Outcome:
+    return Outcome(entry.position, entry.title, "skipped", reason)
+
+
+def _beyond_cap(cap: int) -> str:
+    return (
+        f"not imported: only the newest {cap} entries are (feed_max_entries); raise it to "
+        "import more"
+    )
+
+
+def _past_deadline(timeout: float) -> str:
+    return (
+        f"not reached within the {timeout:g} s deadline (feed_timeout); run the import again "
+        "to continue, or raise feed_timeout"
+    )
 
 
 def _is_url(source: str) -> bool:

@@ -15,11 +15,13 @@ after decompression, so a gzip bomb stops at the cap too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
-import re
 import socket
 import ssl
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -29,16 +31,27 @@ MAX_REDIRECTS = 5
 REDIRECTS = {301, 302, 303, 307, 308}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# (host, port) -> the addresses it resolves to, as text; blocking, like getaddrinfo.
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The machine's resolver (getaddrinfo): every address of `host` for a TCP connection."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
 
 
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int
-    timeout: float  # seconds for the whole download
+    timeout: float  # seconds for the whole import: the download, then writing the entries
     allow_private: bool = False
     # Private networks that may be fetched all the same (the newsroom's CMS on the LAN).
     allowed_networks: tuple[IPNetwork, ...] = ()
     ca_file: str = ""  # a CA bundle to trust instead of the system's (an internal CMS)
+    max_entries: int = 200  # the newest this many entries are imported; the rest skipped
+    # Who answers DNS questions; a parameter so a test can give a slow one.
+    resolver: Resolver = field(default=system_resolver, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -57,12 +70,22 @@ def networks(values: tuple[str, ...], setting: str) -> tuple[IPNetwork, ...]:
         ) from None
 
 
-_USERINFO = re.compile(r"(?<=//)[^/?#@]*@")
-
-
 def shown(url: str | httpx.URL) -> str:
-    """`url` without a user name and password, for messages and the article's front matter."""
-    return _USERINFO.sub("", str(url))
+    """`url` without a user name and password, for messages and the article's front matter.
+
+    The authority ends at the first `/`, `?` or `#`, and the user information at the LAST
+    `@` before it (as browsers and httpx read it), so a password holding a bare `@` goes
+    whole. `/`, `?` and `#` in a password must be percent-encoded for the URL to be valid.
+    """
+    text = str(url)
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        return text
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority = rest[:end]
+    if "@" not in authority:
+        return text
+    return f"{scheme}://{authority.rpartition('@')[2]}{rest[end:]}"
 
 
 def fetch(url: str, limits: Limits) -> bytes:
@@ -116,7 +139,7 @@ def _parse(candidate: str, origin: str) -> httpx.URL:
 
 
 async def _checked_hop(url: httpx.URL, origin: str, limits: Limits) -> _Hop:
-    addresses = await _resolve(url, origin)
+    addresses = await _resolve(url, origin, limits.resolver)
     if not limits.allow_private:
         for address in addresses:
             if not _public(address) and not any(address in n for n in limits.allowed_networks):
@@ -129,23 +152,80 @@ async def _checked_hop(url: httpx.URL, origin: str, limits: Limits) -> _Hop:
     return _Hop(url, tuple(addresses))
 
 
-async def _resolve(url: httpx.URL, origin: str) -> list[IPAddress]:
+async def _resolve(url: httpx.URL, origin: str, resolver: Resolver) -> list[IPAddress]:
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            url.host, port, type=socket.SOCK_STREAM
-        )
+        answers = await _in_daemon_thread(resolver, url.host, port)
     except OSError as exc:
         raise FeedError(f"{origin}: cannot resolve {url.host} ({exc}).") from None
     # Every answer is checked, not only the first: which one a retry would use is not ours
     # to choose.
-    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    return [ipaddress.ip_address(answer.split("%")[0]) for answer in answers]
+
+
+async def _in_daemon_thread(resolver: Resolver, host: str, port: int) -> Sequence[str]:
+    """`resolver(host, port)` in a thread nobody waits for once the deadline has passed.
+
+    getaddrinfo cannot be cancelled, and asyncio's own `getaddrinfo` runs it in the loop's
+    default executor, which `asyncio.run` joins before returning: a resolver that hangs for
+    8 s held a 1 s deadline for 8 s. A daemon thread is abandoned instead; its late answer
+    goes nowhere.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[Sequence[str]] = loop.create_future()
+
+    def settle(result: Sequence[str] | None, error: OSError | None) -> None:
+        if answer.done():
+            return  # the deadline cancelled the wait
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(result or ())
+
+    def work() -> None:
+        result: Sequence[str] | None = None
+        error: OSError | None = None
+        try:
+            result = resolver(host, port)
+        except OSError as exc:
+            error = exc
+        # RuntimeError: the loop is closed, the caller stopped waiting long ago.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="feed-dns", daemon=True).start()
+    return await answer
+
+
+# IPv6 forms that carry an IPv4 address (the last 32 bits) which the packet ends up at:
+# NAT64 (well-known and local-use prefixes), IPv4-compatible and IPv4-translated.
+_IPV4_INSIDE = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")
+)
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")  # deprecated, but still routed in-site
 
 
 def _public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _SITE_LOCAL:
+            return False
+        inner = _embedded_ipv4(address)
+        if inner is not None:
+            return _public(inner)
     return address.is_global and not address.is_multicast
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (::ffff:127.0.0.1 is 127.0.0.1), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:  # 2002:AABB:CCDD::/48 is 6to4 to AA.BB.CC.DD
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]  # the client behind the Teredo relay
+    if any(address in network for network in _IPV4_INSIDE):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 async def _get(
