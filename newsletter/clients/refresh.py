@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess  # nosec B404 (npm pack, fixed arguments, no shell)
+
+# bandit B404: only `npm pack` with fixed arguments and no shell.
+import subprocess  # nosec B404
 import sys
 import tarfile
 import tempfile
