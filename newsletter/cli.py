@@ -895,7 +895,8 @@ def status(
     _print_progress(found)
     _print_workers(found.workers, settings.send_lease)
     if report.unknown:
-        console.print(f"  unknown not yet proven sent by SendGrid events: {unproven(engine, name)}")
+        waiting = unproven(engine, name)
+        console.print(f"  proof: {waiting} of the unknown not yet proven sent by SendGrid events")
     if details:
         _print_undelivered(engine, name, report.unknown + report.failed)
 

@@ -184,8 +184,9 @@ def test_status_shows_hostile_host_names_and_addresses_as_data(
         out = capsys.readouterr().out
         assert not UNSAFE.search(out), repr(out)
         lines = out.splitlines()
-        assert len(lines) == 7  # one line per worker and per row, whatever they hold
+        assert len(lines) == 8  # one line per worker and per row, whatever they hold
         assert lines[4].startswith("    ")  # the worker, on its own line
-        assert lines[5].startswith("  unknown  x")
+        assert lines[5].startswith("  proof: 1 of the unknown")
+        assert lines[6].startswith("  unknown  x")
 
     shown()

@@ -282,4 +282,4 @@ def test_status_says_how_many_unknowns_remain_unproven(
     env = {"PATH": os.environ.get("PATH", ""), "NEWSLETTER_DATABASE_URL": server.settings.database}
     shown = run_newsletter(tmp_path, "status", ISSUE, env=env)
     assert "unknown 4" in shown.stdout
-    assert "unknown not yet proven sent by SendGrid events: 4" in shown.stdout
+    assert "proof: 4 of the unknown not yet proven sent by SendGrid events" in shown.stdout
