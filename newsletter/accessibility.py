@@ -388,8 +388,8 @@ _INLINE = frozenset({"span", "strong", "b", "em", "i", "a", "small", "u", "code"
 
 def _own_text(element: HtmlElement) -> bool:
     """The element carries text at its own size: directly, after a child, or inside inline
-    children that set no size of their own (`<span style="font-size:12px"><span>1 UZS
-    =</span> ...</span>` is 12 px text), not only in nested blocks."""
+    children that set no size of their own (a 12 px span whose text sits in unsized inner
+    spans is 12 px text), not only in nested blocks."""
     if (element.text or "").strip():
         return True
     for child in element:

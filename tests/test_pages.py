@@ -163,6 +163,32 @@ def _archive(v: str) -> dict[str, Any]:
     }
 
 
+def _stats(v: str) -> dict[str, Any]:
+    """The stats report: issue and edition names, link texts and URLs come from outside."""
+    from newsletter.stats import OPENS_CAVEAT
+    from newsletter.statsreport import Bar, Series
+
+    counts = ("recipients", "sent", "delivered", "hard_bounces", "soft_bounces", "deferred")
+    more = ("unique_opens", "machine_opens", "unique_clicks", "unsubscribes", "spam_reports")
+    figures = SimpleNamespace(issue=v, edition=v, **{name: 3 for name in counts + more})
+    line = Series("opens", "40,10 60,20", 2)
+    return {
+        "figures": figures,
+        "rates": {"delivered": 0.5, "unique_opens": None},
+        "caveat": OPENS_CAVEAT,
+        "hourly": [line, Series("clicks", "40,10 60,20", 1)],
+        "bars": [Bar(v, v, 3, 120.0), Bar(v, "https://x.example/" + v, 1, 40.0)],
+        "trend": [Series("opens %", "40,10 60,20", 0.5)],
+        "trend_names": [v, v],
+        "width": 720,
+        "height": 200,
+        "left": 40,
+        "top": 10,
+        "hours": 72,
+        "bar_width": 400,
+    }
+
+
 CONTEXTS: dict[str, list[Callable[[str], dict[str, Any]]]] = {
     "unsubscribe.html": [public(list_name="", action="/u/")],
     "unsubscribed.html": [public(list_name="", again="/u/")],
@@ -187,6 +213,7 @@ CONTEXTS: dict[str, list[Callable[[str], dict[str, Any]]]] = {
     "archive/home.html": [_archive],
     "archive/index.html": [_archive],
     "archive/list.html": [_archive],
+    "stats/report.html": [_stats],
 }
 
 
@@ -364,6 +391,8 @@ PAGE_TAGS = (
 NOT_PAGES = {
     # preflight parses an empty email part as an empty document; nothing is served.
     "<html><head></head><body></body></html>",
+    # markdown.py: a pattern that reads nh3's output (an <a> left without its href).
+    '<a (?:title="[^"]*" )?rel="noopener noreferrer">(.*?)</a>',
 }
 
 
