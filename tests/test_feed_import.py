@@ -656,8 +656,10 @@ def test_the_command_reports_each_entry_with_feed_text_kept_as_data(tmp_path: Pa
     feed = tmp_path / "feed.xml"
     feed.write_bytes(
         rss(
-            item("Заголовок [red]x[/red] :bomb: \u202eevil", "g-1"),
+            item("Заголовок [red]x[/red] :bomb:", "g-1"),
             item("", "g-2", "https://news.example.org/b/"),
+            # Refused by the article loader (bidi override), and still shown escaped.
+            item("Заголовок \u202eevil", "g-3", "https://news.example.org/c/"),
         )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | {
@@ -673,7 +675,7 @@ def test_the_command_reports_each_entry_with_feed_text_kept_as_data(tmp_path: Pa
     assert "[red]x[/red] :bomb:" in first.stdout
     assert "imported" in first.stdout
     assert "the entry has no title" in first.stdout
-    assert "imported 1 · updated 0 · skipped 1" in first.stdout
+    assert "imported 1 · updated 0 · skipped 2" in first.stdout
     assert "unchanged since the last import" in again.stdout
     refused = run_newsletter(
         tmp_path, "articles", "import-feed", "http://127.0.0.1:9/feed.xml", env=env
