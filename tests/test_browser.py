@@ -205,6 +205,7 @@ _TEXT_LEFT = """(selector) => [...document.querySelectorAll(selector)].map(el =>
 # story's title, meta line, summary and call to action, and the footer.
 _EDGE_SELECTORS = {
     "intro": ".intro p",
+    "rate panel": ".rates-title h2",
     "section heading": ".kicker h2",
     "story title": "h3",
     "card summary": ".card-summary",
