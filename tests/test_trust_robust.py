@@ -844,16 +844,33 @@ def test_subscriber_text_through_the_real_commands(project: Path, note: str) -> 
 
 
 def test_article_text_through_build(project: Path) -> None:
-    """Control characters in a title are an error on the article (see below); bidi
-    overrides, markup and emoji codes are text, and reach the build summary escaped."""
+    """Control characters and bidi overrides in a title are an error on the article (see
+    below); markup and emoji codes are text, and reach the build summary as typed."""
     article = project / "content" / "articles" / "kyrgyzstan-dried-apricot-exports-china.md"
     text = article.read_text()
     start = text.index("title: ")
     end = text.index("\n", start)
-    hostile = 'title: "[red]Apricots\\u202e :bomb: \\u2066x\\u2067y"'
-    article.write_text(text[:start] + hostile + text[end:])
+    article.write_text(text[:start] + 'title: "[red]Apricots :bomb: [/red]x"' + text[end:])
     built = _clean(run_newsletter(project, "build", SAMPLE, "--out", "out"))
-    assert "[red]Apricots\\u202e :bomb: \\u2066x\\u2067y" in built
+    assert "[red]Apricots :bomb: [/red]x" in built
+
+
+def test_a_bidi_override_in_a_title_is_an_error_on_the_article(project: Path) -> None:
+    """A bidi override would draw the rest of the line backwards in the email: refused on the
+    article's file and field, and the error shows it escaped, never raw."""
+    article = project / "content" / "articles" / "kyrgyzstan-dried-apricot-exports-china.md"
+    text = article.read_text()
+    start = text.index("title: ")
+    end = text.index("\n", start)
+    hostile = 'title: "Apricots\\u202e :bomb: \\u2066x\\u2067y"'
+    article.write_text(text[:start] + hostile + text[end:])
+    done = run_newsletter(project, "build", SAMPLE, "--out", "out")
+    shown = done.stdout + done.stderr
+    assert done.returncode == 1
+    assert "kyrgyzstan-dried-apricot-exports-china.md" in shown
+    assert "title" in shown
+    assert not {"\u202e", "\u2066", "\u2067"} & set(shown)
+    assert not (project / "out").exists()
 
 
 # --- Control characters in content: an error on the file, never a template's fault --------
