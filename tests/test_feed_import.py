@@ -434,7 +434,12 @@ def dangerous(html: str) -> Counter[str]:
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(title=hostile.filter(lambda s: s.strip()), body=hostile)
+# A title or summary with a bidi control is refused by the article loader, never rendered: that
+# refusal is test_the_command_reports_each_entry_with_feed_text_kept_as_data's.
+@given(
+    title=hostile.filter(lambda s: s.strip() and not content.BIDI_CONTROL.search(s)),
+    body=hostile.filter(lambda s: not content.BIDI_CONTROL.search(s)),
+)
 def test_hostile_feed_text_renders_with_no_script_handler_or_template_residue(
     desk: Desk, title: str, body: str
 ) -> None:
